@@ -1,0 +1,54 @@
+"""Config checks that run before any data is read or any net is trained."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from digitnet.data import SCALINGS
+from digitnet.errors import UserError
+from digitnet.models import NETS
+
+TASKS = ("cv", "final")
+
+
+def _number(cfg: DictConfig, key: str, kind=float):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    try:
+        if kind is int and (isinstance(value, bool) or float(value) != int(value)):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r} is not {'a whole number' if kind is int else 'a number'}") from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise UserError naming the first bad value and how to fix it."""
+    if cfg.task not in TASKS:
+        raise UserError(f"task={cfg.task!r} is unknown; use task=cv or task=final")
+    if cfg.model.name not in NETS:
+        raise UserError(f"model.name={cfg.model.name!r} is unknown; use model={'|'.join(NETS)}")
+    if _number(cfg, "optimizer.lr") <= 0:
+        raise UserError(f"optimizer.lr={cfg.optimizer.lr} must be > 0 (the tutorial uses 0.01)")
+    momentum = cfg.optimizer.get("momentum")
+    if momentum is not None and not 0 <= _number(cfg, "optimizer.momentum") < 1:
+        raise UserError(f"optimizer.momentum={momentum} must be in [0, 1) (the tutorial uses 0.9)")
+    if _number(cfg, "data.batch_size", int) <= 0:
+        raise UserError(f"data.batch_size={cfg.data.batch_size} must be a positive whole number (default 32)")
+    if _number(cfg, "data.eval_batch_size", int) <= 0:
+        raise UserError(f"data.eval_batch_size={cfg.data.eval_batch_size} must be a positive whole number")
+    if cfg.data.scaling not in SCALINGS:
+        raise UserError(f"data.scaling={cfg.data.scaling!r} is unknown; use one of {', '.join(SCALINGS)}")
+    n_folds = _number(cfg, "cv.n_folds", int)
+    if n_folds < 2:
+        raise UserError(f"cv.n_folds={n_folds} must be at least 2 for k-fold cross-validation (default 5)")
+    limit = _number(cfg, "data.limit", int)
+    if limit < 0:
+        raise UserError(f"data.limit={limit} must be 0 (all images) or a positive count")
+    if cfg.task == "cv" and 0 < limit < n_folds:
+        raise UserError(f"data.limit={limit} is smaller than cv.n_folds={n_folds}; each fold needs images")
+    _number(cfg, "seed", int)
+    _number(cfg, "cv.seed", int)
+    if _number(cfg, "trainer.max_epochs", int) < 1:
+        raise UserError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")

@@ -1,0 +1,169 @@
+"""The k-fold loop: a fresh model, optimizer, trainer and seed per fold; each finished fold saved as it ends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from digitnet import report
+from digitnet.data import MNISTArrays, MNISTDataModule
+from digitnet.errors import UserError
+from digitnet.models import DigitClassifier
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class History(pl.Callback):
+    """Per-epoch train/val loss and accuracy, read once per epoch (no per-step host sync)."""
+
+    KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+    def __init__(self):
+        self.epochs: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        self.epochs.append({"epoch": trainer.current_epoch, **{k: float(m[k]) for k in self.KEYS if k in m}})
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops the fold as soon as the loss is NaN/inf. Checks every step on CPU, every `every` steps elsewhere."""
+
+    def __init__(self, every: int = 50):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss.device.type != "cpu" and batch_idx % self.every:
+            return
+        if not torch.isfinite(loss.detach()).item():
+            raise Diverged(f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}")
+
+
+def plain(node) -> dict:
+    """A config node as plain Python values (what checkpoints and JSON may hold)."""
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def make_model(cfg: DictConfig, dm: MNISTDataModule) -> DigitClassifier:
+    return DigitClassifier(
+        arch=cfg.model.name,
+        optimizer=plain(cfg.optimizer),
+        scaling=cfg.data.scaling,
+        pixel_mean=dm.pixel_mean,
+        pixel_std=dm.pixel_std,
+    )
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, **overrides) -> pl.Trainer:
+    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)
+
+
+def make_datamodule(cfg: DictConfig, arrays: MNISTArrays, fold: int | None, shuffle_seed: int) -> MNISTDataModule:
+    return MNISTDataModule(
+        arrays,
+        fold=fold,
+        n_folds=cfg.cv.n_folds,
+        cv_seed=cfg.cv.seed,
+        limit=cfg.data.limit,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        scaling=cfg.data.scaling,
+        shuffle_seed=shuffle_seed,
+    )
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """What a fold's result depends on; a resumed run only reuses folds with the same fingerprint."""
+    keep = {k: plain(cfg[k]) for k in ("data", "model", "optimizer", "cv")}
+    keep.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
+    for key in ("root", "download", "eval_batch_size"):
+        keep["data"].pop(key, None)
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -> dict:
+    seed = int(cfg.seed) + fold
+    pl.seed_everything(seed, verbose=False)
+    dm = make_datamodule(cfg, arrays, fold, shuffle_seed=seed)
+    model = make_model(cfg, dm)
+    history = History()
+    trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard()], enable_checkpointing=False)
+    start = time.perf_counter()
+    status, reason = "ok", None
+    try:
+        trainer.fit(model, datamodule=dm)
+    except Diverged as exc:
+        status, reason = "diverged", str(exc)
+    seconds = time.perf_counter() - start
+    score = history.epochs[-1].get("val_acc") if status == "ok" and history.epochs else None
+    if status == "ok" and (score is None or not math.isfinite(score)):
+        status, reason, score = "diverged", "validation accuracy is not finite", None
+    result = {
+        "fold": fold,
+        "status": status,
+        "score": score,
+        "seconds": round(seconds, 3),
+        "n_train": len(dm.train_y),
+        "n_val": len(dm.val_y),
+        "pixel_mean": dm.pixel_mean,
+        "pixel_std": dm.pixel_std,
+        "history": history.epochs,
+    }
+    if reason:
+        result["reason"] = reason
+    if status == "ok":
+        result["confusion_matrix"] = report.confusion(model, dm.val_x, dm.val_y, cfg.data.eval_batch_size).tolist()
+        report.log_fold_images(trainer.logger.experiment, dm.val_x[:32], result["confusion_matrix"])
+    trainer.logger.finalize("success")
+    return result
+
+
+def load_finished_fold(path: Path, expected: str) -> dict | None:
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprint") != expected:
+        raise UserError(
+            f"{path.parent.parent} holds folds of a different config; to resume, rerun with the same overrides, "
+            "else choose a new hydra.run.dir"
+        )
+    return saved
+
+
+def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
+    """Train and score every fold (skipping folds a previous run in this dir finished); write the report."""
+    start = time.perf_counter()
+    expected = fingerprint(cfg)
+    results = []
+    for fold in range(cfg.cv.n_folds):
+        path = run_dir / "folds" / f"fold_{fold}.json"
+        result = load_finished_fold(path, expected)
+        resumed = result is not None
+        if not resumed:
+            result = train_fold(cfg, arrays, fold, run_dir)
+            result["fingerprint"] = expected
+            report.write_json_atomic(path, result)
+        line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
+        print(line + (f"  (fold {fold}, finished earlier)" if resumed else ""), flush=True)
+        results.append(result)
+    summary = report.cv_summary(cfg, results, wall_seconds=time.perf_counter() - start)
+    report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
+    if summary["mean"] is not None:
+        print(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}")
+    else:
+        print(f"Accuracy: none, {summary['status']} ({summary['n_diverged']} of {len(results)} folds diverged)")
+    return summary
+

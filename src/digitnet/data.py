@@ -1,0 +1,216 @@
+"""MNIST: reading the IDX files, pixel scaling, k-fold splits, and in-memory batches."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from sklearn.model_selection import KFold
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+
+from digitnet.errors import UserError
+
+SCALINGS = ("normalize", "center", "standardize")
+# file name stem -> (IDX magic number, shape after the count)
+_FILES = {
+    "train-images-idx3-ubyte": (2051, (28, 28)),
+    "train-labels-idx1-ubyte": (2049, ()),
+    "t10k-images-idx3-ubyte": (2051, (28, 28)),
+    "t10k-labels-idx1-ubyte": (2049, ()),
+}
+
+
+def default_root() -> str:
+    return os.environ.get("DIGITNET_DATA", "data")
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def download_mnist(root: Path, missing: list[str]) -> None:
+    """Fetch the missing files through torchvision's MNIST mirrors (checksums included)."""
+    from torchvision.datasets.utils import download_url
+
+    md5 = dict(MNIST.resources)
+    for stem in missing:
+        errors = []
+        for mirror in MNIST.mirrors:
+            try:
+                download_url(mirror + stem + ".gz", root, filename=stem + ".gz", md5=md5[stem + ".gz"])
+                break
+            except Exception as exc:  # noqa: BLE001 - every mirror failing is reported below
+                errors.append(f"{mirror}: {exc}")
+        else:
+            raise UserError(
+                f"could not download {stem}.gz into {root} ({'; '.join(errors)[:200]}). "
+                f"With no network, copy the four MNIST files (gz or raw) into {root} "
+                "or point data.root / DIGITNET_DATA at a folder that has them"
+            )
+
+
+def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tensor:
+    """Read one IDX file (gz or raw) into a uint8 tensor, checking its header against the size."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path}: cannot read it ({exc}); replace it with a good copy of the MNIST file") from None
+    ndim = 1 + len(item_shape)
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise UserError(f"{path}: file is truncated ({len(raw)} bytes); replace it with a good copy")
+    found = int.from_bytes(raw[0:4], "big")
+    if found != magic:
+        raise UserError(
+            f"{path}: bad magic number {found:#010x}, expected {magic:#010x}; "
+            "this is not the MNIST file its name says (images and labels swapped, or corrupt)"
+        )
+    dims = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(1, ndim + 1))
+    if dims[1:] != item_shape:
+        raise UserError(f"{path}: items have shape {dims[1:]}, expected {item_shape}; this is not MNIST")
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise UserError(
+            f"{path}: header promises {dims[0]} items ({expected} bytes) but the file has {len(raw)} bytes; "
+            "it is truncated or corrupt, replace it with a good copy"
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(*dims)
+
+
+@dataclass
+class MNISTArrays:
+    train_x: torch.Tensor  # (60000, 28, 28) uint8
+    train_y: torch.Tensor  # (60000,) int64
+    test_x: torch.Tensor  # (10000, 28, 28) uint8: the holdout, never used by CV
+    test_y: torch.Tensor
+
+
+def load_mnist(root: str | os.PathLike, download: bool = True) -> MNISTArrays:
+    root = Path(root).expanduser()
+    missing = [stem for stem in _FILES if _find(root, stem) is None]
+    if missing and download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create data folder {root} ({exc}); set data.root to a writable folder") from None
+        download_mnist(root, missing)
+        missing = [stem for stem in _FILES if _find(root, stem) is None]
+    if missing:
+        raise UserError(
+            f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). "
+            "Copy them there, set data.root=DIR or DIGITNET_DATA=DIR, or allow data.download=true"
+        )
+    t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in _FILES}
+    arrays = MNISTArrays(
+        t["train-images-idx3-ubyte"], t["train-labels-idx1-ubyte"].long(),
+        t["t10k-images-idx3-ubyte"], t["t10k-labels-idx1-ubyte"].long(),
+    )
+    for split, x, y in (("train", arrays.train_x, arrays.train_y), ("t10k", arrays.test_x, arrays.test_y)):
+        if len(x) != len(y):
+            raise UserError(
+                f"{root}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; "
+                "the files come from different sets or one is cut short"
+            )
+        if len(y) and int(y.max()) > 9:
+            raise UserError(f"{root}: {split} labels hold {int(y.max())}, MNIST labels are 0-9")
+    return arrays
+
+
+def kfold_indices(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, val) index pairs, identical for every model and config with the same n, n_folds and seed."""
+    return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.arange(n)))
+
+
+def pixel_stats(train_x: torch.Tensor, scaling: str) -> tuple[float, float]:
+    """(mean, std) to apply to x/255 under `scaling`, computed from the given (training) images only."""
+    if scaling not in SCALINGS:
+        raise UserError(f"unknown data.scaling={scaling!r}; use one of {', '.join(SCALINGS)}")
+    if scaling == "normalize":
+        return 0.0, 1.0
+    x = train_x.double() / 255
+    mean = float(x.mean())
+    return (mean, 1.0) if scaling == "center" else (mean, float(x.std()))
+
+
+def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]. Nets apply their own mean/std on top."""
+    return x_uint8.unsqueeze(1).float().div_(255)
+
+
+class InMemoryBatches(Dataset):
+    """Tensors held in memory; `__getitems__` lets DataLoader slice a whole batch at once (no per-sample collate)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices)
+        return self.x[idx], self.y[idx]
+
+
+def _as_batch(batch):
+    return batch
+
+
+def batches(x, y, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        InMemoryBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_as_batch
+    )
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """One fold's train/val split of the training set (fold=None: all of it), plus the holdout as `test`."""
+
+    def __init__(
+        self,
+        arrays: MNISTArrays,
+        fold: int | None = None,
+        n_folds: int = 5,
+        cv_seed: int = 1,
+        limit: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int = 1000,
+        scaling: str = "normalize",
+        shuffle_seed: int = 0,
+    ):
+        super().__init__()
+        n = len(arrays.train_y) if limit <= 0 else min(limit, len(arrays.train_y))
+        x, y = arrays.train_x[:n], arrays.train_y[:n]
+        if fold is None:
+            train_idx, val_idx = np.arange(n), np.arange(0)
+        else:
+            train_idx, val_idx = kfold_indices(n, n_folds, cv_seed)[fold]
+        train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+        # Scaling statistics from the training part alone: validation pixels never shape them.
+        self.pixel_mean, self.pixel_std = pixel_stats(x[train_idx], scaling)
+        self.train_x, self.train_y = to_unit(x[train_idx]), y[train_idx]
+        self.val_x, self.val_y = to_unit(x[val_idx]), y[val_idx]
+        self.arrays = arrays
+        self.batch_size, self.eval_batch_size, self.shuffle_seed = batch_size, eval_batch_size, shuffle_seed
+
+    def train_dataloader(self):
+        return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
+
+    def val_dataloader(self):
+        return batches(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return batches(to_unit(self.arrays.test_x), self.arrays.test_y, self.eval_batch_size, shuffle=False)

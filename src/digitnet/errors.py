@@ -1,0 +1,20 @@
+"""One kind of error for bad input, and one way to report it: a single line on stderr and exit 1."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+
+class UserError(Exception):
+    """Bad input from the user (config value, file, path). The message says what, where, and how to fix it."""
+
+
+@contextmanager
+def exit_on_user_error(prog: str = "digitnet"):
+    try:
+        yield
+    except UserError as exc:
+        sys.stdout.flush()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,164 @@
+"""Reports: JSON summaries (written atomically), matplotlib figures, and TensorBoard extras."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
+
+TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def flat_config(cfg: DictConfig) -> dict:
+    """{'optimizer.lr': 0.01, ...}: plain scalars only, for tables and TensorBoard's HPARAMS tab."""
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)) or value is None:
+                out[f"{prefix}{key}"] = "None" if value is None else value
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float) -> dict:
+    ok = [f for f in folds if f["status"] == "ok"]
+    diverged = [f for f in folds if f["status"] == "diverged"]
+    scores = [f["score"] for f in ok]
+    complete = len(ok) == len(folds)
+    return {
+        "model": cfg.model.name,
+        "task": "cv",
+        "status": "ok" if complete else "diverged",
+        "fold_scores": [f["score"] for f in folds],
+        # Population std (ddof=0), as the tutorial's numpy.std. Only a fully trained set of folds gets a mean.
+        "mean": float(np.mean(scores)) if complete else None,
+        "std": float(np.std(scores)) if complete else None,
+        "n": len(scores),
+        "n_diverged": len(diverged),
+        "wall_seconds": round(wall_seconds, 2),
+        "train_seconds": round(sum(f["seconds"] for f in folds), 2),
+        "folds": [{k: v for k, v in f.items() if k != "fingerprint"} for f in folds],
+        "history": [f["history"] for f in folds],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def confusion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    preds = predict_logits(model, x, batch_size).argmax(1)
+    return multiclass_confusion_matrix(preds, y, num_classes=10)
+
+
+def confusion_figure(matrix, title: str):
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > matrix.max() / 2 else "black")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def samples_figure(images: torch.Tensor, labels: torch.Tensor):
+    fig, axes = plt.subplots(3, 3, figsize=(5, 5))
+    for ax, img, label in zip(axes.flat, images, labels):
+        ax.imshow(img.squeeze().numpy(), cmap="gray")
+        ax.set_title(str(int(label)), fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
+    """Sample images and the validation confusion matrix, in the fold's TensorBoard run (IMAGES tab)."""
+    from torchvision.utils import make_grid
+
+    writer.add_image("samples/validation", make_grid(sample_x, nrow=8, pad_value=1.0), 0)
+    fig = confusion_figure(matrix, "validation confusion matrix")
+    writer.add_figure("confusion_matrix/validation", fig, 0)  # closes the figure
+
+
+def learning_curves_figure(histories: list[list[dict]]):
+    """The tutorial's two panels; train blue, validation orange, one line per fold."""
+    fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(7, 8), sharex=True)
+    for i, epochs in enumerate(histories):
+        if not epochs:
+            continue
+        x = [e["epoch"] + 1 for e in epochs]
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, label="train" if i == 0 else None)
+            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, label="validation" if i == 0 else None)
+    ax_loss.set(title="Cross Entropy Loss", ylabel="loss")
+    ax_acc.set(title="Classification Accuracy", ylabel="accuracy", xlabel="epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def boxplot_figure(groups: dict[str, list[float]], title: str):
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 5))
+    ax.boxplot([[100 * s for s in groups[n]] for n in names], showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    ax.set(ylabel="validation accuracy (%)", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample_y: torch.Tensor) -> None:
+    write_json_atomic(run_dir / "cv_summary.json", summary)
+    save(learning_curves_figure(summary["history"]), run_dir / "learning_curves.png")
+    scores = [s for s in summary["fold_scores"] if s is not None]
+    save(boxplot_figure({summary["model"]: scores}, f"{summary['model']}: {len(scores)}-fold CV"), run_dir / "cv_boxplot.png")
+    save(samples_figure(sample_x, sample_y), run_dir / "samples.png")
+    log_hparams(run_dir, summary)
+
+
+def log_hparams(run_dir: Path, summary: dict) -> None:
+    """One HPARAMS entry per job: the flattened config with hp/cv_mean and hp/cv_std."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    hparams = flat_config(OmegaConf.create(summary["config"]))
+    metrics = {"hp/cv_mean": summary["mean"], "hp/cv_std": summary["std"]}
+    metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
+    with SummaryWriter(log_dir=str(run_dir / "tb" / "cv")) as writer:
+        writer.add_hparams(hparams, metrics, run_name=".")

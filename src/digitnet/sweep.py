@@ -1,0 +1,7 @@
+"""Sweep summaries (filled in below)."""
+
+from hydra.experimental.callback import Callback
+
+
+class SweepSummaryCallback(Callback):
+    pass
