@@ -162,3 +162,24 @@ def log_hparams(run_dir: Path, summary: dict) -> None:
     metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
     with SummaryWriter(log_dir=str(run_dir / "tb" / "cv")) as writer:
         writer.add_hparams(hparams, metrics, run_name=".")
+
+
+def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a model on the 10k holdout."""
+    from digitnet.data import to_unit
+
+    logits = predict_logits(model, to_unit(x_uint8), batch_size)
+    matrix = multiclass_confusion_matrix(logits.argmax(1), y, num_classes=10)
+    per_class = (matrix.diag().double() / matrix.sum(1).clamp(min=1)).tolist()
+    return {
+        "accuracy": float(matrix.diag().sum() / matrix.sum()),
+        "loss": float(torch.nn.functional.cross_entropy(logits, y)),
+        "n": len(y),
+        "per_class_accuracy": {str(d): round(a, 6) for d, a in enumerate(per_class)},
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def write_holdout_report(run_dir: Path, metrics: dict, title: str) -> None:
+    write_json_atomic(run_dir / "test_metrics.json", metrics)
+    save(confusion_figure(metrics["confusion_matrix"], title), run_dir / "confusion_matrix.png")

@@ -1,0 +1,145 @@
+"""People's images -> MNIST form: 28x28, white ink on black, the digit scaled to 20 px and centred by mass.
+
+Follows how MNIST itself was made (LeCun et al.): size-normalise the digit into a 20x20 box keeping its aspect
+ratio, then place it in a 28x28 field so that its centre of mass sits at the centre.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageProblem(Exception):
+    """This one image cannot be used; the message says why (the caller adds the path)."""
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 (H, W) in [0, 1]. Transparent pixels take the colour the ink is not."""
+    if img.mode in _SIXTEEN_BIT:
+        return np.asarray(img, dtype=np.float32) / 65535
+    if img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        top = 1.0 if a.max() <= 1 else 255.0 if a.max() <= 255 else 65535.0
+        return np.clip(a / top, 0, 1)
+    if img.mode == "P" or "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+        gray = np.asarray(rgba.convert("L"), dtype=np.float32) / 255
+        if alpha.min() < 1:
+            # Drawn digits are often opaque ink on a transparent canvas: fill the canvas with the opposite shade.
+            ink = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
+            background = 1.0 if ink < 0.5 else 0.0
+            gray = gray * alpha + background * (1 - alpha)
+        return gray
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255
+
+
+def open_gray(path: str | Path) -> np.ndarray:
+    """Read an image file (first frame) as grayscale floats, or raise ImageProblem with a one-line reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)
+                img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
+                img.load()
+                return to_gray(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        size = str(exc).split(" exceeds")[0]
+        raise ImageProblem(f"refused by PIL's decompression-bomb guard: {size} is too large") from None
+    except UnidentifiedImageError:
+        raise ImageProblem("not an image PIL can read (PNG, JPEG, BMP, GIF, TIFF, ...)") from None
+    except FileNotFoundError:
+        raise ImageProblem("no such file") from None
+    except IsADirectoryError:
+        raise ImageProblem("is a directory") from None
+    except PermissionError:
+        raise ImageProblem("cannot be read (permission denied)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageProblem(f"damaged or truncated image ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _flatten_illumination(gray: np.ndarray) -> np.ndarray:
+    """Subtract a smooth background estimate (photos of paper have shadows and gradients).
+
+    Works on the inverted image (ink bright): a min filter wider than a stroke removes the ink, a blur smooths
+    what remains, and that is the lighting. Done at 64 px for speed.
+    """
+    h, w = gray.shape
+    small = Image.fromarray((gray * 255).astype(np.uint8)).resize((64, max(8, round(64 * h / w))), Image.BILINEAR)
+    background = small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.GaussianBlur(4)).resize((w, h), Image.BILINEAR)
+    return np.clip(gray - np.asarray(background, dtype=np.float32) / 255, 0, 1)
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box of the ink, ignoring the outer 0.5% of ink mass on each side (specks, dust)."""
+
+    def span(profile: np.ndarray) -> tuple[int, int]:
+        cum = np.cumsum(profile) / profile.sum()
+        return int(np.searchsorted(cum, 0.005)), int(np.searchsorted(cum, 0.995))
+
+    r0, r1 = span(ink.sum(axis=1))
+    c0, c1 = span(ink.sum(axis=0))
+    return r0, r1 + 1, c0, c1 + 1
+
+
+def mnist_form(gray: np.ndarray) -> np.ndarray:
+    """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # light background: ink on paper, so invert to MNIST's white on black
+        gray = 1.0 - gray
+    if min(gray.shape) >= 64:
+        gray = _flatten_illumination(gray)
+        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background, ink_level = float(np.median(border)), float(np.percentile(gray, 99.5))
+    if ink_level - background < 0.1:
+        raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
+    ink = np.clip((gray - background) / (ink_level - background), 0, 1)
+    ink[ink < 0.2] = 0  # paper texture and sensor noise
+    if ink.sum() == 0:
+        raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
+    r0, r1, c0, c1 = _ink_box(ink)
+    crop = torch.from_numpy(np.ascontiguousarray(ink[r0:r1, c0:c1]))
+    h, w = crop.shape
+    scale = 20 / max(h, w)
+    size = [max(1, round(h * scale)), max(1, round(w * scale))]
+    digit = TF.resize(crop[None], size, antialias=True).clamp_(0, 1)[0].numpy()
+    total = digit.sum()
+    if total <= 0:
+        raise ImageProblem("no digit found (the ink vanished when scaled to 20 px)")
+    rows, cols = np.indices(digit.shape)
+    com_r, com_c = (rows * digit).sum() / total, (cols * digit).sum() / total
+    top = int(np.clip(round(14 - com_r), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(14 - com_c), 0, 28 - digit.shape[1]))
+    out = np.zeros((28, 28), dtype=np.float32)
+    out[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return out
+
+
+def as_is(gray: np.ndarray) -> np.ndarray:
+    """The tutorial's way: an image that already is 28x28 MNIST-style, used unchanged."""
+    if gray.shape != (28, 28):
+        raise ImageProblem(f"is {gray.shape[1]}x{gray.shape[0]}; --no-preprocess needs 28x28 (drop the flag to resize)")
+    return gray.astype(np.float32)
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files as given; folders become their image files (recursively, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        else:
+            out.append(p)
+    return out
