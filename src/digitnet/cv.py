@@ -107,6 +107,8 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
         trainer.fit(model, datamodule=dm)
     except Diverged as exc:
         status, reason = "diverged", str(exc)
+    if trainer.interrupted:  # never record a fold that did not finish
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     score = history.epochs[-1].get("val_acc") if status == "ok" and history.epochs else None
     if status == "ok" and (score is None or not math.isfinite(score)):

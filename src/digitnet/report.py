@@ -112,17 +112,20 @@ def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
 def learning_curves_figure(histories: list[list[dict]]):
     """The tutorial's two panels; train blue, validation orange, one line per fold."""
     fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(7, 8), sharex=True)
-    for i, epochs in enumerate(histories):
-        if not epochs:
+    labelled = False
+    for epochs in histories:
+        if not epochs:  # a fold that diverged in its first epoch
             continue
         x = [e["epoch"] + 1 for e in epochs]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, label="train" if i == 0 else None)
-            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, label="validation" if i == 0 else None)
+            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, label=None if labelled else "train")
+            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, label=None if labelled else "validation")
+        labelled = True
     ax_loss.set(title="Cross Entropy Loss", ylabel="loss")
     ax_acc.set(title="Classification Accuracy", ylabel="accuracy", xlabel="epoch")
     for ax in (ax_loss, ax_acc):
-        ax.legend()
+        if labelled:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

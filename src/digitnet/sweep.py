@@ -1,7 +1,147 @@
-"""Sweep summaries (filled in below)."""
+"""Sweep summaries: one row per job, a box plot, and a paired test of every job against the best one.
 
+Written when a Hydra multirun ends (SweepSummaryCallback), or on demand by `python -m digitnet.summarize DIR`,
+which also reads sweeps that are unfinished or were interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import yaml
 from hydra.experimental.callback import Callback
+
+from digitnet import report
+from digitnet.stats import TEST_NAME, corrected_resampled_ttest
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def read_job(job_dir: Path) -> dict:
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = [o for o in overrides if not o.startswith("hydra.")]
+    job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
+    summary_path = job_dir / "cv_summary.json"
+    if summary_path.is_file():
+        s = json.loads(summary_path.read_text())
+        folds = s["folds"]
+        job.update(status=s["status"], mean=s["mean"], std=s["std"], n=s["n"], fold_scores=s["fold_scores"],
+                   wall_seconds=s["wall_seconds"], n_folds=len(folds))
+    else:
+        folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
+        cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+        n_folds = cfg.get("cv", {}).get("n_folds", len(folds))
+        by_fold = {f["fold"]: f for f in folds}
+        job.update(
+            status=f"incomplete ({len(folds)}/{n_folds} folds)" if folds else "not started or failed",
+            mean=None, std=None, n=sum(f["status"] == "ok" for f in folds), n_folds=n_folds,
+            fold_scores=[by_fold[i]["score"] if i in by_fold else None for i in range(n_folds)],
+            wall_seconds=round(sum(f["seconds"] for f in folds), 2) if folds else None,
+        )
+        if any(f["status"] == "diverged" for f in folds):
+            job["status"] = "diverged"
+    # What the paired test needs: the fold plan must be the same for both jobs.
+    job["ratio"] = (folds[0]["n_val"] / folds[0]["n_train"]) if folds else None
+    cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+    job["fold_plan"] = (cfg["data"]["limit"], cfg["cv"]["n_folds"], cfg["cv"]["seed"])
+    return job
+
+
+def compare_to_best(jobs: list[dict]) -> dict | None:
+    ok = [j for j in jobs if j["status"] == "ok" and j["mean"] is not None]
+    if not ok:
+        return None
+    best = max(ok, key=lambda j: j["mean"])
+    for j in jobs:
+        j.update(delta_vs_best=None, t=None, p_value=None)
+        if j is best or j not in ok:
+            continue
+        j["delta_vs_best"] = j["mean"] - best["mean"]
+        if j["fold_plan"] != best["fold_plan"]:
+            j["p_value"] = "n/a: other folds"
+            continue
+        t, p = corrected_resampled_ttest(best["fold_scores"], j["fold_scores"], best["ratio"])
+        j["t"], j["p_value"] = t, p
+    return best
+
+
+def _pct(x, digits=3):
+    return "" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _signed_pct(x):
+    return "" if x is None else f"{100 * x:+.3f}"
+
+
+def _fmt_p(p):
+    if p is None:
+        return ""
+    if isinstance(p, str):
+        return p
+    return "nan" if math.isnan(p) else f"{p:.3g}"
+
+
+def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
+    """Write sweep_summary.csv/.md and sweep_boxplot.png into sweep_dir; return {'jobs': [...], 'best': ...}."""
+    sweep_dir = Path(sweep_dir)
+    jobs = [read_job(d) for d in _job_dirs(sweep_dir)]
+    # Show what varies per job; what every job shares is said once, above the table.
+    common = set.intersection(*(set(j["override_list"]) for j in jobs)) if len(jobs) > 1 else set()
+    for j in jobs:
+        j["overrides"] = " ".join(o for o in j["override_list"] if o not in common) or "(defaults)"
+    best = compare_to_best(jobs)
+    k = max((j["n_folds"] for j in jobs), default=0)
+    header = ["job", "overrides", "status", "mean", "std", "n", *[f"fold_{i}" for i in range(k)],
+              "wall_seconds", "delta_vs_best", "t", "p_value", "test"]
+    with open(sweep_dir / "sweep_summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for j in jobs:
+            scores = (j["fold_scores"] + [None] * k)[:k]
+            writer.writerow([j["job"], j["overrides"], j["status"], j["mean"], j["std"], j["n"], *scores,
+                             j["wall_seconds"], j["delta_vs_best"], j["t"], j["p_value"],
+                             TEST_NAME if isinstance(j["t"], float) else ""])
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        f"Accuracy in % on the validation folds. p: {TEST_NAME}, each job against the best (**bold**).",
+        "",
+        f"Overrides shared by every job: {' '.join(sorted(common)) or '(none)'}",
+        "",
+        "| job | overrides | status | mean | std | folds | wall s | Δ vs best | p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for j in jobs:
+        mark = "**" if j is best else ""
+        folds = " ".join(_pct(s, 2) if s is not None else "–" for s in j["fold_scores"])
+        lines.append(
+            f"| {j['job']} | {mark}{j['overrides']}{mark} | {j['status']} | {_pct(j['mean'])} | {_pct(j['std'])} "
+            f"| {folds} | {'' if j['wall_seconds'] is None else round(j['wall_seconds'])} "
+            f"| {_signed_pct(j['delta_vs_best'])} | {_fmt_p(j['p_value'])} |"
+        )
+    if best:
+        lines += ["", f"Best: job {best['job']} ({best['overrides']}), mean {_pct(best['mean'])} std {_pct(best['std'])}."]
+    (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+    groups = {f"{j['job']}: {j['overrides']}"[:40]: [s for s in j["fold_scores"] if s is not None] for j in jobs}
+    report.save(report.boxplot_figure(groups or {"(none)": []}, "sweep: fold accuracies per job"), sweep_dir / "sweep_boxplot.png")
+    if not quiet:
+        print("\n".join(lines[4:-2] if best else lines[4:]))
+        if best:
+            print(f"Best job: {best['job']} ({best['overrides']}) mean={_pct(best['mean'])} std={_pct(best['std'])}")
+        else:
+            print("No job finished all its folds.")
+        print(f"Sweep summary: {sweep_dir / 'sweep_summary.md'}")
+    return {"jobs": jobs, "best": best}
 
 
 class SweepSummaryCallback(Callback):
-    pass
+    """Hydra callback: when a multirun ends, summarise its sweep dir."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        summarize(config.hydra.sweep.dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,21 @@ from digitnet.errors import exit_on_user_error
 
 # conf/ sits at the project root, beside src/ (editable install).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+GROUPS = ("data", "model", "optimizer", "trainer", "cv")
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """`model=foo` gets one line naming the choices, before Hydra's multi-line composition error."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS or "(" in value:
+            continue
+        known = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in known:
+                print(f"digitnet.train: error: {key}={choice} is unknown; use one of {', '.join(known)}", file=sys.stderr)
+                raise SystemExit(1)
 
 
 def quiet() -> None:
@@ -24,6 +40,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*Consider setting `persistent_workers=True`.*")
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -52,4 +69,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])
     main()

@@ -1,0 +1,30 @@
+"""`python -m digitnet.summarize SWEEP_DIR`: rebuild a sweep's summary, also of unfinished sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from digitnet.errors import UserError, exit_on_user_error
+
+PROG = "digitnet.summarize"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holds 0/, 1/, ... job dirs)")
+    args = parser.parse_args(argv)
+    with exit_on_user_error(PROG):
+        if not args.sweep_dir.is_dir():
+            raise UserError(f"{args.sweep_dir}: no such folder; pass the dir a `-m` run printed")
+        if not list(args.sweep_dir.glob("*/.hydra/overrides.yaml")):
+            raise UserError(f"{args.sweep_dir}: holds no Hydra job dirs (*/.hydra/overrides.yaml); is it a sweep dir?")
+        from digitnet.sweep import summarize
+
+        summarize(args.sweep_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

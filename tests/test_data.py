@@ -1,0 +1,144 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_synthetic_mnist, write_idx
+from digitnet import data
+from digitnet.data import MNISTDataModule, kfold_indices, load_mnist, pixel_stats, read_idx
+from digitnet.errors import UserError
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_synthetic_idx_gz_and_raw(tmp_path, gz):
+    root = make_synthetic_mnist(tmp_path, n_train=30, n_test=10, gz=gz)
+    arrays = load_mnist(root, download=False)
+    assert arrays.train_x.shape == (30, 28, 28) and arrays.train_x.dtype == torch.uint8
+    assert arrays.test_x.shape == (10, 28, 28)
+    assert arrays.train_y.tolist() == [i % 10 for i in range(30)]
+    assert int(arrays.train_x[3, 2 + 6, 4]) == 255  # class 3's square, where the generator put it
+
+
+def test_missing_files_name_them_and_the_fix(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match=r"missing .*t10k-labels-idx1-ubyte.*DIGITNET_DATA"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", no_network)
+    with pytest.raises(UserError, match=r"could not download train-images-idx3-ubyte.gz .*copy the four MNIST files"):
+        load_mnist(tmp_path / "empty", download=True)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda raw: (0x0801).to_bytes(4, "big") + raw[4:], "bad magic number"),
+        (lambda raw: raw[:-100], "header promises 60 items"),
+        (lambda raw: raw[:10], "truncated"),
+        (lambda raw: raw[:8] + (27).to_bytes(4, "big") + raw[12:], r"shape \(27, 28\)"),
+    ],
+    ids=["magic", "short-body", "short-header", "shape"],
+)
+def test_corrupt_images_file_is_named(tmp_path, corrupt, message):
+    make_synthetic_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(corrupt(gzip.decompress(path.read_bytes()))))
+    with pytest.raises(UserError, match=message) as info:
+        load_mnist(tmp_path, download=False)
+    assert "train-images-idx3-ubyte.gz" in str(info.value)
+
+
+def test_bad_gzip_is_named(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz: cannot read"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(59), 2049)
+    with pytest.raises(UserError, match=r"train images \(60\) and labels \(59\) disagree"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_labels_out_of_range(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(20, 12), 2049)
+    with pytest.raises(UserError, match="labels hold 12"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_real_files_parse(mnist_root):
+    x = read_idx(mnist_root / "t10k-labels-idx1-ubyte.gz", 2049, ())
+    assert x.shape == (10000,)
+    counts = torch.bincount(x.long(), minlength=10).tolist()
+    assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # ../shared/data/README.md
+
+
+def test_folds_are_disjoint_cover_everything_and_repeat():
+    folds = kfold_indices(1000, 5, seed=1)
+    vals = [set(v.tolist()) for _, v in folds]
+    assert all(len(v) == 200 for v in vals)
+    assert set().union(*vals) == set(range(1000))
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not vals[i] & vals[j]
+        train, val = folds[i]
+        assert not set(train.tolist()) & vals[i] and len(train) + len(val) == 1000
+    again = kfold_indices(1000, 5, seed=1)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
+    other = kfold_indices(1000, 5, seed=2)
+    assert any((a[1] != b[1]).any() for a, b in zip(folds, other))
+    # Shuffled: fold 0 is not simply the first 200 images.
+    assert vals[0] != set(range(200))
+
+
+def test_datamodule_uses_the_kfold_split(synthetic_root):
+    arrays = load_mnist(synthetic_root, download=False)
+    dm = MNISTDataModule(arrays, fold=2, n_folds=5, cv_seed=1, limit=50)
+    _, val_idx = kfold_indices(50, 5, 1)[2]
+    assert torch.equal(dm.val_y, arrays.train_y[torch.from_numpy(val_idx)])
+    assert len(dm.train_y) == 40 and len(dm.val_y) == 10
+    assert dm.train_x.shape[1:] == (1, 28, 28) and float(dm.train_x.max()) <= 1.0
+
+
+@pytest.mark.parametrize("scaling", ["center", "standardize"])
+def test_scaling_statistics_come_from_the_training_fold_only(synthetic_root, scaling):
+    arrays = load_mnist(synthetic_root, download=False)
+    train_idx, val_idx = kfold_indices(60, 3, 1)[0]
+    before = MNISTDataModule(arrays, fold=0, n_folds=3, scaling=scaling)
+    # Blow up the validation pixels: if they leaked into the statistics, mean/std would move.
+    arrays.train_x[torch.from_numpy(val_idx)] = 255
+    after = MNISTDataModule(arrays, fold=0, n_folds=3, scaling=scaling)
+    assert (after.pixel_mean, after.pixel_std) == (before.pixel_mean, before.pixel_std)
+    expected = arrays.train_x[torch.from_numpy(train_idx)].double() / 255
+    assert after.pixel_mean == pytest.approx(float(expected.mean()))
+    if scaling == "standardize":
+        assert after.pixel_std == pytest.approx(float(expected.std()))
+    else:
+        assert after.pixel_std == 1.0
+
+
+def test_normalize_is_plain_division():
+    assert pixel_stats(torch.full((2, 28, 28), 7, dtype=torch.uint8), "normalize") == (0.0, 1.0)
+
+
+def test_batches_are_sliced_not_collated(synthetic_root):
+    arrays = load_mnist(synthetic_root, download=False)
+    dm = MNISTDataModule(arrays, fold=0, n_folds=3, batch_size=8)
+    assert hasattr(data.InMemoryBatches, "__getitems__")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 28, 28) and y.shape == (8,)
+    # Same seed, same order; a different seed, a different order.
+    first = [b[1].tolist() for b in dm.train_dataloader()]
+    assert first == [b[1].tolist() for b in dm.train_dataloader()]
+    other = MNISTDataModule(arrays, fold=0, n_folds=3, batch_size=8, shuffle_seed=5)
+    assert first != [b[1].tolist() for b in other.train_dataloader()]

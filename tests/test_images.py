@@ -1,0 +1,107 @@
+"""Bringing people's images into MNIST form, on synthetic images with a known answer."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitnet.images import ImageProblem, as_is, mnist_form, open_gray
+
+
+def draw_seven(size=(120, 160), box=(30, 30, 90, 130), ink=0, paper=255, width=10, mode="L"):
+    """A dark '7' on light paper, inside `box`."""
+    img = Image.new(mode, size, paper)
+    d = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = box
+    d.line([(x0, y0), (x1, y0), (x0 + (x1 - x0) // 3, y1)], fill=ink, width=width)
+    return img
+
+
+def ink_box(a, level=0.1):
+    rows, cols = np.nonzero(a > level)
+    return rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+
+
+def centre_of_mass(a):
+    r, c = np.indices(a.shape)
+    return (r * a).sum() / a.sum(), (c * a).sum() / a.sum()
+
+
+def assert_mnist_like(out):
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1 and out.max() > 0.9
+    r0, r1, c0, c1 = ink_box(out)
+    assert max(r1 - r0, c1 - c0) in (19, 20, 21)  # longer side scaled to 20 px
+    cr, cc = centre_of_mass(out)
+    assert abs(cr - 14) <= 1 and abs(cc - 14) <= 1  # centred by mass
+    assert out[0].max() < 0.05 and out[:, 0].max() < 0.05  # dark background, light ink
+
+
+def gray(img):
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255
+
+
+def test_ink_on_paper_is_inverted_cropped_scaled_and_centred():
+    out = mnist_form(gray(draw_seven()))
+    assert_mnist_like(out)
+
+
+def test_light_on_dark_is_not_inverted():
+    dark = mnist_form(gray(draw_seven(ink=255, paper=0)))
+    light = mnist_form(gray(draw_seven()))
+    assert_mnist_like(dark)
+    assert np.abs(dark - light).max() < 0.05
+
+
+def test_off_centre_and_large_images_give_the_same_digit():
+    reference = mnist_form(gray(draw_seven()))
+    corner = mnist_form(gray(draw_seven(size=(1600, 1200), box=(1300, 900, 1456, 1160), width=26)))
+    assert_mnist_like(corner)
+    # Same shape, other scale and place: nearly the same 28x28 picture.
+    assert np.abs(corner - reference).mean() < 0.06
+
+
+def test_aspect_is_kept():
+    out = mnist_form(gray(draw_seven(size=(300, 300), box=(100, 20, 140, 280), width=8)))
+    r0, r1, c0, c1 = ink_box(out)
+    assert r1 - r0 in (19, 20, 21) and (c1 - c0) < 10  # tall and narrow stays tall and narrow
+
+
+def test_rgba_transparent_canvas(tmp_path):
+    img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
+    ImageDraw.Draw(img).line([(20, 20), (80, 20), (40, 85)], fill=(0, 0, 0, 255), width=8)
+    path = tmp_path / "seven.png"
+    img.save(path)
+    out = mnist_form(open_gray(path))
+    assert_mnist_like(out)
+
+
+def test_sixteen_bit_grayscale(tmp_path):
+    a = (np.asarray(draw_seven(), dtype=np.uint16) * 257).astype(np.uint16)
+    path = tmp_path / "seven16.png"
+    Image.fromarray(a).save(path)
+    loaded = open_gray(path)
+    assert loaded.max() == pytest.approx(1.0) and loaded.min() == 0
+    assert_mnist_like(mnist_form(loaded))
+
+
+def test_rgb_jpeg_photo_like(tmp_path):
+    rng = np.random.default_rng(0)
+    seven = np.asarray(draw_seven(size=(400, 300), box=(120, 60, 280, 250), width=18), dtype=np.float32)
+    # Uneven light across the paper, sensor noise, a warm tint.
+    light = np.linspace(0.75, 1.0, 400)[None, :] * np.linspace(0.85, 1.0, 300)[:, None]
+    photo = np.clip(seven * light + rng.normal(0, 6, seven.shape), 0, 255)
+    rgb = np.stack([photo, photo * 0.95, photo * 0.85], axis=-1).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rgb).save(path, quality=85)
+    assert_mnist_like(mnist_form(open_gray(path)))
+
+
+def test_blank_image_is_refused():
+    with pytest.raises(ImageProblem, match="no digit found"):
+        mnist_form(np.full((50, 50), 0.9, dtype=np.float32))
+
+
+def test_as_is_needs_28x28():
+    assert as_is(np.zeros((28, 28))).shape == (28, 28)
+    with pytest.raises(ImageProblem, match="is 40x30; --no-preprocess needs 28x28"):
+        as_is(np.zeros((30, 40)))

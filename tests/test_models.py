@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from digitnet.models import NETS, DigitClassifier, build_net, count_parameters
+from digitnet.errors import UserError
+
+
+@pytest.mark.parametrize("name, expected", [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254)])
+def test_parameter_counts(name, expected):
+    # baseline and deep: the tutorial's Keras summaries; batchnorm = baseline + 2*32 + 2*100 (gamma, beta).
+    assert count_parameters(build_net(name)) == expected
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_output_shape_and_logits(name):
+    model = DigitClassifier(arch=name).eval()
+    out = model(torch.rand(5, 1, 28, 28))
+    assert out.shape == (5, 10)
+    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))  # logits, not probabilities
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_initialisation_he_glorot_zero_bias(name):
+    torch.manual_seed(0)
+    layers = [m for m in build_net(name) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        assert float(layer.bias.detach().abs().max()) == 0.0
+        fan_in = layer.weight[0].numel()
+        fan_out = layer.weight.shape[0] * layer.weight[0, 0].numel() if isinstance(layer, nn.Conv2d) else layer.weight.shape[0]
+        if layer is layers[-1]:
+            bound = math.sqrt(6 / (fan_in + fan_out))  # Glorot uniform
+        else:
+            bound = math.sqrt(6 / fan_in)  # He uniform
+        w = layer.weight.detach()
+        assert float(w.abs().max()) <= bound
+        assert float(w.abs().max()) > 0.9 * bound  # uniform over the whole range, not a narrower default
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+def test_batchnorm_follows_activations():
+    kinds = [type(m).__name__ for m in build_net("batchnorm")]
+    assert kinds[:3] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert kinds[-4:] == ["Linear", "ReLU", "BatchNorm1d", "Linear"]
+
+
+def test_scaling_is_applied_inside_the_model():
+    torch.manual_seed(0)
+    a = DigitClassifier(arch="baseline", pixel_mean=0.0, pixel_std=1.0).eval()
+    b = DigitClassifier(arch="baseline", pixel_mean=0.25, pixel_std=0.5).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(b(x), a((x - 0.25) / 0.5), atol=1e-6)
+
+
+def test_unknown_architecture():
+    with pytest.raises(UserError, match="unknown model 'resnet'"):
+        build_net("resnet")
+
+
+def test_hparams_are_plain_values():
+    model = DigitClassifier(arch="deep", optimizer={"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9})
+    def plain(v):
+        return isinstance(v, (str, int, float, bool, type(None))) or (
+            isinstance(v, dict) and all(plain(x) for x in v.values())
+        )
+    assert all(plain(v) for v in dict(model.hparams).values())
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.1

@@ -1,0 +1,77 @@
+"""`python -m digitnet.train` through the real CLI: config errors, and an end-to-end CV on real MNIST."""
+
+import json
+
+import pytest
+
+from conftest import compose_cfg, run_cli
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=resnet", "model=resnet is unknown; use one of baseline, batchnorm, deep"),
+        ("model.name=resnet", "model.name='resnet' is unknown"),
+        ("optimizer.lr=0", "optimizer.lr=0 must be > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be > 0"),
+        ("cv.n_folds=1", "cv.n_folds=1 must be at least 2"),
+        ("data.batch_size=0", "data.batch_size=0 must be a positive whole number"),
+        ("data.limit=3", "data.limit=3 is smaller than cv.n_folds=5"),
+        ("data.scaling=minmax", "data.scaling='minmax' is unknown; use one of normalize, center, standardize"),
+        ("task=tune", "task='tune' is unknown"),
+    ],
+)
+def test_config_errors_exit_1_with_one_line_before_any_work(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    # data.root points nowhere: a config error must be reported before any data is read.
+    result = run_cli("digitnet.train", override, f"hydra.run.dir={run_dir}", f"data.root={tmp_path / 'nodata'}")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (run_dir / "folds").exists()
+
+
+def test_missing_data_without_download_is_one_line(tmp_path):
+    result = run_cli("digitnet.train", "data.download=false", f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "MNIST files missing" in result.stderr and "train-images-idx3-ubyte" in result.stderr
+
+
+def test_config_composes_with_the_documented_names():
+    cfg = compose_cfg("model=deep", "optimizer.lr=0.1", "trainer.max_epochs=3", "data.scaling=standardize")
+    assert cfg.model.name == "deep" and cfg.task == "cv" and cfg.seed == 1
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (0.1, 0.9)
+    assert cfg.trainer.max_epochs == 3 and cfg.trainer.accelerator == "auto"
+    assert (cfg.cv.n_folds, cfg.cv.seed, cfg.data.batch_size, cfg.data.limit) == (5, 1, 32, 0)
+    assert cfg.data.download is True
+
+
+def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "digitnet.train", "data.limit=2500", "trainer.max_epochs=1", f"data.root={mnist_root}",
+        f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fold_lines = [l for l in result.stdout.splitlines() if l.startswith("> ")]
+    assert len(fold_lines) == 5
+    assert "Accuracy: mean=" in result.stdout and ", n=5" in result.stdout
+    summary = json.loads((run_dir / "cv_summary.json").read_text())
+    assert summary["model"] == "baseline" and summary["n"] == 5 and summary["status"] == "ok"
+    assert len(summary["fold_scores"]) == 5 and len(summary["history"]) == 5
+    # 2,000 training images and one epoch: far above the 10% of chance.
+    assert min(summary["fold_scores"]) > 0.75
+    assert summary["mean"] == pytest.approx(sum(summary["fold_scores"]) / 5)
+    assert [f"> {100 * s:.3f}" for s in summary["fold_scores"]] == fold_lines
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(summary["history"][0][0])
+    assert summary["config"]["data"]["limit"] == 2500
+    for name in ("learning_curves.png", "cv_boxplot.png", "samples.png"):
+        assert (run_dir / name).stat().st_size > 5000
+    for fold in range(5):
+        assert list((run_dir / "tb" / f"fold_{fold}").glob("events.out.tfevents.*"))
+    # Quiet logs: no device banners, no loader-worker advice.
+    assert "does not have many workers" not in result.stderr
+    assert "GPU available" not in result.stdout + result.stderr
