@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from digitnet.models import NETS, DigitClassifier, build_net, count_parameters
+from digitnet.models import DigitClassifier
+from digitnet.nets import NETS, build_net, count_parameters
 from digitnet.errors import UserError
 
 

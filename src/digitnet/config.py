@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from digitnet.data import SCALINGS
 from digitnet.errors import UserError
-from digitnet.models import NETS
+from digitnet.nets import NETS
 
 TASKS = ("cv", "final")
 

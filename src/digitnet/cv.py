@@ -66,11 +66,6 @@ def make_model(cfg: DictConfig, dm: MNISTDataModule) -> DigitClassifier:
     )
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, **overrides) -> pl.Trainer:
-    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
-    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)
-
-
 def make_datamodule(cfg: DictConfig, arrays: MNISTArrays, fold: int | None, shuffle_seed: int) -> MNISTDataModule:
     return MNISTDataModule(
         arrays,
@@ -91,7 +86,41 @@ def fingerprint(cfg: DictConfig) -> str:
     keep.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
     for key in ("root", "download", "eval_batch_size"):
         keep["data"].pop(key, None)
+    keep["cv"].pop("parallel", None)  # the same results either way
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fold_logger(run_dir: Path, fold: int) -> TensorBoardLogger:
+    return TensorBoardLogger(run_dir, name="tb", version=f"fold_{fold}", default_hp_metric=False)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, **overrides) -> pl.Trainer:
+    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)
+
+
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch_size) -> dict:
+    """A finished fold as cv_summary.json and the fold file hold it; the same for sequential and parallel runs."""
+    score = history[-1].get("val_acc") if status == "ok" and history else None
+    if status == "ok" and (score is None or not math.isfinite(score)):
+        status, reason, score = "diverged", "validation accuracy is not finite", None
+    result = {
+        "fold": fold,
+        "status": status,
+        "score": score,
+        "seconds": round(seconds, 3),
+        "n_train": len(dm.train_y),
+        "n_val": len(dm.val_y),
+        "pixel_mean": dm.pixel_mean,
+        "pixel_std": dm.pixel_std,
+        "history": history,
+    }
+    if reason:
+        result["reason"] = reason
+    if status == "ok":
+        result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch_size).tolist()
+        report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
+    return result
 
 
 def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -> dict:
@@ -107,30 +136,43 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
         trainer.fit(model, datamodule=dm)
     except Diverged as exc:
         status, reason = "diverged", str(exc)
-    if trainer.interrupted:  # never record a fold that did not finish
+    if status == "ok" and trainer.interrupted:  # never record a fold that did not finish
         raise KeyboardInterrupt
     seconds = time.perf_counter() - start
-    score = history.epochs[-1].get("val_acc") if status == "ok" and history.epochs else None
-    if status == "ok" and (score is None or not math.isfinite(score)):
-        status, reason, score = "diverged", "validation accuracy is not finite", None
-    result = {
-        "fold": fold,
-        "status": status,
-        "score": score,
-        "seconds": round(seconds, 3),
-        "n_train": len(dm.train_y),
-        "n_val": len(dm.val_y),
-        "pixel_mean": dm.pixel_mean,
-        "pixel_std": dm.pixel_std,
-        "history": history.epochs,
-    }
-    if reason:
-        result["reason"] = reason
-    if status == "ok":
-        result["confusion_matrix"] = report.confusion(model, dm.val_x, dm.val_y, cfg.data.eval_batch_size).tolist()
-        report.log_fold_images(trainer.logger.experiment, dm.val_x[:32], result["confusion_matrix"])
+    result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
+                         cfg.data.eval_batch_size)
     trainer.logger.finalize("success")
     return result
+
+
+def parallel_wanted(cfg: DictConfig) -> bool:
+    """cv.parallel=auto: fold-parallel on CUDA, where K small nets in one beat K launch-bound runs."""
+    choice = str(cfg.cv.get("parallel", "auto")).lower()
+    if choice in ("true", "false"):
+        return choice == "true"
+    accelerator = str(cfg.trainer.accelerator)
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int], run_dir: Path) -> list[dict] | None:
+    """All `folds` at once (see parallel.py); None when their sizes differ and they cannot step together."""
+    from digitnet.nets import ScaledNet
+    from digitnet.parallel import train_folds, unpack
+
+    dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=int(cfg.seed) + k) for k in folds}
+    if len({(len(dm.train_y), len(dm.val_y)) for dm in dms.values()}) > 1:
+        return None
+    model, seconds = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k))
+    results = []
+    for i, (k, logger) in enumerate(zip(folds, model.fold_loggers)):
+        dm = dms[k]
+        net = ScaledNet(cfg.model.name, dm.pixel_mean, dm.pixel_std)
+        net.net = unpack(model.net, cfg.model.name, i).to(model.device)
+        status = "diverged" if i in model.diverged else "ok"
+        results.append(fold_result(k, status, model.diverged.get(i), seconds, dm, model.histories[i], net,
+                                   logger.experiment, cfg.data.eval_batch_size) | {"parallel": True})
+        logger.finalize("success")
+    return results
 
 
 def load_finished_fold(path: Path, expected: str) -> dict | None:
@@ -149,23 +191,33 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     """Train and score every fold (skipping folds a previous run in this dir finished); write the report."""
     start = time.perf_counter()
     expected = fingerprint(cfg)
-    results = []
-    for fold in range(cfg.cv.n_folds):
-        path = run_dir / "folds" / f"fold_{fold}.json"
-        result = load_finished_fold(path, expected)
-        resumed = result is not None
+    results = {}
+
+    def finish(result: dict, resumed: bool = False) -> None:
         if not resumed:
-            result = train_fold(cfg, arrays, fold, run_dir)
             result["fingerprint"] = expected
-            report.write_json_atomic(path, result)
+            report.write_json_atomic(run_dir / "folds" / f"fold_{result['fold']}.json", result)
         line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
-        print(line + (f"  (fold {fold}, finished earlier)" if resumed else ""), flush=True)
-        results.append(result)
-    summary = report.cv_summary(cfg, results, wall_seconds=time.perf_counter() - start)
+        print(line + (f"  (fold {result['fold']}, finished earlier)" if resumed else ""), flush=True)
+        results[result["fold"]] = result
+
+    for fold in range(cfg.cv.n_folds):
+        saved = load_finished_fold(run_dir / "folds" / f"fold_{fold}.json", expected)
+        if saved is not None:
+            finish(saved, resumed=True)
+    pending = [fold for fold in range(cfg.cv.n_folds) if fold not in results]
+    together = train_folds_parallel(cfg, arrays, pending, run_dir) if len(pending) > 1 and parallel_wanted(cfg) else None
+    if together is not None:
+        for result in together:
+            finish(result)
+    else:
+        for fold in pending:
+            finish(train_fold(cfg, arrays, fold, run_dir))
+    ordered = [results[fold] for fold in range(cfg.cv.n_folds)]
+    summary = report.cv_summary(cfg, ordered, wall_seconds=time.perf_counter() - start)
     report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
     if summary["mean"] is not None:
         print(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}")
     else:
-        print(f"Accuracy: none, {summary['status']} ({summary['n_diverged']} of {len(results)} folds diverged)")
+        print(f"Accuracy: none, {summary['status']} ({summary['n_diverged']} of {len(ordered)} folds diverged)")
     return summary
-

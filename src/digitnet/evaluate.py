@@ -28,16 +28,17 @@ def main(argv=None) -> int:
     with exit_on_user_error(PROG):
         from digitnet import report
         from digitnet.data import load_mnist
-        from digitnet.models import load_checkpoint
+        from digitnet.nets import load_checkpoint
 
         model = load_checkpoint(args.checkpoint)
         arrays = load_mnist(args.data_root, download=not args.no_download)
         metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
-        metrics.update(checkpoint=str(args.checkpoint), model=model.hparams.arch, scaling=model.hparams.scaling)
+        arch = model.hparams["arch"]
+        metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
         if args.out:
             report.write_json_atomic(args.out, metrics)
-            report.save(report.confusion_figure(metrics["confusion_matrix"], f"{model.hparams.arch}: holdout"),
-                        args.out.with_name("confusion_matrix.png"))
+            figure = report.confusion_figure(metrics["confusion_matrix"], f"{arch}: holdout")
+            report.save(figure, args.out.with_name("confusion_matrix.png"))
     print(f"> {100 * metrics['accuracy']:.3f}")
     print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']}")
     print("per-class accuracy: " + " ".join(f"{d}:{100 * a:.2f}" for d, a in metrics["per_class_accuracy"].items()))

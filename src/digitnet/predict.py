@@ -59,7 +59,7 @@ def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
 def main(argv=None) -> int:
     args = parse_args(argv)
     with exit_on_user_error(PROG):
-        from digitnet.models import load_checkpoint
+        from digitnet.nets import load_checkpoint
 
         model = load_checkpoint(args.checkpoint)
         paths = expand_paths(args.images)

@@ -1,0 +1,97 @@
+"""The tutorial's three nets, their initialisation, and loading a checkpoint for inference.
+
+Kept free of Lightning so that `digitnet.predict` starts fast; the LightningModule lives in models.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digitnet.errors import UserError
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3), nn.ReLU()]
+
+
+def _head(n_in: int, batchnorm: bool = False) -> list[nn.Module]:
+    return [nn.Flatten(), nn.Linear(n_in, 100), nn.ReLU(), *([nn.BatchNorm1d(100)] if batchnorm else []), nn.Linear(100, 10)]
+
+
+def baseline() -> nn.Sequential:
+    return nn.Sequential(*_conv(1, 32), nn.MaxPool2d(2), *_head(32 * 13 * 13))
+
+
+def batchnorm() -> nn.Sequential:
+    # BatchNorm after each activation, as in the tutorial.
+    return nn.Sequential(*_conv(1, 32), nn.BatchNorm2d(32), nn.MaxPool2d(2), *_head(32 * 13 * 13, batchnorm=True))
+
+
+def deep() -> nn.Sequential:
+    return nn.Sequential(
+        *_conv(1, 32), nn.MaxPool2d(2), *_conv(32, 64), *_conv(64, 64), nn.MaxPool2d(2), *_head(64 * 4 * 4)
+    )
+
+
+NETS = {"baseline": baseline, "batchnorm": batchnorm, "deep": deep}
+
+
+def build_net(name: str) -> nn.Sequential:
+    if name not in NETS:
+        raise UserError(f"unknown model {name!r}; use one of {', '.join(NETS)} (model=deep)")
+    net = NETS[name]()
+    layers = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # Keras defaults of the tutorial: He-uniform hidden layers, Glorot-uniform output layer, zero biases.
+    for layer in layers[:-1]:
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    nn.init.xavier_uniform_(layers[-1].weight)
+    for layer in layers:
+        nn.init.zeros_(layer.bias)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+class ScaledNet(nn.Module):
+    """A net plus the pixel scaling it was trained with: takes x/255 images (N, 1, 28, 28), returns logits."""
+
+    def __init__(self, arch: str, pixel_mean: float = 0.0, pixel_std: float = 1.0, **plain_hparams):
+        super().__init__()
+        self.net = build_net(arch)
+        self.pixel_mean, self.pixel_std = float(pixel_mean), float(pixel_std)
+        self.hparams = {"arch": arch, "pixel_mean": pixel_mean, "pixel_std": pixel_std, **plain_hparams}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.pixel_mean) / self.pixel_std)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ScaledNet:
+    """Rebuild the net and its pixel scaling from a checkpoint's own hparams. Never unpickles code (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file; pass the final.ckpt of a task=final run")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise UserError(f"{path}: refused, it holds objects other than plain weights and values ({first})") from None
+    except Exception as exc:  # noqa: BLE001 - zip/format errors of every kind mean "not a checkpoint"
+        raise UserError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}); pass a digitnet .ckpt") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise UserError(f"{path}: not a digitnet checkpoint (no state_dict and hyper_parameters)")
+    hp = dict(ckpt["hyper_parameters"])
+    arch = hp.get("arch")
+    if arch not in NETS:
+        raise UserError(f"{path}: checkpoint names unknown architecture {arch!r}; this digitnet knows {', '.join(NETS)}")
+    model = ScaledNet(**hp)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit a {arch} net ({str(exc).splitlines()[0][:160]})") from None
+    return model.eval()

@@ -1,0 +1,216 @@
+"""Fold-parallel CV: K folds train at once as K independent nets packed into one.
+
+`pack` turns K copies of a net from nets.py into one net: convolutions become grouped convolutions (fold k in
+channel group k), dense layers become per-fold batched matmuls, BatchNorm runs over K*C channels (so each fold keeps
+its own statistics). The loss is the sum of the folds' mean losses, so each fold's weights get exactly the gradient of
+its own loss, and SGD, being elementwise, updates each fold exactly as its own optimizer would. Each fold starts from
+the same initial weights as in the sequential run (seeded seed + fold) and sees the same batches in the same order
+(the same DataLoaders, zipped).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from digitnet.nets import build_net
+
+
+class FoldFlatten(nn.Module):
+    """(B, K*C, H, W) -> (K, B, C*H*W): each fold's features, flattened as nn.Flatten would."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
+
+
+class FoldLinear(nn.Module):
+    """K independent Linear layers on (K, B, n_in)."""
+
+    def __init__(self, k: int, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(k, 1, n_out))
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
+
+
+class FoldBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over K*C channels, for (K, B, C) inputs: per-fold statistics."""
+
+    def forward(self, x):
+        k, b, c = x.shape
+        return super().forward(x.transpose(0, 1).reshape(b, k * c)).reshape(b, k, c).transpose(0, 1)
+
+
+def _cat(layers, name):
+    return torch.cat([getattr(layer, name).detach() for layer in layers])
+
+
+def pack(nets: list[nn.Sequential]) -> nn.Sequential:
+    """K nets of the same architecture -> one net on (B, K, 28, 28) returning (K, B, 10)."""
+    k = len(nets)
+    packed = []
+    for layers in zip(*nets):
+        first = layers[0]
+        if isinstance(first, nn.Conv2d):
+            m = nn.Conv2d(first.in_channels * k, first.out_channels * k, first.kernel_size, groups=k)
+            m.weight.data, m.bias.data = _cat(layers, "weight"), _cat(layers, "bias")
+        elif isinstance(first, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            m = (nn.BatchNorm2d if isinstance(first, nn.BatchNorm2d) else FoldBatchNorm1d)(first.num_features * k)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(m, name).data = _cat(layers, name)
+        elif isinstance(first, nn.Flatten):
+            m = FoldFlatten(k)
+        elif isinstance(first, nn.Linear):
+            m = FoldLinear(k, first.in_features, first.out_features)
+            m.weight.data = torch.stack([layer.weight.detach() for layer in layers])
+            m.bias.data = torch.stack([layer.bias.detach() for layer in layers])[:, None, :]
+        elif isinstance(first, (nn.ReLU, nn.MaxPool2d)):
+            m = copy.deepcopy(first)
+        else:
+            raise TypeError(f"cannot pack {type(first).__name__}")
+        packed.append(m)
+    return nn.Sequential(*packed)
+
+
+def unpack(packed: nn.Sequential, arch: str, fold: int) -> nn.Sequential:
+    """Fold `fold`'s own net, as build_net(arch) would hold it."""
+    net = build_net(arch).to(next(packed.parameters()).dtype)
+    state = {}
+    for i, (m, plain) in enumerate(zip(packed, net)):
+        if isinstance(plain, (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d)):
+            n = plain.out_channels if isinstance(plain, nn.Conv2d) else plain.num_features
+            for name, value in m.state_dict().items():
+                state[f"{i}.{name}"] = value if name == "num_batches_tracked" else value[fold * n : (fold + 1) * n]
+        elif isinstance(plain, nn.Linear):
+            state[f"{i}.weight"], state[f"{i}.bias"] = m.weight.detach()[fold], m.bias.detach()[fold, 0]
+    net.load_state_dict(state)
+    return net
+
+
+class FoldParallelClassifier(pl.LightningModule):
+    """K folds' nets in one LightningModule. Batches are (x: (K, B, 1, 28, 28), y: (K, B))."""
+
+    def __init__(self, arch: str, fold_seeds: list[int], optimizer: dict, pixel_mean: list[float], pixel_std: list[float]):
+        super().__init__()
+        self.save_hyperparameters()
+        nets = []
+        for seed in fold_seeds:  # the same initial weights as fold k's sequential run
+            pl.seed_everything(seed, verbose=False)
+            nets.append(build_net(arch))
+        self.k = len(nets)
+        self.net = pack(nets)
+        # Per-fold epoch totals, kept on the device and read once per epoch: [loss sum, correct, count] x K.
+        self.register_buffer("train_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
+        self.register_buffer("val_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
+        self.alive = [True] * self.k
+        self.diverged: dict[int, str] = {}
+        self.histories: list[list[dict]] = [[] for _ in range(self.k)]
+        self.fold_loggers: list[TensorBoardLogger] = []
+
+    def forward(self, x):
+        # Built in x's dtype from the plain floats, as DigitClassifier does: exact in float64 too.
+        mean = torch.tensor(self.hparams.pixel_mean, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
+        std = torch.tensor(self.hparams.pixel_std, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
+        x = (x - mean) / std
+        k, b = x.shape[:2]
+        return self.net(x.transpose(0, 1).reshape(b, k, 28, 28))
+
+    def _losses(self, batch, totals):
+        x, y = batch
+        logits = self(x)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
+        n = y.shape[1]
+        totals[0] += losses.detach() * n
+        totals[1] += (logits.argmax(-1) == y).sum(1)
+        totals[2] += n
+        return losses
+
+    def training_step(self, batch, batch_idx):
+        losses = self._losses(batch, self.train_totals)
+        # Each fold's weights only reach its own loss, so the sum trains K independent nets.
+        if losses.device.type == "cpu" or batch_idx % 50 == 0:
+            self._check_divergence(losses, batch_idx)
+        alive = torch.tensor(self.alive, device=losses.device)
+        return torch.where(alive, losses, torch.zeros_like(losses)).sum()
+
+    def _check_divergence(self, losses, batch_idx):
+        finite = torch.isfinite(losses.detach()).tolist()
+        for k, ok in enumerate(finite):
+            if not ok and self.alive[k]:
+                self.alive[k] = False
+                self.diverged[k] = f"loss became {float(losses[k])} at epoch {self.current_epoch}, batch {batch_idx}"
+        if not any(self.alive):
+            self.trainer.should_stop = True
+
+    def validation_step(self, batch, batch_idx):
+        self._losses(batch, self.val_totals)
+
+    def on_train_epoch_end(self):
+        train, val = self.train_totals.cpu(), self.val_totals.cpu()  # the one host sync per epoch
+        for k in range(self.k):
+            if k in self.diverged:  # as in the sequential run, a diverged fold's history ends before that epoch
+                continue
+            epoch = {"epoch": self.current_epoch, "train_loss": float(train[0, k] / train[2, k]),
+                     "train_acc": float(train[1, k] / train[2, k])}
+            if val[2, k] > 0:
+                epoch.update(val_loss=float(val[0, k] / val[2, k]), val_acc=float(val[1, k] / val[2, k]))
+            self.histories[k].append(epoch)
+            if self.fold_loggers:
+                scalars = {key: value for key, value in epoch.items() if key != "epoch"}
+                self.fold_loggers[k].log_metrics({**scalars, "epoch": self.current_epoch}, step=self.global_step - 1)
+        self.train_totals.zero_()
+        self.val_totals.zero_()
+
+    def configure_optimizers(self):
+        return instantiate(dict(self.hparams.optimizer), params=self.parameters())
+
+
+class ZippedFolds:
+    """One batch per fold per step, stacked: fold k's batches come from its own DataLoader, in its own order."""
+
+    def __init__(self, loaders):
+        self.loaders = loaders
+
+    def __len__(self):
+        return len(self.loaders[0])
+
+    def __iter__(self):
+        for batches in zip(*self.loaders):
+            yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+
+
+def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger) -> tuple[FoldParallelClassifier, float]:
+    """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took."""
+    folds = list(dms)
+    model = FoldParallelClassifier(
+        arch=cfg.model.name,
+        fold_seeds=[int(cfg.seed) + k for k in folds],
+        optimizer=optimizer,
+        pixel_mean=[dms[k].pixel_mean for k in folds],
+        pixel_std=[dms[k].pixel_std for k in folds],
+    )
+    model.fold_loggers = [make_fold_logger(k) for k in folds]
+    for k, logger in zip(folds, model.fold_loggers):
+        logger.log_hyperparams({**dict(model.hparams), "fold": k})
+    train = ZippedFolds([dms[k].train_dataloader() for k in folds])
+    val = ZippedFolds([dms[k].val_dataloader() for k in folds])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    start = time.perf_counter()
+    trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return model, time.perf_counter() - start
+
