@@ -105,3 +105,23 @@ def test_as_is_needs_28x28():
     assert as_is(np.zeros((28, 28))).shape == (28, 28)
     with pytest.raises(ImageProblem, match="is 40x30; --no-preprocess needs 28x28"):
         as_is(np.zeros((30, 40)))
+
+
+def test_thin_pen_strokes_are_widened_to_mnist_weight():
+    thin = mnist_form(gray(draw_seven(size=(900, 1200), box=(250, 200, 650, 1000), width=6)))
+    bold = mnist_form(gray(draw_seven()))
+    assert_mnist_like(thin)
+    # A 6 px pen in an 800 px digit would be a faint 0.15 px line at MNIST scale; widened, it carries ink like
+    # a normal MNIST digit (about 100-200 pixels over 0.5).
+    assert (thin > 0.5).sum() >= 0.6 * (bold > 0.5).sum()
+    assert (thin > 0.5).sum() >= 40  # samples/sample_image.png, an MNIST 7, has 71
+
+
+def test_mnist_digits_pass_through_nearly_unchanged(mnist_root):
+    import gzip
+
+    raw = gzip.decompress((mnist_root / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+    digits = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)[:50].astype(np.float32) / 255
+    diffs = [np.abs(mnist_form(d) - d).mean() for d in digits]
+    # MNIST digits already are 20 px, centred by mass: re-preprocessing moves little ink.
+    assert np.median(diffs) < 0.06

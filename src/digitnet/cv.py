@@ -127,6 +127,8 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
     seed = int(cfg.seed) + fold
     pl.seed_everything(seed, verbose=False)
     dm = make_datamodule(cfg, arrays, fold, shuffle_seed=seed)
+    if on_one_cuda_device(cfg):
+        dm.to_device("cuda")
     model = make_model(cfg, dm)
     history = History()
     trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard()], enable_checkpointing=False)
@@ -145,13 +147,18 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
     return result
 
 
+def on_one_cuda_device(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.accelerator)
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return cuda and str(cfg.trainer.get("devices", 1)) in ("1", "auto")
+
+
 def parallel_wanted(cfg: DictConfig) -> bool:
     """cv.parallel=auto: fold-parallel on CUDA, where K small nets in one beat K launch-bound runs."""
     choice = str(cfg.cv.get("parallel", "auto")).lower()
     if choice in ("true", "false"):
         return choice == "true"
-    accelerator = str(cfg.trainer.accelerator)
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return on_one_cuda_device(cfg)
 
 
 def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int], run_dir: Path) -> list[dict] | None:
@@ -162,6 +169,9 @@ def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int],
     dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=int(cfg.seed) + k) for k in folds}
     if len({(len(dm.train_y), len(dm.val_y)) for dm in dms.values()}) > 1:
         return None
+    if on_one_cuda_device(cfg):
+        for dm in dms.values():
+            dm.to_device("cuda")
     model, seconds = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k))
     results = []
     for i, (k, logger) in enumerate(zip(folds, model.fold_loggers)):

@@ -206,6 +206,12 @@ class MNISTDataModule(pl.LightningDataModule):
         self.arrays = arrays
         self.batch_size, self.eval_batch_size, self.shuffle_seed = batch_size, eval_batch_size, shuffle_seed
 
+    def to_device(self, device: torch.device | str) -> "MNISTDataModule":
+        """Keep the (small) dataset on the accelerator: batches are then gathered there by index, no copies."""
+        self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
+        self.val_x, self.val_y = self.val_x.to(device), self.val_y.to(device)
+        return self
+
     def train_dataloader(self):
         return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
 

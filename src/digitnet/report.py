@@ -76,7 +76,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 10
 
 def confusion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     preds = predict_logits(model, x, batch_size).argmax(1)
-    return multiclass_confusion_matrix(preds, y, num_classes=10)
+    return multiclass_confusion_matrix(preds, y.cpu(), num_classes=10)
 
 
 def confusion_figure(matrix, title: str):
@@ -104,7 +104,7 @@ def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
     """Sample images and the validation confusion matrix, in the fold's TensorBoard run (IMAGES tab)."""
     from torchvision.utils import make_grid
 
-    writer.add_image("samples/validation", make_grid(sample_x, nrow=8, pad_value=1.0), 0)
+    writer.add_image("samples/validation", make_grid(sample_x.cpu(), nrow=8, pad_value=1.0), 0)
     fig = confusion_figure(matrix, "validation confusion matrix")
     writer.add_figure("confusion_matrix/validation", fig, 0)  # closes the figure
 
