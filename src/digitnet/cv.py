@@ -86,7 +86,8 @@ def fingerprint(cfg: DictConfig) -> str:
     keep.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
     for key in ("root", "download", "eval_batch_size"):
         keep["data"].pop(key, None)
-    keep["cv"].pop("parallel", None)  # the same results either way
+    for key in ("parallel", "cuda_graph"):  # the same results either way
+        keep["cv"].pop(key, None)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -172,7 +173,9 @@ def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int],
     if on_one_cuda_device(cfg):
         for dm in dms.values():
             dm.to_device("cuda")
-    model, seconds = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k))
+    captured = str(cfg.cv.get("cuda_graph", "auto")).lower()
+    captured = on_one_cuda_device(cfg) if captured == "auto" else captured == "true"
+    model, seconds = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k), captured)
     results = []
     for i, (k, logger) in enumerate(zip(folds, model.fold_loggers)):
         dm = dms[k]

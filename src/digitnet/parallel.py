@@ -10,6 +10,7 @@ the same initial weights as in the sequential run (seeded seed + fold) and sees 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -103,28 +104,33 @@ def unpack(packed: nn.Sequential, arch: str, fold: int) -> nn.Sequential:
 class FoldParallelClassifier(pl.LightningModule):
     """K folds' nets in one LightningModule. Batches are (x: (K, B, 1, 28, 28), y: (K, B))."""
 
-    def __init__(self, arch: str, fold_seeds: list[int], optimizer: dict, pixel_mean: list[float], pixel_std: list[float]):
+    def __init__(self, arch: str, fold_seeds: list[int], optimizer: dict, pixel_mean: list[float],
+                 pixel_std: list[float], captured: bool = False):
         super().__init__()
         self.save_hyperparameters()
+        # captured: the whole train step runs as one CUDA graph (manual optimization; see CapturedStep).
+        self.automatic_optimization = not captured
+        self.captured_step: CapturedStep | None = None
         nets = []
         for seed in fold_seeds:  # the same initial weights as fold k's sequential run
             pl.seed_everything(seed, verbose=False)
             nets.append(build_net(arch))
         self.k = len(nets)
         self.net = pack(nets)
+        # Per-fold scaling, held in float64 so that float64 runs match DigitClassifier's plain floats exactly.
+        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False)
         # Per-fold epoch totals, kept on the device and read once per epoch: [loss sum, correct, count] x K.
         self.register_buffer("train_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
         self.register_buffer("val_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
-        self.alive = [True] * self.k
+        self.register_buffer("alive", torch.ones(self.k, dtype=torch.bool), persistent=False)
+        self.steps_done = 0
         self.diverged: dict[int, str] = {}
         self.histories: list[list[dict]] = [[] for _ in range(self.k)]
         self.fold_loggers: list[TensorBoardLogger] = []
 
     def forward(self, x):
-        # Built in x's dtype from the plain floats, as DigitClassifier does: exact in float64 too.
-        mean = torch.tensor(self.hparams.pixel_mean, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
-        std = torch.tensor(self.hparams.pixel_std, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
-        x = (x - mean) / std
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         k, b = x.shape[:2]
         return self.net(x.transpose(0, 1).reshape(b, k, 28, 28))
 
@@ -139,20 +145,45 @@ class FoldParallelClassifier(pl.LightningModule):
         return losses
 
     def training_step(self, batch, batch_idx):
-        losses = self._losses(batch, self.train_totals)
-        # Each fold's weights only reach its own loss, so the sum trains K independent nets.
+        if self.automatic_optimization:
+            losses = self._losses(batch, self.train_totals)
+        else:
+            losses = self._captured_or_eager_step(batch)
+        self.steps_done += 1
+        # A host sync: every step on CPU (free there), every 50 steps on an accelerator.
         if losses.device.type == "cpu" or batch_idx % 50 == 0:
             self._check_divergence(losses, batch_idx)
-        alive = torch.tensor(self.alive, device=losses.device)
-        return torch.where(alive, losses, torch.zeros_like(losses)).sum()
+        if self.automatic_optimization:
+            return self._total_loss(losses)
+
+    def _total_loss(self, losses):
+        # Each fold's weights only reach its own loss, so the sum trains K independent nets; diverged folds stop.
+        return torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+
+    def _step(self, x, y):
+        """One whole training step, what the CUDA graph captures: forward, backward, optimizer step, totals."""
+        losses = self._losses((x, y), self.train_totals)
+        self._total_loss(losses).backward()
+        self.optimizers().optimizer.step()
+        return losses.detach()
+
+    def _captured_or_eager_step(self, batch):
+        x, y = batch
+        optimizer = self.optimizers().optimizer
+        if self.captured_step is None:
+            self.captured_step = CapturedStep(self._step, self, optimizer, (x, y), self.train_totals)
+        if x.shape == self.captured_step.static[0].shape:
+            return self.captured_step(x, y)
+        optimizer.zero_grad(set_to_none=True)  # a short last batch: its own shapes, run eagerly
+        return self._step(x, y)
 
     def _check_divergence(self, losses, batch_idx):
         finite = torch.isfinite(losses.detach()).tolist()
         for k, ok in enumerate(finite):
-            if not ok and self.alive[k]:
+            if not ok and k not in self.diverged:
                 self.alive[k] = False
                 self.diverged[k] = f"loss became {float(losses[k])} at epoch {self.current_epoch}, batch {batch_idx}"
-        if not any(self.alive):
+        if len(self.diverged) == self.k:
             self.trainer.should_stop = True
 
     def validation_step(self, batch, batch_idx):
@@ -170,12 +201,62 @@ class FoldParallelClassifier(pl.LightningModule):
             self.histories[k].append(epoch)
             if self.fold_loggers:
                 scalars = {key: value for key, value in epoch.items() if key != "epoch"}
-                self.fold_loggers[k].log_metrics({**scalars, "epoch": self.current_epoch}, step=self.global_step - 1)
+                self.fold_loggers[k].log_metrics({**scalars, "epoch": self.current_epoch}, step=self.steps_done - 1)
         self.train_totals.zero_()
         self.val_totals.zero_()
 
     def configure_optimizers(self):
         return instantiate(dict(self.hparams.optimizer), params=self.parameters())
+
+
+class CapturedStep:
+    """A training step captured once as a CUDA graph and replayed for every batch of the same shape.
+
+    Capture needs warm-up steps, which really train; so the model, optimizer and metric state are saved before
+    and put back (in place, keeping their addresses) after, and the first replayed step is the true first step.
+    For SGD without dampening, a zero momentum buffer gives exactly the first step's `buf = grad`.
+    Off CUDA (tests), replay calls the step on the same static buffers: the same logic, without the graph.
+    """
+
+    def __init__(self, step, model: nn.Module, optimizer: torch.optim.Optimizer, example: tuple, totals: torch.Tensor,
+                 warmup: int = 3):
+        if not isinstance(optimizer, torch.optim.SGD) or any(g["dampening"] for g in optimizer.param_groups):
+            raise ValueError("the captured step supports SGD without dampening; set cv.cuda_graph=false")
+        self.step, self.optimizer = step, optimizer
+        self.static = [t.clone() for t in example]
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        self.graph = None
+        cuda = example[0].is_cuda
+        side = torch.cuda.Stream() if cuda else None
+        if cuda:
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+            for _ in range(warmup):
+                optimizer.zero_grad(set_to_none=True)
+                step(*self.static)
+        if cuda:
+            torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():  # undo the warm-up: weights, BatchNorm statistics, momentum, metric totals
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for state in optimizer.state.values():
+                if state.get("momentum_buffer") is not None:
+                    state["momentum_buffer"].zero_()
+            totals.zero_()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = step(*self.static)
+
+    def __call__(self, *batch):
+        for static, value in zip(self.static, batch):
+            static.copy_(value)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.step(*self.static)
 
 
 class ZippedFolds:
@@ -192,7 +273,7 @@ class ZippedFolds:
             yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
 
 
-def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger) -> tuple[FoldParallelClassifier, float]:
+def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger, captured: bool = False):
     """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took."""
     folds = list(dms)
     model = FoldParallelClassifier(
@@ -201,6 +282,7 @@ def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger) -> tuple[Fold
         optimizer=optimizer,
         pixel_mean=[dms[k].pixel_mean for k in folds],
         pixel_std=[dms[k].pixel_std for k in folds],
+        captured=captured,
     )
     model.fold_loggers = [make_fold_logger(k) for k in folds]
     for k, logger in zip(folds, model.fold_loggers):
