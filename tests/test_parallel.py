@@ -13,6 +13,11 @@ from digitnet.nets import NETS, build_net
 from digitnet.parallel import pack, train_folds, unpack
 
 
+def quiet_trainer(epochs):
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+
 @pytest.mark.parametrize("arch", list(NETS))
 def test_pack_unpack_round_trip_and_forward(arch):
     torch.manual_seed(0)
@@ -36,7 +41,8 @@ def test_parallel_equals_sequential(arch, mnist_root, tmp_path):
     folds = [0, 1, 2]
     dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k) for k in folds}
     loggers = {}
-    model, _ = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k)))
+    model, _ = train_folds(quiet_trainer(2), cfg, dms, plain(cfg.optimizer),
+                           lambda k: loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k)))
     for i, k in enumerate(folds):
         pl.seed_everything(cfg.seed + k, verbose=False)
         dm = make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k)
@@ -83,7 +89,7 @@ def test_captured_step_logic_equals_the_plain_step(mnist_root, tmp_path):
     runs = []
     for captured in (False, True):
         dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k) for k in range(3)}
-        model, _ = train_folds(cfg, dms, plain(cfg.optimizer),
+        model, _ = train_folds(quiet_trainer(2), cfg, dms, plain(cfg.optimizer),
                                lambda k: pl.loggers.CSVLogger(tmp_path, version=f"{captured}{k}"), captured)
         runs.append(model)
     eager, graphed = runs

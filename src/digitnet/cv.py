@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -49,6 +50,23 @@ class DivergenceGuard(pl.Callback):
             return
         if not torch.isfinite(loss.detach()).item():
             raise Diverged(f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}")
+
+
+class FoldProgressBar(TQDMProgressBar):
+    """Lightning's bar, labelled with the fold ("fold 2/5, epoch 3") instead of the logger's version."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"{self.label}, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
 def plain(node) -> dict:
@@ -95,8 +113,11 @@ def fold_logger(run_dir: Path, fold: int) -> TensorBoardLogger:
     return TensorBoardLogger(run_dir, name="tb", version=f"fold_{fold}", default_hp_metric=False)
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, **overrides) -> pl.Trainer:
-    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, label: str | None = None,
+                 **overrides) -> pl.Trainer:
+    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False) if version else False
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [*callbacks, FoldProgressBar(label or version)]
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)
 
 
@@ -132,7 +153,8 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
         dm.to_device("cuda")
     model = make_model(cfg, dm)
     history = History()
-    trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard()], enable_checkpointing=False)
+    trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard()],
+                           label=f"fold {fold + 1}/{cfg.cv.n_folds}", enable_checkpointing=False)
     start = time.perf_counter()
     status, reason = "ok", None
     try:
@@ -175,7 +197,9 @@ def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int],
             dm.to_device("cuda")
     captured = str(cfg.cv.get("cuda_graph", "auto")).lower()
     captured = on_one_cuda_device(cfg) if captured == "auto" else captured == "true"
-    model, seconds = train_folds(cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k), captured)
+    trainer = make_trainer(cfg, run_dir, None, [], label=f"folds {', '.join(str(k + 1) for k in folds)} at once",
+                           enable_checkpointing=False)
+    model, seconds = train_folds(trainer, cfg, dms, plain(cfg.optimizer), lambda k: fold_logger(run_dir, k), captured)
     results = []
     for i, (k, logger) in enumerate(zip(folds, model.fold_loggers)):
         dm = dms[k]

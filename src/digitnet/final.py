@@ -20,7 +20,8 @@ def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     dm = make_datamodule(cfg, arrays, fold=None, shuffle_seed=int(cfg.seed))
     model = make_model(cfg, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
-    trainer = make_trainer(cfg, run_dir, "final", [DivergenceGuard()], enable_checkpointing=False, limit_val_batches=0)
+    trainer = make_trainer(cfg, run_dir, "final", [DivergenceGuard()], label="final fit", enable_checkpointing=False,
+                           limit_val_batches=0)
     try:
         trainer.fit(model, datamodule=dm)
     except Diverged as exc:

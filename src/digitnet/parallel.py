@@ -273,7 +273,7 @@ class ZippedFolds:
             yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
 
 
-def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger, captured: bool = False):
+def train_folds(trainer: pl.Trainer, cfg, dms: dict, optimizer: dict, make_fold_logger, captured: bool = False):
     """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took."""
     folds = list(dms)
     model = FoldParallelClassifier(
@@ -289,7 +289,6 @@ def train_folds(cfg, dms: dict, optimizer: dict, make_fold_logger, captured: boo
         logger.log_hyperparams({**dict(model.hparams), "fold": k})
     train = ZippedFolds([dms[k].train_dataloader() for k in folds])
     val = ZippedFolds([dms[k].val_dataloader() for k in folds])
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     start = time.perf_counter()
     trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     if trainer.interrupted:
