@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
-from torchvision.transforms.v2 import functional as TF
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -98,8 +98,9 @@ def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
 def _resize_longer_side(a: np.ndarray, target: int) -> np.ndarray:
     h, w = a.shape
     size = [max(1, round(h * target / max(h, w))), max(1, round(w * target / max(h, w)))]
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
-    return TF.resize(t, size, antialias=True).clamp_(0, 1)[0].numpy()
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    # What torchvision's resize does for tensors, without importing torchvision (a second of start-up).
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)[0, 0].numpy()
 
 
 def _widen_thin_strokes(crop: np.ndarray) -> np.ndarray:
