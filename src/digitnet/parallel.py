@@ -187,7 +187,8 @@ class FoldParallelClassifier(pl.LightningModule):
             self.trainer.should_stop = True
 
     def validation_step(self, batch, batch_idx):
-        self._losses(batch, self.val_totals)
+        if not self.trainer.sanity_checking:  # a sanity pass must not count towards epoch 1's figures
+            self._losses(batch, self.val_totals)
 
     def on_train_epoch_end(self):
         train, val = self.train_totals.cpu(), self.val_totals.cpu()  # the one host sync per epoch
