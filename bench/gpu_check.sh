@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue 5's GPU figures in one device call (not yet measured: no GPU was lent to the session that wrote this).
-# Prepare here:  mkdir -p .whl && cp ../shared/wheels/*.whl .whl/ && echo /.whl/ >> .git/info/exclude
-# Then: device run, carry [".whl"], command: bash bench/gpu_check.sh   (needs MNIST in the tree: see DATA below)
+# Prepare here (both folders stay out of git):
+#   mkdir -p .whl && cp ../shared/wheels/*.whl .whl/ && cp -r ../shared/data/mnist .mnist
+#   printf '/.whl/\n/.mnist/\n' >> .git/info/exclude
+# Then: device run with carry [".whl", ".mnist"] and command `bash bench/gpu_check.sh`; figures land in $OUT.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
-export PYTHONUNBUFFERED=1 DATA=${DATA:-data/mnist} OUT=${OUT:-/tmp/out}
+export PYTHONUNBUFFERED=1 DATA=${DATA:-.mnist} OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name --format=csv,noheader
 # 1. The seed protocol end to end through the CLI: fold-parallel + CUDA graph (cv.parallel=auto on CUDA).
 /usr/bin/time -f "process wall %e s" python3 -m digitnet.train model=deep trainer.accelerator=gpu data.root=$DATA \
