@@ -85,6 +85,9 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root):
     resumed = run_cli("digitnet.train", *args, f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "(fold 0, finished earlier)" in resumed.stdout
+    # The interrupted fold's TensorBoard run was started afresh: one attempt's events, not two.
+    assert len(list((run_dir / "tb" / "fold_1").glob("events.out.tfevents.*"))) == len(
+        list((tmp_path / "reference" / "tb" / "fold_1").glob("events.out.tfevents.*")))
     a = json.loads((tmp_path / "reference" / "cv_summary.json").read_text())
     b = json.loads((run_dir / "cv_summary.json").read_text())
     assert a["fold_scores"] == b["fold_scores"] and a["mean"] == b["mean"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -111,6 +112,11 @@ def fingerprint(cfg: DictConfig) -> str:
 
 def fold_logger(run_dir: Path, fold: int) -> TensorBoardLogger:
     return TensorBoardLogger(run_dir, name="tb", version=f"fold_{fold}", default_hp_metric=False)
+
+
+def clear_interrupted_fold(run_dir: Path, fold: int) -> None:
+    """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""
+    shutil.rmtree(run_dir / "tb" / f"fold_{fold}", ignore_errors=True)
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, label: str | None = None,
@@ -243,6 +249,8 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
         if saved is not None:
             finish(saved, resumed=True)
     pending = [fold for fold in range(cfg.cv.n_folds) if fold not in results]
+    for fold in pending:
+        clear_interrupted_fold(run_dir, fold)
     together = train_folds_parallel(cfg, arrays, pending, run_dir) if len(pending) > 1 and parallel_wanted(cfg) else None
     if together is not None:
         for result in together:
