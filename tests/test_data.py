@@ -32,7 +32,7 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
         raise OSError("Name or service not known")
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", no_network)
-    with pytest.raises(UserError, match=r"could not download train-images-idx3-ubyte.gz .*copy the four MNIST files"):
+    with pytest.raises(UserError, match=r"missing .*t10k-labels-idx1-ubyte, and downloading them failed .*copy the four"):
         load_mnist(tmp_path / "empty", download=True)
 
 

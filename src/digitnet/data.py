@@ -52,8 +52,8 @@ def download_mnist(root: Path, missing: list[str]) -> None:
                 errors.append(f"{mirror}: {exc}")
         else:
             raise UserError(
-                f"could not download {stem}.gz into {root} ({'; '.join(errors)[:200]}). "
-                f"With no network, copy the four MNIST files (gz or raw) into {root} "
+                f"MNIST files missing in {root}: {', '.join(missing)}, and downloading them failed "
+                f"({errors[0][:120]}). With no network, copy the four MNIST files (gz or raw) into {root} "
                 "or point data.root / DIGITNET_DATA at a folder that has them"
             )
 
