@@ -72,6 +72,18 @@ def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
         assert (run_dir / name).stat().st_size > 5000
     for fold in range(5):
         assert list((run_dir / "tb" / f"fold_{fold}").glob("events.out.tfevents.*"))
+    # TensorBoard: HPARAMS filled once per job (the cv run), Lightning's empty hp_metric off, images per fold.
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    tb = EventMultiplexer()
+    tb.AddRunsFromDirectory(str(run_dir / "tb"))
+    tb.Reload()
+    assert list(tb.PluginRunToTagToContent("hparams")) == ["cv"]
+    assert set(tb.Runs()["cv"]["scalars"]) == {"hp/cv_mean", "hp/cv_std"}
+    fold0 = tb.Runs()["fold_0"]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(fold0["scalars"]) and "hp_metric" not in fold0["scalars"]
+    assert {"samples/validation", "confusion_matrix/validation"} <= set(fold0["images"])
+    assert len(tb.Scalars("fold_0", "val_acc")) == 1  # one point per epoch
     # Quiet logs: no device banners, no loader-worker advice.
     assert "does not have many workers" not in result.stderr
     assert "GPU available" not in result.stdout + result.stderr
