@@ -74,7 +74,8 @@ def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
     b = json.loads((tmp_path / "par" / "cv_summary.json").read_text())
     assert a["fold_scores"] == pytest.approx(b["fold_scores"], abs=2e-3)
     assert [len(h) for h in a["history"]] == [len(h) for h in b["history"]]
-    assert all(f.get("parallel") for f in b["folds"])
+    assert all(f["parallel_seconds"] > 0 for f in b["folds"])
+    assert b["train_seconds"] == pytest.approx(b["folds"][0]["parallel_seconds"], rel=0.01)
     for fold in range(3):
         assert list((tmp_path / "par" / "tb" / f"fold_{fold}").glob("events.out.tfevents.*"))
     assert (tmp_path / "par" / "learning_curves.png").exists()
