@@ -32,7 +32,7 @@ def read_job(job_dir: Path) -> dict:
         s = json.loads(summary_path.read_text())
         folds = s["folds"]
         job.update(status=s["status"], mean=s["mean"], std=s["std"], n=s["n"], fold_scores=s["fold_scores"],
-                   wall_seconds=s["wall_seconds"], n_folds=len(folds))
+                   train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds))
     else:
         folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
         cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
@@ -42,7 +42,7 @@ def read_job(job_dir: Path) -> dict:
             status=f"incomplete ({len(folds)}/{n_folds} folds)" if folds else "not started or failed",
             mean=None, std=None, n=sum(f["status"] == "ok" for f in folds), n_folds=n_folds,
             fold_scores=[by_fold[i]["score"] if i in by_fold else None for i in range(n_folds)],
-            wall_seconds=round(sum(f["seconds"] for f in folds), 2) if folds else None,
+            train_seconds=round(sum(f["seconds"] for f in folds), 2) if folds else None, wall_seconds=None,
         )
         if any(f["status"] == "diverged" for f in folds):
             job["status"] = "diverged"
@@ -75,6 +75,10 @@ def _pct(x, digits=3):
     return "" if x is None else f"{100 * x:.{digits}f}"
 
 
+def _seconds(x):
+    return "" if x is None else str(round(x))
+
+
 def _signed_pct(x):
     return "" if x is None else f"{100 * x:+.3f}"
 
@@ -88,7 +92,11 @@ def _fmt_p(p):
 
 
 def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
-    """Write sweep_summary.csv/.md and sweep_boxplot.png into sweep_dir; return {'jobs': [...], 'best': ...}."""
+    """Write sweep_summary.csv/.md and sweep_boxplot.png into sweep_dir; return {'jobs': [...], 'best': ...}.
+
+    "train s" sums the training seconds of a job's folds, also those finished by an earlier run that this one
+    resumed; "wall s" is the last run's start-to-report time (small for a resumed job, empty for an unfinished one).
+    """
     sweep_dir = Path(sweep_dir)
     jobs = [read_job(d) for d in _job_dirs(sweep_dir)]
     # Show what varies per job; what every job shares is said once, above the table.
@@ -98,14 +106,14 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     best = compare_to_best(jobs)
     k = max((j["n_folds"] for j in jobs), default=0)
     header = ["job", "overrides", "status", "mean", "std", "n", *[f"fold_{i}" for i in range(k)],
-              "wall_seconds", "delta_vs_best", "t", "p_value", "test"]
+              "train_seconds", "wall_seconds", "delta_vs_best", "t", "p_value", "test"]
     with open(sweep_dir / "sweep_summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for j in jobs:
             scores = (j["fold_scores"] + [None] * k)[:k]
             writer.writerow([j["job"], j["overrides"], j["status"], j["mean"], j["std"], j["n"], *scores,
-                             j["wall_seconds"], j["delta_vs_best"], j["t"], j["p_value"],
+                             j["train_seconds"], j["wall_seconds"], j["delta_vs_best"], j["t"], j["p_value"],
                              TEST_NAME if isinstance(j["t"], float) else ""])
     lines = [
         f"# Sweep summary: {sweep_dir}",
@@ -114,15 +122,15 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
         "",
         f"Overrides shared by every job: {' '.join(sorted(common)) or '(none)'}",
         "",
-        "| job | overrides | status | mean | std | folds | wall s | Δ vs best | p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| job | overrides | status | mean | std | folds | train s | wall s | Δ vs best | p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for j in jobs:
         mark = "**" if j is best else ""
         folds = " ".join(_pct(s, 2) if s is not None else "–" for s in j["fold_scores"])
         lines.append(
             f"| {j['job']} | {mark}{j['overrides']}{mark} | {j['status']} | {_pct(j['mean'])} | {_pct(j['std'])} "
-            f"| {folds} | {'' if j['wall_seconds'] is None else round(j['wall_seconds'])} "
+            f"| {folds} | {_seconds(j['train_seconds'])} | {_seconds(j['wall_seconds'])} "
             f"| {_signed_pct(j['delta_vs_best'])} | {_fmt_p(j['p_value'])} |"
         )
     if best:
