@@ -110,8 +110,13 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
+    # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by report.log_hparams.
+    return TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+
+
 def fold_logger(run_dir: Path, fold: int) -> TensorBoardLogger:
-    return TensorBoardLogger(run_dir, name="tb", version=f"fold_{fold}", default_hp_metric=False)
+    return tb_logger(run_dir, f"fold_{fold}")
 
 
 def clear_interrupted_fold(run_dir: Path, fold: int) -> None:
@@ -121,7 +126,7 @@ def clear_interrupted_fold(run_dir: Path, fold: int) -> None:
 
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, label: str | None = None,
                  **overrides) -> pl.Trainer:
-    logger = TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False) if version else False
+    logger = tb_logger(run_dir, version) if version else False
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks = [*callbacks, FoldProgressBar(label or version)]
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)

@@ -27,6 +27,7 @@ def read_job(job_dir: Path) -> dict:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
+    cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
     summary_path = job_dir / "cv_summary.json"
     if summary_path.is_file():
         s = json.loads(summary_path.read_text())
@@ -35,7 +36,6 @@ def read_job(job_dir: Path) -> dict:
                    train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds))
     else:
         folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
-        cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
         n_folds = cfg.get("cv", {}).get("n_folds", len(folds))
         by_fold = {f["fold"]: f for f in folds}
         job.update(
@@ -48,7 +48,6 @@ def read_job(job_dir: Path) -> dict:
             job["status"] = "diverged"
     # What the paired test needs: the fold plan must be the same for both jobs.
     job["ratio"] = (folds[0]["n_val"] / folds[0]["n_train"]) if folds else None
-    cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
     job["fold_plan"] = (cfg["data"]["limit"], cfg["cv"]["n_folds"], cfg["cv"]["seed"])
     return job
 
