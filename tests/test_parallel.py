@@ -75,7 +75,8 @@ def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
     assert a["fold_scores"] == pytest.approx(b["fold_scores"], abs=2e-3)
     assert [len(h) for h in a["history"]] == [len(h) for h in b["history"]]
     assert all(f["parallel_seconds"] > 0 for f in b["folds"])
-    assert b["train_seconds"] == pytest.approx(b["folds"][0]["parallel_seconds"], rel=0.01)
+    # Folds' shares are rounded to ms and their sum to 10 ms, hence the absolute tolerance.
+    assert b["train_seconds"] == pytest.approx(b["folds"][0]["parallel_seconds"], rel=0.01, abs=0.011)
     for fold in range(3):
         assert list((tmp_path / "par" / "tb" / f"fold_{fold}").glob("events.out.tfevents.*"))
     assert (tmp_path / "par" / "learning_curves.png").exists()
