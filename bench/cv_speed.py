@@ -6,8 +6,9 @@ per fold), SGD 0.01/0.9, batch 32, 10 epochs, validation every epoch.
     python bench/cv_speed.py [--quick] [--epochs N] [--folds N] [--limit N] [--device cpu|cuda] [--only NAME ...]
 
 --quick runs 1 epoch. Methods: naive (Lightning with TensorDataset + DataLoader and a self.log per step), plain (a
-bare PyTorch loop over the same in-memory batches), sequential (digitnet, cv.parallel=false) and parallel (digitnet,
-cv.parallel=true). The Keras/TF figure of the tutorial's own code is a documented reference only (README).
+bare PyTorch loop over the same in-memory batches), sequential (digitnet, cv.parallel=false cv.workers=1), parallel
+(digitnet, cv.parallel=true: one packed net) and workers (digitnet, cv.workers=auto: on CPU one fold process per core,
+the cores split between them). The Keras/TF figure of the tutorial's own code is a documented reference only (README).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def plain(arrays, cfg, args) -> list[float]:
     return scores
 
 
-def digitnet(parallel: bool):
+def digitnet(parallel: bool, workers: int | str = 1):
     def method(arrays, cfg, args) -> list[float]:
         from hydra import compose, initialize_config_dir
 
@@ -101,7 +102,7 @@ def digitnet(parallel: bool):
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
             run_cfg = compose(config_name="config", overrides=[
                 "model=deep", f"trainer.max_epochs={args.epochs}", f"cv.n_folds={5}", f"data.limit={args.limit}",
-                f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", "trainer.enable_progress_bar=false",
+                f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}", "trainer.enable_progress_bar=false",
                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
             ])
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +112,8 @@ def digitnet(parallel: bool):
     return method
 
 
-METHODS = {"naive": naive, "plain": plain, "sequential": digitnet(False), "parallel": digitnet(True)}
+METHODS = {"naive": naive, "plain": plain, "sequential": digitnet(False), "parallel": digitnet(True),
+           "workers": digitnet(False, "auto")}
 
 
 def main() -> None:

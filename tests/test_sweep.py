@@ -65,9 +65,10 @@ def test_summarize_rejects_a_non_sweep_dir(tmp_path):
     assert "holds no Hydra job dirs" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root, workers):
     args = ["data.limit=1500", "cv.n_folds=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            f"data.root={mnist_root}"]
+            f"data.root={mnist_root}", f"cv.workers={workers}"]
     reference = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'reference'}")
     assert reference.returncode == 0, reference.stderr[-2000:]
 
@@ -77,8 +78,10 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root):
     deadline = time.time() + 300
     while not (run_dir / "folds" / "fold_0.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C, in the middle of fold 1
-    proc.communicate(timeout=120)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, in the middle of fold 1 (and 2, with workers)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("digitnet.train: interrupted; rerun the same command to resume")
     assert (run_dir / "folds" / "fold_0.json").exists() and not (run_dir / "cv_summary.json").exists()
     assert not list((run_dir / "folds").glob("*.tmp"))
 
@@ -91,6 +94,7 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root):
     a = json.loads((tmp_path / "reference" / "cv_summary.json").read_text())
     b = json.loads((run_dir / "cv_summary.json").read_text())
     assert a["fold_scores"] == b["fold_scores"] and a["mean"] == b["mean"]
+    assert a["resumed_folds"] == 0 and b["resumed_folds"] >= 1
 
     # A different config in the same dir is refused rather than mixed in.
     clash = run_cli("digitnet.train", *args, "optimizer.lr=0.1", f"hydra.run.dir={run_dir}")

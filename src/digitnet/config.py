@@ -23,6 +23,20 @@ def _number(cfg: DictConfig, key: str, kind=float):
         raise UserError(f"{key}={value!r} is not {'a whole number' if kind is int else 'a number'}") from None
 
 
+def on_cuda(cfg: DictConfig) -> bool:
+    """Whether the trainer will run on a CUDA device."""
+    import torch
+
+    accelerator = str(cfg.trainer.accelerator)
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_auto(cfg: DictConfig) -> None:
+    """Settle the `auto` choices that depend only on the device, so that reports show the values used."""
+    if str(cfg.data.eval_batch_size).lower() == "auto":
+        cfg.data.eval_batch_size = 1000 if on_cuda(cfg) else 250
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise UserError naming the first bad value and how to fix it."""
     if cfg.task not in TASKS:
@@ -36,8 +50,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"optimizer.momentum={momentum} must be in [0, 1) (the tutorial uses 0.9)")
     if _number(cfg, "data.batch_size", int) <= 0:
         raise UserError(f"data.batch_size={cfg.data.batch_size} must be a positive whole number (default 32)")
-    if _number(cfg, "data.eval_batch_size", int) <= 0:
-        raise UserError(f"data.eval_batch_size={cfg.data.eval_batch_size} must be a positive whole number")
+    if str(cfg.data.eval_batch_size).lower() != "auto" and _number(cfg, "data.eval_batch_size", int) <= 0:
+        raise UserError(f"data.eval_batch_size={cfg.data.eval_batch_size} must be auto or a positive whole number")
     if cfg.data.scaling not in SCALINGS:
         raise UserError(f"data.scaling={cfg.data.scaling!r} is unknown; use one of {', '.join(SCALINGS)}")
     n_folds = _number(cfg, "cv.n_folds", int)
@@ -48,6 +62,12 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"data.limit={limit} must be 0 (all images) or a positive count")
     if cfg.task == "cv" and 0 < limit < n_folds:
         raise UserError(f"data.limit={limit} is smaller than cv.n_folds={n_folds}; each fold needs images")
+    workers = cfg.cv.get("workers", 1)
+    if str(workers).lower() != "auto":
+        if _number(cfg, "cv.workers", int) < 1:
+            raise UserError(f"cv.workers={workers} must be auto or a positive whole number (1: folds one after another)")
+        if int(workers) > 1 and str(cfg.cv.get("parallel", "auto")).lower() == "true":
+            raise UserError(f"cv.workers={workers} and cv.parallel=true exclude each other; choose one of them")
     _number(cfg, "seed", int)
     _number(cfg, "cv.seed", int)
     if _number(cfg, "trainer.max_epochs", int) < 1:

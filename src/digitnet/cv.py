@@ -17,9 +17,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from digitnet import report
+from digitnet.config import on_cuda
 from digitnet.data import MNISTArrays, MNISTDataModule
 from digitnet.errors import UserError
-from digitnet.models import DigitClassifier
+from digitnet.models import DigitClassifier, fit
 
 
 class Diverged(Exception):
@@ -105,7 +106,7 @@ def fingerprint(cfg: DictConfig) -> str:
     keep.update(seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
     for key in ("root", "download", "eval_batch_size"):
         keep["data"].pop(key, None)
-    for key in ("parallel", "cuda_graph"):  # the same results either way
+    for key in ("parallel", "cuda_graph", "workers"):  # the same results either way
         keep["cv"].pop(key, None)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -156,7 +157,7 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     return result
 
 
-def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -> dict:
+def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()) -> dict:
     seed = int(cfg.seed) + fold
     pl.seed_everything(seed, verbose=False)
     dm = make_datamodule(cfg, arrays, fold, shuffle_seed=seed)
@@ -164,16 +165,14 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
         dm.to_device("cuda")
     model = make_model(cfg, dm)
     history = History()
-    trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard()],
+    trainer = make_trainer(cfg, run_dir, f"fold_{fold}", [history, DivergenceGuard(), *callbacks],
                            label=f"fold {fold + 1}/{cfg.cv.n_folds}", enable_checkpointing=False)
     start = time.perf_counter()
     status, reason = "ok", None
     try:
-        trainer.fit(model, datamodule=dm)
+        fit(trainer, model, datamodule=dm)
     except Diverged as exc:
         status, reason = "diverged", str(exc)
-    if status == "ok" and trainer.interrupted:  # never record a fold that did not finish
-        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
                          cfg.data.eval_batch_size)
@@ -182,9 +181,7 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path) -
 
 
 def on_one_cuda_device(cfg: DictConfig) -> bool:
-    accelerator = str(cfg.trainer.accelerator)
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return cuda and str(cfg.trainer.get("devices", 1)) in ("1", "auto")
+    return on_cuda(cfg) and str(cfg.trainer.get("devices", 1)) in ("1", "auto")
 
 
 def parallel_wanted(cfg: DictConfig) -> bool:
@@ -224,6 +221,37 @@ def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int],
     return results
 
 
+def workers_wanted(cfg: DictConfig, pending: int) -> int:
+    """cv.workers=auto: one worker process per core on CPU (see README for the figures), else one."""
+    choice = str(cfg.cv.get("workers", 1)).lower()
+    if choice == "auto":
+        choice = torch.get_num_threads() if not on_cuda(cfg) and not parallel_wanted(cfg) else 1
+    return max(1, min(int(choice), pending))
+
+
+def save_fold(run_dir: Path, result: dict, expected_fingerprint: str) -> None:
+    result["fingerprint"] = expected_fingerprint
+    report.write_json_atomic(run_dir / "folds" / f"fold_{result['fold']}.json", result)
+
+
+def train_folds_in_workers(cfg: DictConfig, folds: list[int], run_dir: Path, workers: int, finish) -> None:
+    """Folds in `workers` processes at once, the cores split between them. Each worker saves its fold as it ends
+    (so Ctrl-C here loses only the folds in progress); `finish` then reports it."""
+    import multiprocessing
+
+    from digitnet import workers as fold_worker
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
+    unfinished = context.Value("i", len(folds))
+    cores = torch.get_num_threads()
+    tasks = [(OmegaConf.to_yaml(cfg, resolve=True), fold, str(run_dir), fingerprint(cfg)) for fold in folds]
+    print(f"Training {len(folds)} folds in {workers} processes, {max(1, cores // workers)} thread(s) each", flush=True)
+    # Leaving the block, also by Ctrl-C or an error, terminates the workers: no fold goes on training unseen.
+    with context.Pool(workers, initializer=fold_worker.start, initargs=(cores, workers, unfinished)) as pool:
+        for result in pool.imap_unordered(fold_worker.train_fold, tasks):
+            finish(result, saved=True)
+
+
 def load_finished_fold(path: Path, expected: str) -> dict | None:
     if not path.is_file():
         return None
@@ -242,10 +270,9 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     expected = fingerprint(cfg)
     results = {}
 
-    def finish(result: dict, resumed: bool = False) -> None:
-        if not resumed:
-            result["fingerprint"] = expected
-            report.write_json_atomic(run_dir / "folds" / f"fold_{result['fold']}.json", result)
+    def finish(result: dict, resumed: bool = False, saved: bool = False) -> None:
+        if not (resumed or saved):
+            save_fold(run_dir, result, expected)
         line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
         print(line + (f"  (fold {result['fold']}, finished earlier)" if resumed else ""), flush=True)
         results[result["fold"]] = result
@@ -255,17 +282,21 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
         if saved is not None:
             finish(saved, resumed=True)
     pending = [fold for fold in range(cfg.cv.n_folds) if fold not in results]
+    resumed = len(results)
     for fold in pending:
         clear_interrupted_fold(run_dir, fold)
     together = train_folds_parallel(cfg, arrays, pending, run_dir) if len(pending) > 1 and parallel_wanted(cfg) else None
+    workers = workers_wanted(cfg, len(pending))
     if together is not None:
         for result in together:
             finish(result)
+    elif workers > 1:
+        train_folds_in_workers(cfg, pending, run_dir, workers, finish)
     else:
         for fold in pending:
             finish(train_fold(cfg, arrays, fold, run_dir))
     ordered = [results[fold] for fold in range(cfg.cv.n_folds)]
-    summary = report.cv_summary(cfg, ordered, wall_seconds=time.perf_counter() - start)
+    summary = report.cv_summary(cfg, ordered, wall_seconds=time.perf_counter() - start, resumed_folds=resumed)
     report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
     if summary["mean"] is not None:
         print(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}")

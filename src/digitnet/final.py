@@ -12,6 +12,7 @@ from digitnet import report
 from digitnet.cv import Diverged, DivergenceGuard, make_datamodule, make_model, make_trainer
 from digitnet.data import MNISTArrays
 from digitnet.errors import UserError
+from digitnet.models import fit
 
 
 def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
@@ -23,7 +24,7 @@ def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     trainer = make_trainer(cfg, run_dir, "final", [DivergenceGuard()], label="final fit", enable_checkpointing=False,
                            limit_val_batches=0)
     try:
-        trainer.fit(model, datamodule=dm)
+        fit(trainer, model, datamodule=dm)
     except Diverged as exc:
         raise UserError(f"the final fit diverged ({exc}); lower optimizer.lr") from None
     train_seconds = time.perf_counter() - start

@@ -12,6 +12,19 @@ from torchmetrics.classification import MulticlassAccuracy
 from digitnet.nets import build_net
 
 
+def fit(trainer: pl.Trainer, model: pl.LightningModule, **data) -> None:
+    """trainer.fit; Ctrl-C comes out as KeyboardInterrupt. Lightning answers Ctrl-C with a graceful stop and then
+    exit(1), which would read as a failure and skip our "interrupted, rerun to resume" line."""
+    try:
+        trainer.fit(model, **data)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:  # never record a fit that did not finish
+        raise KeyboardInterrupt
+
+
 class DigitClassifier(pl.LightningModule):
     """A net plus the pixel scaling it was trained with. Takes x/255 images of shape (N, 1, 28, 28), returns logits.
 

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from digitnet.models import fit
 from digitnet.nets import build_net
 
 
@@ -291,8 +292,6 @@ def train_folds(trainer: pl.Trainer, cfg, dms: dict, optimizer: dict, make_fold_
     train = ZippedFolds([dms[k].train_dataloader() for k in folds])
     val = ZippedFolds([dms[k].val_dataloader() for k in folds])
     start = time.perf_counter()
-    trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    fit(trainer, model, train_dataloaders=train, val_dataloaders=val)
     return model, time.perf_counter() - start
 

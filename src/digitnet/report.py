@@ -44,7 +44,7 @@ def flat_config(cfg: DictConfig) -> dict:
     return out
 
 
-def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float) -> dict:
+def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float, resumed_folds: int = 0) -> dict:
     ok = [f for f in folds if f["status"] == "ok"]
     diverged = [f for f in folds if f["status"] == "diverged"]
     scores = [f["score"] for f in ok]
@@ -59,7 +59,9 @@ def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float) -> dict:
         "std": float(np.std(scores)) if complete else None,
         "n": len(scores),
         "n_diverged": len(diverged),
+        # The last run's wall time; folds finished by earlier runs (resumed_folds) are not in it.
         "wall_seconds": round(wall_seconds, 2),
+        "resumed_folds": resumed_folds,
         "train_seconds": round(sum(f["seconds"] for f in folds), 2),
         "folds": [{k: v for k, v in f.items() if k != "fingerprint"} for f in folds],
         "history": [f["history"] for f in folds],

@@ -33,7 +33,8 @@ def read_job(job_dir: Path) -> dict:
         s = json.loads(summary_path.read_text())
         folds = s["folds"]
         job.update(status=s["status"], mean=s["mean"], std=s["std"], n=s["n"], fold_scores=s["fold_scores"],
-                   train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds))
+                   train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds),
+                   resumed_folds=s.get("resumed_folds", 0))
     else:
         folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
         n_folds = cfg.get("cv", {}).get("n_folds", len(folds))
@@ -43,6 +44,7 @@ def read_job(job_dir: Path) -> dict:
             mean=None, std=None, n=sum(f["status"] == "ok" for f in folds), n_folds=n_folds,
             fold_scores=[by_fold[i]["score"] if i in by_fold else None for i in range(n_folds)],
             train_seconds=round(sum(f["seconds"] for f in folds), 2) if folds else None, wall_seconds=None,
+            resumed_folds=None,
         )
         if any(f["status"] == "diverged" for f in folds):
             job["status"] = "diverged"
@@ -78,6 +80,12 @@ def _seconds(x):
     return "" if x is None else str(round(x))
 
 
+def _wall(job):
+    """The last run's wall time; folds it resumed from earlier runs are not in it, so say how many."""
+    wall = _seconds(job["wall_seconds"])
+    return f"{wall} ({job['resumed_folds']} resumed)" if wall and job.get("resumed_folds") else wall
+
+
 def _signed_pct(x):
     return "" if x is None else f"{100 * x:+.3f}"
 
@@ -105,14 +113,14 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     best = compare_to_best(jobs)
     k = max((j["n_folds"] for j in jobs), default=0)
     header = ["job", "overrides", "status", "mean", "std", "n", *[f"fold_{i}" for i in range(k)],
-              "train_seconds", "wall_seconds", "delta_vs_best", "t", "p_value", "test"]
+              "train_seconds", "wall_seconds", "resumed_folds", "delta_vs_best", "t", "p_value", "test"]
     with open(sweep_dir / "sweep_summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for j in jobs:
             scores = (j["fold_scores"] + [None] * k)[:k]
             writer.writerow([j["job"], j["overrides"], j["status"], j["mean"], j["std"], j["n"], *scores,
-                             j["train_seconds"], j["wall_seconds"], j["delta_vs_best"], j["t"], j["p_value"],
+                             j["train_seconds"], j["wall_seconds"], j["resumed_folds"], j["delta_vs_best"], j["t"], j["p_value"],
                              TEST_NAME if isinstance(j["t"], float) else ""])
     lines = [
         f"# Sweep summary: {sweep_dir}",
@@ -121,7 +129,7 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
         "",
         f"Overrides shared by every job: {' '.join(sorted(common)) or '(none)'}",
         "",
-        "| job | overrides | status | mean | std | folds | train s | wall s | Δ vs best | p |",
+        "| job | overrides | status | mean | std | folds | train s | wall s (last run) | Δ vs best | p |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for j in jobs:
@@ -129,7 +137,7 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
         folds = " ".join(_pct(s, 2) if s is not None else "–" for s in j["fold_scores"])
         lines.append(
             f"| {j['job']} | {mark}{j['overrides']}{mark} | {j['status']} | {_pct(j['mean'])} | {_pct(j['std'])} "
-            f"| {folds} | {_seconds(j['train_seconds'])} | {_seconds(j['wall_seconds'])} "
+            f"| {folds} | {_seconds(j['train_seconds'])} | {_wall(j)} "
             f"| {_signed_pct(j['delta_vs_best'])} | {_fmt_p(j['p_value'])} |"
         )
     if best:

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from digitnet.config import validate
+from digitnet.config import resolve_auto, validate
 from digitnet.errors import exit_on_user_error
 
 # conf/ sits at the project root, beside src/ (editable install).
@@ -46,6 +46,7 @@ def quiet() -> None:
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Validate, load MNIST, run the task; return its summary. Writes everything into run_dir."""
     validate(cfg)
+    resolve_auto(cfg)
     quiet()
     from digitnet.data import load_mnist  # heavy imports after the cheap checks
 
@@ -64,7 +65,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error("digitnet.train"):
-        summary = run(cfg)
+        try:
+            summary = run(cfg)
+        except KeyboardInterrupt:
+            out = HydraConfig.get().runtime.output_dir
+            print(f"digitnet.train: interrupted; rerun the same command to resume (finished folds are in {out})",
+                  file=sys.stderr)
+            raise SystemExit(130) from None
     return summary.get("mean")
 
 
