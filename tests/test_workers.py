@@ -68,3 +68,14 @@ def test_auto_workers_means_one_per_core_on_cpu_only():
     assert workers_wanted(compose_cfg("cv.workers=auto", "trainer.accelerator=cpu"), pending=1) == 1
     assert workers_wanted(compose_cfg("cv.workers=auto", "trainer.accelerator=cpu", "cv.parallel=true"), pending=5) == 1
     assert workers_wanted(compose_cfg("cv.workers=3", "trainer.accelerator=cpu"), pending=2) == 2
+
+
+def test_eval_batch_size_auto_depends_on_the_device():
+    from digitnet.config import eval_batch_size, resolve_auto
+
+    assert eval_batch_size(compose_cfg("trainer.accelerator=cpu")) == 250
+    assert eval_batch_size(compose_cfg("trainer.accelerator=gpu")) == 1000
+    assert eval_batch_size(compose_cfg("trainer.accelerator=gpu", "data.eval_batch_size=64")) == 64
+    cfg = compose_cfg("trainer.accelerator=cpu")
+    resolve_auto(cfg)  # what run() does, so that the reports show the value used
+    assert cfg.data.eval_batch_size == 250

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from digitnet import report
-from digitnet.config import on_cuda
+from digitnet.config import eval_batch_size, on_cuda
 from digitnet.data import MNISTArrays, MNISTDataModule
 from digitnet.errors import UserError
 from digitnet.models import DigitClassifier, fit
@@ -94,7 +94,7 @@ def make_datamodule(cfg: DictConfig, arrays: MNISTArrays, fold: int | None, shuf
         cv_seed=cfg.cv.seed,
         limit=cfg.data.limit,
         batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
+        eval_batch_size=eval_batch_size(cfg),
         scaling=cfg.data.scaling,
         shuffle_seed=shuffle_seed,
     )
@@ -133,7 +133,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str, callbacks: list, 
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, **overrides)
 
 
-def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch_size) -> dict:
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int) -> dict:
     """A finished fold as cv_summary.json and the fold file hold it; the same for sequential and parallel runs."""
     score = history[-1].get("val_acc") if status == "ok" and history else None
     if status == "ok" and (score is None or not math.isfinite(score)):
@@ -152,7 +152,7 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     if reason:
         result["reason"] = reason
     if status == "ok":
-        result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch_size).tolist()
+        result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch).tolist()
         report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
     return result
 
@@ -175,7 +175,7 @@ def train_fold(cfg: DictConfig, arrays: MNISTArrays, fold: int, run_dir: Path, c
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
-                         cfg.data.eval_batch_size)
+                         eval_batch_size(cfg))
     trainer.logger.finalize("success")
     return result
 
@@ -216,7 +216,7 @@ def train_folds_parallel(cfg: DictConfig, arrays: MNISTArrays, folds: list[int],
         status = "diverged" if i in model.diverged else "ok"
         # A fold's "seconds" is its share of the joint run, so that the folds' seconds add up to the wall time.
         results.append(fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
-                                   logger.experiment, cfg.data.eval_batch_size) | {"parallel_seconds": round(seconds, 3)})
+                                   logger.experiment, eval_batch_size(cfg)) | {"parallel_seconds": round(seconds, 3)})
         logger.finalize("success")
     return results
 

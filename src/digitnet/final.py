@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitnet import report
 from digitnet.cv import Diverged, DivergenceGuard, make_datamodule, make_model, make_trainer
 from digitnet.data import MNISTArrays
+from digitnet.config import eval_batch_size
 from digitnet.errors import UserError
 from digitnet.models import fit
 
@@ -30,7 +31,7 @@ def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     train_seconds = time.perf_counter() - start
     ckpt = run_dir / "final.ckpt"
     trainer.save_checkpoint(ckpt)
-    metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, cfg.data.eval_batch_size)
+    metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, eval_batch_size(cfg))
     metrics.update(
         model=cfg.model.name,
         task="final",
