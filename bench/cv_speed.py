@@ -102,7 +102,8 @@ def digitnet(parallel: bool, workers: int | str = 1):
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
             run_cfg = compose(config_name="config", overrides=[
                 "model=deep", f"trainer.max_epochs={args.epochs}", f"cv.n_folds={5}", f"data.limit={args.limit}",
-                f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}", "trainer.enable_progress_bar=false",
+                f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}",
+                "trainer.enable_progress_bar=false",
                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
             ])
         with tempfile.TemporaryDirectory() as tmp:
