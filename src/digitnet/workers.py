@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -61,7 +62,12 @@ def train_fold(task: tuple[str, int, str, str]) -> dict:
     share_cores()
     try:
         label = f"fold {fold + 1}/{cfg.cv.n_folds}"
-        result = train(cfg, _state["arrays"], fold, Path(run_dir), callbacks=(ShareCores(label),))
+        try:
+            result = train(cfg, _state["arrays"], fold, Path(run_dir), callbacks=(ShareCores(label),))
+        except KeyboardInterrupt:
+            # SIGINT is ignored here, so this is the parent terminating the pool (after a Ctrl-C there; Lightning
+            # turns the SIGTERM into an interrupted fit). Leave without a traceback: the parent says what happened.
+            os._exit(1)
         save_fold(Path(run_dir), result, fingerprint)
         return result
     finally:
