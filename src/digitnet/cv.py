@@ -274,7 +274,9 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
         if not (resumed or saved):
             save_fold(run_dir, result, expected)
         line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
-        print(line + (f"  (fold {result['fold']}, finished earlier)" if resumed else ""), flush=True)
+        # Fold workers finish in any order, so their lines name the fold (numbered as folds/fold_K.json).
+        label = f"  (fold {result['fold']}, finished earlier)" if resumed else f"  (fold {result['fold']})" if saved else ""
+        print(line + label, flush=True)
         results[result["fold"]] = result
 
     for fold in range(cfg.cv.n_folds):
