@@ -234,7 +234,8 @@ def save_fold(run_dir: Path, result: dict, expected_fingerprint: str) -> None:
     report.write_json_atomic(run_dir / "folds" / f"fold_{result['fold']}.json", result)
 
 
-def train_folds_in_workers(cfg: DictConfig, folds: list[int], run_dir: Path, workers: int, finish) -> None:
+def train_folds_in_workers(cfg: DictConfig, folds: list[int], run_dir: Path, workers: int, expected: str,
+                           finish) -> None:
     """Folds in `workers` processes at once, the cores split between them. Each worker saves its fold as it ends
     (so Ctrl-C here loses only the folds in progress); `finish` then reports it."""
     import multiprocessing
@@ -244,7 +245,8 @@ def train_folds_in_workers(cfg: DictConfig, folds: list[int], run_dir: Path, wor
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or CUDA state
     unfinished = context.Value("i", len(folds))
     cores = torch.get_num_threads()
-    tasks = [(OmegaConf.to_yaml(cfg, resolve=True), fold, str(run_dir), fingerprint(cfg)) for fold in folds]
+    cfg_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    tasks = [(cfg_yaml, fold, str(run_dir), expected) for fold in folds]
     print(f"Training {len(folds)} folds in {workers} processes, {max(1, cores // workers)} thread(s) each", flush=True)
     # Leaving the block, also by Ctrl-C or an error, terminates the workers: no fold goes on training unseen.
     with context.Pool(workers, initializer=fold_worker.start, initargs=(cores, workers, unfinished)) as pool:
@@ -293,7 +295,7 @@ def run_cv(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
         for result in together:
             finish(result)
     elif workers > 1:
-        train_folds_in_workers(cfg, pending, run_dir, workers, finish)
+        train_folds_in_workers(cfg, pending, run_dir, workers, expected, finish)
     else:
         for fold in pending:
             finish(train_fold(cfg, arrays, fold, run_dir))
