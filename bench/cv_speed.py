@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from digitnet.cv import make_datamodule
 from digitnet.data import default_root, load_mnist
+from digitnet.logs import quiet
 from digitnet.nets import build_net
-from digitnet.train import quiet, run
+from digitnet.train import compose_plan, run
+from digitnet.training import make_datamodule
 
 
 class NaiveModule(pl.LightningModule):
@@ -52,11 +52,11 @@ class NaiveModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
 
-def naive(arrays, cfg, args) -> list[float]:
+def naive(arrays, plan, args) -> list[float]:
     scores = []
     for fold in range(args.folds):
         pl.seed_everything(1 + fold, verbose=False)
-        dm = make_datamodule(cfg, arrays, fold, shuffle_seed=1 + fold)
+        dm = make_datamodule(plan, arrays, fold)
         train = DataLoader(TensorDataset(dm.train_x, dm.train_y), batch_size=32, shuffle=True)
         val = DataLoader(TensorDataset(dm.val_x, dm.val_y), batch_size=32)
         model = NaiveModule()
@@ -67,13 +67,13 @@ def naive(arrays, cfg, args) -> list[float]:
     return scores
 
 
-def plain(arrays, cfg, args) -> list[float]:
+def plain(arrays, plan, args) -> list[float]:
     """pytorch/examples style; data on the device, batches gathered by index."""
     device = torch.device(args.device)
     scores = []
     for fold in range(args.folds):
         torch.manual_seed(1 + fold)
-        dm = make_datamodule(cfg, arrays, fold, shuffle_seed=1 + fold)
+        dm = make_datamodule(plan, arrays, fold)
         x, y = dm.train_x.to(device), dm.train_y.to(device)
         vx, vy = dm.val_x.to(device), dm.val_y.to(device)
         model = build_net("deep").to(device)
@@ -95,19 +95,14 @@ def plain(arrays, cfg, args) -> list[float]:
 
 
 def digitnet(parallel: bool, workers: int | str = 1):
-    def method(arrays, cfg, args) -> list[float]:
-        from hydra import compose, initialize_config_dir
-
-        conf = str(Path(__file__).resolve().parents[1] / "conf")
-        with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            run_cfg = compose(config_name="config", overrides=[
-                "model=deep", f"trainer.max_epochs={args.epochs}", f"cv.n_folds={5}", f"data.limit={args.limit}",
-                f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}",
-                "trainer.enable_progress_bar=false",
-                f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
-            ])
+    def method(arrays, plan, args) -> list[float]:
+        run_plan = compose_plan(
+            "model=deep", f"trainer.max_epochs={args.epochs}", "cv.n_folds=5", f"data.limit={args.limit}",
+            f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}",
+            "trainer.enable_progress_bar=false", f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            summary = run(run_cfg, run_dir=tmp)
+            summary = run(run_plan, run_dir=tmp)
         return summary["fold_scores"]
 
     return method
@@ -131,15 +126,13 @@ def main() -> None:
         args.epochs = 1
     quiet()
     arrays = load_mnist(args.data_root, download=False)
-    cfg = __import__("omegaconf").OmegaConf.create({
-        "data": {"limit": args.limit, "batch_size": 32, "eval_batch_size": 1000, "scaling": "normalize"},
-        "cv": {"n_folds": 5, "seed": 1},
-    })
+    # The seed protocol's folds and batches, for the hand-written methods (their data stays on the CPU here).
+    plan = compose_plan("model=deep", f"data.limit={args.limit}", "data.eval_batch_size=1000", "trainer.accelerator=cpu")
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"deep net, {args.epochs} epoch(s), folds: naive/plain {args.folds}, digitnet 5; {name}; torch {torch.__version__}")
     for method in args.only:
         start = time.perf_counter()
-        scores = METHODS[method](arrays, cfg, args)
+        scores = METHODS[method](arrays, plan, args)
         seconds = time.perf_counter() - start
         print(f"{method:>10}: {seconds:8.1f} s  ({seconds / len(scores) / args.epochs:6.2f} s per fold-epoch)  "
               f"mean val acc {100 * np.mean(scores):.3f}%  over {len(scores)} folds", flush=True)

@@ -13,18 +13,18 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-
-from digitnet.cv import History, make_datamodule, make_model
+from digitnet.callbacks import History
 from digitnet.data import default_root, load_mnist
-from digitnet.train import quiet
+from digitnet.logs import quiet
+from digitnet.train import compose_plan
+from digitnet.training import make_datamodule, make_model
 
 
-def plain_epoch(dm, cfg) -> float:
+def plain_epoch(dm, plan) -> float:
     """The pytorch/examples way: the same in-memory batches, a bare loop."""
     torch.manual_seed(1)
-    model = make_model(cfg, dm)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum)
+    model = make_model(plan, dm)
+    opt = torch.optim.SGD(model.parameters(), lr=plan.optimizer["lr"], momentum=plan.optimizer["momentum"])
     model.train()
     start = time.perf_counter()
     for x, y in dm.train_dataloader():
@@ -35,10 +35,10 @@ def plain_epoch(dm, cfg) -> float:
     return time.perf_counter() - start
 
 
-def digitnet_epoch(dm, cfg) -> float:
+def digitnet_epoch(dm, plan) -> float:
     """digitnet's LightningModule, metrics and callbacks, in a Trainer as the CV loop builds it (no validation)."""
     torch.manual_seed(1)
-    model = make_model(cfg, dm)
+    model = make_model(plan, dm)
     trainer = pl.Trainer(
         max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[History()],
@@ -55,21 +55,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     quiet()
-    cfg = OmegaConf.create(
-        {
-            "model": {"name": "deep"},
-            "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9},
-            "data": {"limit": args.limit, "batch_size": 32, "eval_batch_size": 1000, "scaling": "normalize"},
-            "cv": {"n_folds": 5, "seed": 1},
-        }
-    )
-    dm = make_datamodule(cfg, load_mnist(args.data_root, download=False), fold=0, shuffle_seed=1)
+    plan = compose_plan("model=deep", f"data.limit={args.limit}", "trainer.accelerator=cpu")
+    dm = make_datamodule(plan, load_mnist(args.data_root, download=False), fold=0)
     print(f"deep net, {len(dm.train_y)} training images, batch 32, torch {torch.__version__}, {torch.get_num_threads()} threads")
     totals = {"plain_epoch": 0.0, "digitnet_epoch": 0.0}
     for r in range(args.repeats):
         # Alternate the order so neither side always runs on a warmer cache.
         first, second = (plain_epoch, digitnet_epoch) if r % 2 == 0 else (digitnet_epoch, plain_epoch)
-        t = {first.__name__: first(dm, cfg), second.__name__: second(dm, cfg)}
+        t = {first.__name__: first(dm, plan), second.__name__: second(dm, plan)}
         ratio = t["digitnet_epoch"] / t["plain_epoch"]
         print(f"plain loop {t['plain_epoch']:.2f} s   digitnet {t['digitnet_epoch']:.2f} s   ratio {ratio:.3f}")
         for key in totals:

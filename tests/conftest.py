@@ -61,6 +61,32 @@ def compose_cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def plan_of(*overrides: str, cuda_available: bool = False, cores: int = 2, tty: bool = False):
+    """The run plan of `overrides`, on a machine described by the keywords (the default: this CPU-only kind)."""
+    from digitnet.plan import make_plan
+
+    return make_plan(compose_cfg(*overrides), cuda_available=cuda_available, cores=cores, tty=tty)
+
+
+@pytest.fixture(autouse=True)
+def no_process_wide_changes():
+    """A test leaves the process as it found it: signal handlers, torch threads, warning filters, logger levels."""
+    import logging
+    import signal
+    import warnings
+
+    import torch
+
+    sigint, threads, filters = signal.getsignal(signal.SIGINT), torch.get_num_threads(), list(warnings.filters)
+    levels = {name: logging.getLogger(name).level for name in ("lightning", "lightning.pytorch", "lightning.fabric")}
+    yield
+    assert signal.getsignal(signal.SIGINT) == sigint, "a test changed the SIGINT handler"
+    assert torch.get_num_threads() == threads, "a test changed torch's thread count"
+    warnings.filters[:] = filters
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(

@@ -34,12 +34,15 @@ def final_run(tmp_path_factory, mnist_root):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_final_writes_checkpoint_metrics_and_figure(final_run):
     run_dir, result = final_run
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     assert metrics["n"] == 10000 and metrics["n_train"] == 6000
     assert metrics["accuracy"] > 0.85
     assert f"> {100 * metrics['accuracy']:.3f}" in result.stdout.splitlines()
+    assert f"Checkpoint: {run_dir / 'final.ckpt'}" in result.stdout
+    assert metrics["plan"]["task"] == "final" and metrics["plan"]["data_device"] == "cpu"
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 10000
     assert matrix.sum(1).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -48,6 +51,7 @@ def test_final_writes_checkpoint_metrics_and_figure(final_run):
     assert (run_dir / "confusion_matrix.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only(final_run):
     run_dir, _ = final_run
     ckpt = torch.load(run_dir / "final.ckpt", map_location="cpu", weights_only=True)
@@ -57,6 +61,7 @@ def test_checkpoint_loads_with_weights_only(final_run):
     assert hp["optimizer"] == {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9}
 
 
+@pytest.mark.slow
 def test_evaluate_rebuilds_from_the_checkpoint_alone(final_run, mnist_root, tmp_path):
     run_dir, _ = final_run
     out = tmp_path / "eval" / "metrics.json"
@@ -70,6 +75,7 @@ def test_evaluate_rebuilds_from_the_checkpoint_alone(final_run, mnist_root, tmp_
     assert (out.parent / "confusion_matrix.png").exists()
 
 
+@pytest.mark.slow
 def test_predict_sample_and_real_test_digits(final_run, mnist_root, tmp_path):
     run_dir, _ = final_run
     raw = gzip.decompress((mnist_root / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]

@@ -6,9 +6,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from conftest import compose_cfg, run_cli
-from digitnet.cv import History, make_datamodule, make_model, plain
+from conftest import plan_of, run_cli
+from digitnet.callbacks import History
 from digitnet.data import load_mnist
+from digitnet.training import make_datamodule, make_model
 from digitnet.nets import NETS, build_net
 from digitnet.parallel import pack, train_folds, unpack
 
@@ -32,21 +33,23 @@ def test_pack_unpack_round_trip_and_forward(arch):
         assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
 
 
-@pytest.mark.parametrize("arch", list(NETS))
-def test_parallel_equals_sequential(arch, mnist_root, tmp_path):
-    cfg = compose_cfg(f"model={arch}", "data.limit=480", "cv.n_folds=3", "trainer.max_epochs=2",
-                      "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.precision=64-true", "data.scaling=standardize",
-                      "data.eval_batch_size=64")
+@pytest.mark.parametrize("arch, optimizer", [*((arch, "sgd") for arch in NETS), ("batchnorm", "adam"),
+                                             ("batchnorm", "adamw")])
+def test_parallel_equals_sequential(arch, optimizer, mnist_root, tmp_path):
+    """Every optimizer that plan.PACKABLE_OPTIMIZERS allows in packed mode: the same weights and metrics."""
+    plan = plan_of(f"model={arch}", f"optimizer={optimizer}", "data.limit=480", "cv.n_folds=3", "trainer.max_epochs=2",
+                   "trainer.accelerator=cpu", "trainer.precision=64-true", "data.scaling=standardize",
+                   "data.eval_batch_size=64", "cv.parallel=true")
     arrays = load_mnist(mnist_root, download=False)
     folds = [0, 1, 2]
-    dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k) for k in folds}
+    dms = {k: make_datamodule(plan, arrays, k) for k in folds}
     loggers = {}
-    model, _ = train_folds(quiet_trainer(2), cfg, dms, plain(cfg.optimizer),
+    model, _ = train_folds(quiet_trainer(2), plan, dms,
                            lambda k: loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k)))
     for i, k in enumerate(folds):
-        pl.seed_everything(cfg.seed + k, verbose=False)
-        dm = make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k)
-        seq = make_model(cfg, dm)
+        pl.seed_everything(plan.seed + k, verbose=False)
+        dm = make_datamodule(plan, arrays, k)
+        seq = make_model(plan, dm)
         history = History()
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -64,6 +67,7 @@ def test_parallel_equals_sequential(arch, mnist_root, tmp_path):
                 assert a[key] == pytest.approx(b[key], abs=1e-6), (arch, k, key)
 
 
+@pytest.mark.slow
 def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
     common = ["data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
               f"data.root={mnist_root}"]
@@ -84,14 +88,13 @@ def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
 
 def test_captured_step_logic_equals_the_plain_step(mnist_root, tmp_path):
     """On CPU the CapturedStep runs without a graph, but with the same warm-up, restore and static buffers."""
-    cfg = compose_cfg("model=batchnorm", "data.limit=330", "cv.n_folds=3", "trainer.max_epochs=2",
-                      "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.precision=64-true",
-                      "data.batch_size=32")
+    plan = plan_of("model=batchnorm", "data.limit=330", "cv.n_folds=3", "trainer.max_epochs=2",
+                   "trainer.accelerator=cpu", "trainer.precision=64-true", "data.batch_size=32", "cv.parallel=true")
     arrays = load_mnist(mnist_root, download=False)
     runs = []
     for captured in (False, True):
-        dms = {k: make_datamodule(cfg, arrays, k, shuffle_seed=cfg.seed + k) for k in range(3)}
-        model, _ = train_folds(quiet_trainer(2), cfg, dms, plain(cfg.optimizer),
+        dms = {k: make_datamodule(plan, arrays, k) for k in range(3)}
+        model, _ = train_folds(quiet_trainer(2), plan, dms,
                                lambda k: pl.loggers.CSVLogger(tmp_path, version=f"{captured}{k}"), captured)
         runs.append(model)
     eager, graphed = runs

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 
 from digitnet.errors import UserError
+from digitnet.plan import SCALINGS
 
-SCALINGS = ("normalize", "center", "standardize")
 # file name stem -> (IDX magic number, shape after the count)
 _FILES = {
     "train-images-idx3-ubyte": (2051, (28, 28)),

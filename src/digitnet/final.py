@@ -6,24 +6,24 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-from omegaconf import DictConfig, OmegaConf
 
 from digitnet import report
-from digitnet.cv import Diverged, DivergenceGuard, make_datamodule, make_model, make_trainer
+from digitnet.callbacks import Diverged, DivergenceGuard
 from digitnet.data import MNISTArrays
-from digitnet.config import eval_batch_size
 from digitnet.errors import UserError
+from digitnet.logs import say
 from digitnet.models import fit
+from digitnet.plan import RunPlan
+from digitnet.training import make_datamodule, make_model, make_trainer, tb_logger
 
 
-def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
+def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     start = time.perf_counter()
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    dm = make_datamodule(cfg, arrays, fold=None, shuffle_seed=int(cfg.seed))
-    model = make_model(cfg, dm)
+    pl.seed_everything(plan.seed, verbose=False)
+    dm = make_datamodule(plan, arrays, fold=None)  # on the plan's data device, as every fold's
+    model = make_model(plan, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
-    trainer = make_trainer(cfg, run_dir, "final", [DivergenceGuard()], label="final fit", enable_checkpointing=False,
-                           limit_val_batches=0)
+    trainer = make_trainer(plan, tb_logger(run_dir, "final"), [DivergenceGuard()], "final fit", limit_val_batches=0)
     try:
         fit(trainer, model, datamodule=dm)
     except Diverged as exc:
@@ -31,16 +31,17 @@ def run_final(cfg: DictConfig, arrays: MNISTArrays, run_dir: Path) -> dict:
     train_seconds = time.perf_counter() - start
     ckpt = run_dir / "final.ckpt"
     trainer.save_checkpoint(ckpt)
-    metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, eval_batch_size(cfg))
+    metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)
     metrics.update(
-        model=cfg.model.name,
+        model=plan.model,
         task="final",
         checkpoint=str(ckpt),
         n_train=len(dm.train_y),
         train_seconds=round(train_seconds, 2),
         wall_seconds=round(time.perf_counter() - start, 2),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        plan=plan.as_dict(),
     )
-    report.write_holdout_report(run_dir, metrics, f"{cfg.model.name}: holdout confusion matrix")
-    print(f"> {100 * metrics['accuracy']:.3f}")
+    report.write_holdout_report(run_dir, metrics, f"{plan.model}: holdout confusion matrix")
+    say(f"> {100 * metrics['accuracy']:.3f}")
+    say(f"Checkpoint: {ckpt}")
     return metrics

@@ -135,11 +135,9 @@ def mnist_form(gray: np.ndarray) -> np.ndarray:
         raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
     r0, r1, c0, c1 = _ink_box(ink)
     digit = _resize_longer_side(_widen_thin_strokes(ink[r0:r1, c0:c1]), 20)
-    total = digit.sum()
-    if total <= 0:
+    if digit.sum() <= 0:
         raise ImageProblem("no digit found (the ink vanished when scaled to 20 px)")
-    rows, cols = np.indices(digit.shape)
-    com_r, com_c = (rows * digit).sum() / total, (cols * digit).sum() / total
+    com_r, com_c = ndimage.center_of_mass(digit)
     top = int(np.clip(round(14 - com_r), 0, 28 - digit.shape[0]))
     left = int(np.clip(round(14 - com_c), 0, 28 - digit.shape[1]))
     out = np.zeros((28, 28), dtype=np.float32)

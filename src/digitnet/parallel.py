@@ -3,7 +3,8 @@
 `pack` turns K copies of a net from nets.py into one net: convolutions become grouped convolutions (fold k in
 channel group k), dense layers become per-fold batched matmuls, BatchNorm runs over K*C channels (so each fold keeps
 its own statistics). The loss is the sum of the folds' mean losses, so each fold's weights get exactly the gradient of
-its own loss, and SGD, being elementwise, updates each fold exactly as its own optimizer would. Each fold starts from
+its own loss, and an elementwise optimizer (SGD, Adam, AdamW: plan.PACKABLE_OPTIMIZERS) updates each fold exactly as
+its own optimizer would. Gradient clipping or accumulation would couple the folds; the plan refuses them here. Each fold starts from
 the same initial weights as in the sequential run (seeded seed + fold) and sees the same batches in the same order
 (the same DataLoaders, zipped).
 """
@@ -275,16 +276,17 @@ class ZippedFolds:
             yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
 
 
-def train_folds(trainer: pl.Trainer, cfg, dms: dict, optimizer: dict, make_fold_logger, captured: bool = False):
-    """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took."""
+def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_logger, captured: bool | None = None):
+    """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took.
+    `captured` (default: plan.cuda_graph) runs each step through CapturedStep."""
     folds = list(dms)
     model = FoldParallelClassifier(
-        arch=cfg.model.name,
-        fold_seeds=[int(cfg.seed) + k for k in folds],
-        optimizer=optimizer,
+        arch=plan.model,
+        fold_seeds=[plan.seed + k for k in folds],
+        optimizer=plan.optimizer,
         pixel_mean=[dms[k].pixel_mean for k in folds],
         pixel_std=[dms[k].pixel_std for k in folds],
-        captured=captured,
+        captured=plan.cuda_graph if captured is None else captured,
     )
     model.fold_loggers = [make_fold_logger(k) for k in folds]
     for k, logger in zip(folds, model.fold_loggers):
@@ -294,4 +296,3 @@ def train_folds(trainer: pl.Trainer, cfg, dms: dict, optimizer: dict, make_fold_
     start = time.perf_counter()
     fit(trainer, model, train_dataloaders=train, val_dataloaders=val)
     return model, time.perf_counter() - start
-

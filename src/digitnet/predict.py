@@ -91,5 +91,10 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script `digitnet-predict`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -13,44 +13,40 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
 
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C."""
+    """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C. The file gets the
+    permissions a plain open() would give (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def flat_config(cfg: DictConfig) -> dict:
-    """{'optimizer.lr': 0.01, ...}: plain scalars only, for tables and TensorBoard's HPARAMS tab."""
-    out = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, (int, float, str, bool)) or value is None:
-                out[f"{prefix}{key}"] = "None" if value is None else value
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float, resumed_folds: int = 0) -> dict:
+def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int = 0) -> dict:
     ok = [f for f in folds if f["status"] == "ok"]
     diverged = [f for f in folds if f["status"] == "diverged"]
     scores = [f["score"] for f in ok]
     complete = len(ok) == len(folds)
     return {
-        "model": cfg.model.name,
+        "model": plan.model,
         "task": "cv",
         "status": "ok" if complete else "diverged",
         "fold_scores": [f["score"] for f in folds],
@@ -63,9 +59,9 @@ def cv_summary(cfg: DictConfig, folds: list[dict], wall_seconds: float, resumed_
         "wall_seconds": round(wall_seconds, 2),
         "resumed_folds": resumed_folds,
         "train_seconds": round(sum(f["seconds"] for f in folds), 2),
-        "folds": [{k: v for k, v in f.items() if k != "fingerprint"} for f in folds],
+        "folds": folds,
         "history": [f["history"] for f in folds],
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "plan": plan.as_dict(),  # as it ran: every auto settled
     }
 
 
@@ -119,9 +115,12 @@ def learning_curves_figure(histories: list[list[dict]]):
         if not epochs:  # a fold that diverged in its first epoch
             continue
         x = [e["epoch"] + 1 for e in epochs]
+        marker = "o" if len(epochs) < 20 else None  # a 1-epoch run is a point, which a bare line would not show
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, label=None if labelled else "train")
-            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, label=None if labelled else "validation")
+            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, marker=marker,
+                    label=None if labelled else "train")
+            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, marker=marker,
+                    label=None if labelled else "validation")
         labelled = True
     ax_loss.set(title="Cross Entropy Loss", ylabel="loss")
     ax_acc.set(title="Classification Accuracy", ylabel="accuracy", xlabel="epoch")
@@ -159,14 +158,13 @@ def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample
 
 
 def log_hparams(run_dir: Path, summary: dict) -> None:
-    """One HPARAMS entry per job: the flattened config with hp/cv_mean and hp/cv_std."""
-    from torch.utils.tensorboard import SummaryWriter
+    """One HPARAMS entry per job: the plan as it ran, with hp/cv_mean and hp/cv_std."""
+    from lightning.pytorch.loggers import TensorBoardLogger
 
-    hparams = flat_config(OmegaConf.create(summary["config"]))
     metrics = {"hp/cv_mean": summary["mean"], "hp/cv_std": summary["std"]}
-    metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
-    with SummaryWriter(log_dir=str(run_dir / "tb" / "cv")) as writer:
-        writer.add_hparams(hparams, metrics, run_name=".")
+    logger = TensorBoardLogger(run_dir, name="tb", version="cv", default_hp_metric=False)
+    logger.log_hyperparams(summary["plan"], {k: (float("nan") if v is None else v) for k, v in metrics.items()})
+    logger.finalize("success")
 
 
 def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 TEST_NAME = "Nadeau-Bengio corrected resampled t-test (paired, same folds)"
 
@@ -17,6 +16,8 @@ def corrected_resampled_ttest(a, b, test_train_ratio: float) -> tuple[float, flo
     variance. The corrected variance is (1/k + n_test/n_train) * s^2 instead of s^2 / k; df = k - 1.
     With test_train_ratio = 0 this is the ordinary paired t-test.
     """
+    from scipy import stats  # 0.7 s of import: not at start-up, where Hydra loads the sweep callback
+
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     k = len(d)
     if k < 2:

@@ -26,5 +26,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script `digitnet-summarize`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from digitnet import report
 from digitnet.stats import TEST_NAME, corrected_resampled_ttest
 
 
@@ -27,7 +26,8 @@ def read_job(job_dir: Path) -> dict:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
-    cfg = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+    plan_path = job_dir / "plan.json"  # what ran; a job that failed its checks has none
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     summary_path = job_dir / "cv_summary.json"
     if summary_path.is_file():
         s = json.loads(summary_path.read_text())
@@ -37,7 +37,7 @@ def read_job(job_dir: Path) -> dict:
                    resumed_folds=s.get("resumed_folds", 0))
     else:
         folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
-        n_folds = cfg.get("cv", {}).get("n_folds", len(folds))
+        n_folds = plan["n_folds"] if plan else len(folds)
         by_fold = {f["fold"]: f for f in folds}
         job.update(
             status=f"incomplete ({len(folds)}/{n_folds} folds)" if folds else "not started or failed",
@@ -50,7 +50,7 @@ def read_job(job_dir: Path) -> dict:
             job["status"] = "diverged"
     # What the paired test needs: the fold plan must be the same for both jobs.
     job["ratio"] = (folds[0]["n_val"] / folds[0]["n_train"]) if folds else None
-    job["fold_plan"] = (cfg["data"]["limit"], cfg["cv"]["n_folds"], cfg["cv"]["seed"])
+    job["fold_plan"] = (plan["limit"], plan["n_folds"], plan["cv_seed"]) if plan else None
     return job
 
 
@@ -104,6 +104,8 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     "train s" sums the training seconds of a job's folds, also those finished by an earlier run that this one
     resumed; "wall s" is the last run's start-to-report time (small for a resumed job, empty for an unfinished one).
     """
+    from digitnet import report  # matplotlib and torch: not at import, since Hydra loads this module for every run
+
     sweep_dir = Path(sweep_dir)
     jobs = [read_job(d) for d in _job_dirs(sweep_dir)]
     # Show what varies per job; what every job shares is said once, above the table.

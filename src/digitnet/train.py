@@ -1,80 +1,103 @@
-"""`python -m digitnet.train`: k-fold CV (task=cv) or the final fit and holdout score (task=final)."""
+"""`python -m digitnet.train` (`digitnet-train`): k-fold CV (task=cv) or the final fit and holdout score (task=final).
+
+The flow: Hydra composes the config -> make_plan checks it and settles every choice (plan.py) -> run(plan) reads
+MNIST and hands the plan to the task: the fold loop (cv.py, with one of runners.py's runners) or the final fit.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
-import warnings
+from importlib import resources
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from digitnet.config import resolve_auto, validate
 from digitnet.errors import exit_on_user_error
+from digitnet.plan import RunPlan, make_plan
 
-# conf/ sits at the project root, beside src/ (editable install).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+PROG = "digitnet.train"
+# The configs ship inside the package (pyproject maps conf/ to digitnet.conf): editable installs, wheels, any cwd.
+CONFIG_PATH = "pkg://digitnet.conf"
 GROUPS = ("data", "model", "optimizer", "trainer", "cv")
+# With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
+USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
 
 def check_group_choices(argv: list[str]) -> None:
     """`model=foo` gets one line naming the choices, before Hydra's multi-line composition error."""
+    if any(arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
+        return
+    conf = resources.files("digitnet.conf")
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
         if not sep or key not in GROUPS or "(" in value:
             continue
-        known = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+        known = sorted(p.name[:-5] for p in (conf / key).iterdir() if p.name.endswith(".yaml"))
         for choice in value.split(","):
             if choice not in known:
-                print(f"digitnet.train: error: {key}={choice} is unknown; use one of {', '.join(known)}", file=sys.stderr)
+                print(f"{PROG}: error: {key}={choice} is unknown; use one of {', '.join(known)}", file=sys.stderr)
                 raise SystemExit(1)
 
 
-def quiet() -> None:
-    """Keep the terminal to the progress bar and our lines: no device banners or loader-worker advice."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*Consider setting `persistent_workers=True`.*")
-    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+def compose_plan(*overrides: str, **machine) -> RunPlan:
+    """The plan of `overrides` on the packaged config, without the command line (bench scripts, notebooks).
+    `machine` passes make_plan's cuda_available / cores / tty."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("digitnet.conf", version_base="1.3"):
+        return make_plan(compose(config_name="config", overrides=list(overrides)), **machine)
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
-    """Validate, load MNIST, run the task; return its summary. Writes everything into run_dir."""
-    validate(cfg)
-    resolve_auto(cfg)
+def run(plan: RunPlan, run_dir: str | Path) -> dict:
+    """Run a checked plan: Lightning's own check of the trainer arguments, MNIST, then the task. Returns its summary
+    (cv_summary.json or test_metrics.json); writes everything into run_dir."""
+    from digitnet.logs import quiet, say
+
     quiet()
-    from digitnet.data import load_mnist  # heavy imports after the cheap checks
+    from digitnet.data import load_mnist
+    from digitnet.report import write_json_atomic
+    from digitnet.training import check_trainer
 
-    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
+    check_trainer(plan)
+    arrays = load_mnist(plan.data_root, download=plan.download)
+    plan = plan.for_data(len(arrays.train_y))
+    say(plan.describe())
+    for note in plan.notes:
+        say(f"note: {note}")
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    arrays = load_mnist(cfg.data.root, download=cfg.data.download)
-    if cfg.task == "final":
+    write_json_atomic(run_dir / "plan.json", plan.as_dict())
+    if plan.task == "final":
         from digitnet.final import run_final
 
-        return run_final(cfg, arrays, run_dir)
+        return run_final(plan, arrays, run_dir)
     from digitnet.cv import run_cv
 
-    return run_cv(cfg, arrays, run_dir)
+    return run_cv(plan, arrays, run_dir)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error("digitnet.train"):
+    out = HydraConfig.get().runtime.output_dir
+    with exit_on_user_error(PROG):
+        plan = make_plan(cfg)
         try:
-            summary = run(cfg)
+            summary = run(plan, out)
         except KeyboardInterrupt:
-            out = HydraConfig.get().runtime.output_dir
-            print(f"digitnet.train: interrupted; rerun the same command to resume (finished folds are in {out})",
+            print(f"{PROG}: interrupted; rerun the same command to resume (finished folds are in {out})",
                   file=sys.stderr)
             raise SystemExit(130) from None
     return summary.get("mean")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script `digitnet-train`."""
     check_group_choices(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

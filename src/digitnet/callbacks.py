@@ -1,0 +1,69 @@
+"""Lightning callbacks of a fold's fit: its history, the divergence guard, and how progress is shown."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class History(pl.Callback):
+    """Per-epoch train/val loss and accuracy, read once per epoch (no per-step host sync)."""
+
+    def __init__(self):
+        self.epochs: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        self.epochs.append({"epoch": trainer.current_epoch, **{k: float(m[k]) for k in EPOCH_KEYS if k in m}})
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops the fold as soon as the loss is NaN/inf. Checks every step on CPU, every `every` steps elsewhere
+    (each check is a host sync)."""
+
+    def __init__(self, every: int = 50):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss.device.type != "cpu" and batch_idx % self.every:
+            return
+        if not torch.isfinite(loss.detach()).item():
+            raise Diverged(f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}")
+
+
+class FoldProgressBar(TQDMProgressBar):
+    """Lightning's bar, labelled with the fold ("fold 2 of 5, epoch 3/10") instead of the logger's version."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"{self.label}, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+class EpochLines(pl.Callback):
+    """A line per epoch in place of the bar: for fold workers sharing a terminal, and for logs (nohup, CI, SLURM),
+    where every redraw of a bar would be a line."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        scores = "  ".join(f"{k} {float(m[k]):.4f}" for k in ("train_loss", "val_loss", "val_acc") if k in m)
+        print(f"{self.label}, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {scores}", flush=True)

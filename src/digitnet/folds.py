@@ -1,0 +1,49 @@
+"""A run dir's finished folds (folds/fold_K.json): written once, as each fold ends, and read back to resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from digitnet import report
+from digitnet.errors import UserError
+from digitnet.plan import RunPlan, differences
+
+
+@dataclass(frozen=True)
+class FoldStore:
+    """Picklable (fold workers save through it too): the run dir and what a fold's result depends on."""
+
+    run_dir: Path
+    run_key: dict  # RunPlan.fingerprint_fields(): a saved fold is reused only where this matches
+
+    @classmethod
+    def for_plan(cls, run_dir: Path, plan: RunPlan) -> "FoldStore":
+        return cls(Path(run_dir), plan.fingerprint_fields())
+
+    def path(self, fold: int) -> Path:
+        return self.run_dir / "folds" / f"fold_{fold}.json"
+
+    def save(self, result: dict) -> None:
+        """The one place a finished fold is written (atomically: Ctrl-C never leaves half a file)."""
+        report.write_json_atomic(self.path(result["fold"]), {**result, "run_key": self.run_key})
+
+    def load(self, fold: int) -> dict | None:
+        """The fold's saved result, or None. A fold of another config stops the run: results are never mixed."""
+        path = self.path(fold)
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        if saved.get("run_key") != self.run_key:
+            changed = differences(saved.get("run_key") or {}, self.run_key) if "run_key" in saved else []
+            what = "; ".join(changed[:3]) if changed else "it was written by an older digitnet"
+            raise UserError(f"{path} was trained with another config ({what}); rerun with the same settings to resume "
+                            "it, or choose a new hydra.run.dir")
+        saved.pop("run_key")
+        return saved
+
+    def start_afresh(self, fold: int) -> None:
+        """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""
+        shutil.rmtree(self.run_dir / "tb" / f"fold_{fold}", ignore_errors=True)

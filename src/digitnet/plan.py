@@ -1,0 +1,407 @@
+"""The run plan: every value of the composed Hydra config checked, and every `auto` settled, once.
+
+`make_plan(cfg)` is the only reader of the Hydra config. It checks each value (one UserError line naming the key,
+the value and the fix), then decides what depends on the machine: the device, where the data lives, how the folds
+run (one after another, packed into one net, or in worker processes), thread and process counts, the CUDA graph and
+the validation batch size. Everything downstream takes the plan, a frozen dataclass of plain values: it pickles to
+fold workers, and cv_summary.json / test_metrics.json record it as it ran.
+
+This module imports no Lightning and, until the cheap checks have passed, no torch: a bad value is reported about a
+second after Python starts (torch's import alone takes about as long on the 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, replace
+
+from omegaconf import DictConfig, OmegaConf
+
+from digitnet.errors import UserError
+
+TASKS = ("cv", "final")
+ARCHS = ("baseline", "batchnorm", "deep")  # nets.NETS, checked equal by a test
+SCALINGS = ("normalize", "center", "standardize")
+RUNNERS = ("sequential", "packed", "processes")
+SEED_LIMIT = 2**32  # numpy's and Lightning's seeds are 32-bit; fold k uses seed + k
+# Packing K folds into one net is exact when the optimizer's update of each weight entry depends only on that entry's
+# gradient and state (elementwise): then each fold is updated as its own optimizer would. Each of these has a float64
+# packed-equals-sequential test (tests/test_parallel.py); others (LBFGS, Adafactor, ...) couple entries.
+PACKABLE_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+# Lightning's precision names; the short forms are its deprecated aliases.
+PRECISIONS = {"32-true": "32-true", "32": "32-true", "64-true": "64-true", "64": "64-true", "16-mixed": "16-mixed",
+              "16": "16-mixed", "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
+              "bf16-true": "bf16-true"}
+# lightning.pytorch.Trainer's arguments (2.4-2.6); a test checks this list against the installed Lightning.
+TRAINER_ARGS = frozenset((
+    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches",
+    "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval", "check_val_every_n_epoch",
+    "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing", "enable_progress_bar", "enable_model_summary",
+    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "deterministic", "benchmark",
+    "inference_mode", "use_distributed_sampler", "profiler", "detect_anomaly", "barebones", "plugins",
+    "sync_batchnorm", "reload_dataloaders_every_n_epochs", "default_root_dir", "enable_autolog_hparams",
+    "model_registry",
+))
+# Set by digitnet for every fit: TensorBoard under the run dir, its own callbacks, its own checkpoints.
+OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_root_dir")
+# Plan keys that never change a fold's result, so a resumed run may differ in them: where things are shown and
+# logged, and how the folds are scheduled (sequential, processes and packed give the same folds: tests/test_workers.py
+# is bit-identical, tests/test_parallel.py equal to 1e-9 in float64). Everything else must match to resume.
+NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_device", "runner", "processes",
+                      "threads", "cuda_graph", "progress", "notes", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                      "trainer.log_every_n_steps")
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does, with every choice settled. Plain values only."""
+
+    task: str  # cv | final
+    model: str  # an arch of nets.NETS
+    seed: int  # fold k (and the final fit, k=0) seeds everything with seed + k
+    data_root: str
+    download: bool
+    limit: int  # first N training images, 0 = all
+    batch_size: int
+    eval_batch_size: int
+    scaling: str
+    optimizer: dict  # {"_target_": "torch.optim.SGD", "lr": 0.01, ...}: built per fold, stored in checkpoints
+    trainer: dict  # lightning Trainer arguments, accelerator and precision resolved
+    n_folds: int
+    cv_seed: int  # KFold(n_folds, shuffle=True, random_state=cv_seed)
+    device: str  # cpu | cuda
+    data_device: str  # where the training set lives while training (cuda: batches gathered there by index)
+    runner: str  # sequential | packed | processes
+    processes: int  # fold worker processes (runner=processes), else 1
+    threads: int  # torch threads of the run (the cores); workers share them
+    cuda_graph: bool  # packed runner: one captured CUDA graph per training step
+    progress: str  # bar (Lightning's, on a terminal) | epochs (a line per epoch: workers, logs, CI) | off
+    notes: tuple = ()  # why an `auto` chose what it chose, where that is not the obvious choice
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # tuples as lists: what the JSON reports hold
+
+    def fingerprint_fields(self) -> dict:
+        """What a fold's result depends on: everything but NOT_IN_FINGERPRINT."""
+        fields = self.as_dict()
+        for key in NOT_IN_FINGERPRINT:
+            group, _, sub = key.partition(".")
+            (fields[group].pop(sub, None) if sub else fields.pop(group, None))
+        return fields
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.fingerprint_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def for_data(self, n_images: int) -> "RunPlan":
+        """The plan for a training set of n_images, known once MNIST is read: checks the fold count, and leaves the
+        packed runner when the folds differ in size (packed folds step together, batch for batch)."""
+        n = min(self.limit, n_images) if self.limit else n_images
+        if self.task == "cv" and self.n_folds > n:
+            raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
+        if self.task == "cv" and self.runner == "packed" and n % self.n_folds:
+            note = (f"folds one after another, not packed: {n} images do not split into {self.n_folds} equal folds "
+                    f"(set data.limit to a multiple of {self.n_folds} to pack them)")
+            return replace(self, runner="sequential", cuda_graph=False, notes=(*self.notes, note))
+        return self
+
+    def describe(self) -> str:
+        """One line for the terminal: what will run, and where."""
+        if self.task == "final":
+            how = "fit on all training images, then score the holdout"
+        elif self.runner == "processes":
+            how = f"{self.n_folds} folds in {self.processes} processes, sharing {self.threads} thread(s)"
+        elif self.runner == "packed":
+            how = f"{self.n_folds} folds at once, packed into one net" + (", CUDA graph" if self.cuda_graph else "")
+        else:
+            how = f"{self.n_folds} folds one after another, {self.threads} thread(s)"
+        return f"digitnet: task={self.task} model={self.model}: {how}; on {self.device}, precision {self.trainer['precision']}"
+
+
+def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> current' for every leaf that differs (the resume refusal names them)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "(unset)"), current.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}={a!r} there, {b!r} now")
+    return out
+
+
+# ---- reading values --------------------------------------------------------------------------------------------
+
+def _get(cfg: DictConfig, key: str, default=_MISSING):
+    try:
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+    except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve, a missing env var, ...
+        raise UserError(f"{key}: cannot be read ({str(exc).splitlines()[0]})") from None
+    if value is _MISSING:
+        if default is not _MISSING:
+            return default
+        raise UserError(f"{key} is missing from the config; restore it (see conf/) or drop the override that removed it")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _whole(cfg, key: str, low: int | None = None, high: int | None = None, hint: str = "", default=_MISSING) -> int:
+    value = _get(cfg, key, default)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value, ok = int(value), True
+    if not ok:
+        raise UserError(f"{key}={value!r} is not a whole number{'; ' + hint if hint else ''}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise UserError(f"{key}={value} must be {span}{'; ' + hint if hint else ''}")
+    return value
+
+
+def _real(cfg, key: str, low: float, high: float = math.inf, *, low_open=False, high_open=False, hint="",
+          default=_MISSING) -> float:
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key}={value!r} is not a number{'; ' + hint if hint else ''}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not math.isfinite(value) or too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open or high == math.inf else "]")
+        span = f"> {low:g}" if low_open and high == math.inf else f"in {lo}{low:g}, {high:g}{hi}"
+        raise UserError(f"{key}={value:g} must be a finite number {span}{'; ' + hint if hint else ''}")
+    return value
+
+
+def _choice(cfg, key: str, choices, hint: str = "") -> str:
+    value = _get(cfg, key)
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"{key}={value!r} is unknown; use one of {', '.join(map(str, choices))}{hint}")
+    return value
+
+
+def _flag(cfg, key: str) -> bool:
+    value = _get(cfg, key)
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def _auto_flag(cfg, key: str) -> bool | None:
+    """true / false, or None for auto."""
+    value = _get(cfg, key, "auto")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() == "auto":
+        return None
+    raise UserError(f"{key}={value!r} must be auto, true or false")
+
+
+def _auto_whole(cfg, key: str, hint: str) -> int | None:
+    value = _get(cfg, key, "auto")
+    if isinstance(value, str) and value.lower() == "auto":
+        return None
+    return _whole(cfg, key, 1, hint=hint)
+
+
+# ---- the plan --------------------------------------------------------------------------------------------------
+
+def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int | None = None,
+              tty: bool | None = None) -> RunPlan:
+    """Check the composed config and settle every choice. `cuda_available`, `cores` and `tty` (is stdout a
+    terminal) default to this machine's; tests pass them in to check the decisions on CPU."""
+    task = _choice(cfg, "task", TASKS, " (task=cv: k-fold CV; task=final: fit on all, score the holdout)")
+    if _get(cfg, "model", None) is None:
+        raise UserError(f"no model chosen; add model={'|'.join(ARCHS)}")
+    model = _choice(cfg, "model.name", ARCHS, f" (model={'|'.join(ARCHS)})")
+    seed = _whole(cfg, "seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")
+
+    root = _get(cfg, "data.root")
+    if not isinstance(root, str) or not root.strip():
+        raise UserError(f"data.root={root!r} must be a folder; set data.root=DIR or the DIGITNET_DATA variable")
+    download = _flag(cfg, "data.download")
+    limit = _whole(cfg, "data.limit", 0, hint="0 means all training images")
+    batch_size = _whole(cfg, "data.batch_size", 1, hint="the tutorial uses 32")
+    eval_batch = _auto_whole(cfg, "data.eval_batch_size", "or auto")
+    scaling = _choice(cfg, "data.scaling", SCALINGS)
+
+    n_folds = _whole(cfg, "cv.n_folds", 2, hint="k-fold CV needs at least 2 folds (default 5)")
+    cv_seed = _whole(cfg, "cv.seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")
+    if task == "cv":
+        if 0 < limit < n_folds:
+            raise UserError(f"data.limit={limit} is smaller than cv.n_folds={n_folds}; each fold needs images")
+        if seed + n_folds - 1 >= SEED_LIMIT:
+            raise UserError(f"seed={seed}: fold {n_folds - 1} would use seed {seed + n_folds - 1}, past 2**32 - 1")
+    parallel = _auto_flag(cfg, "cv.parallel")
+    cuda_graph = _auto_flag(cfg, "cv.cuda_graph")
+    workers = _auto_whole(cfg, "cv.workers", "or auto (1: folds one after another)")
+
+    optimizer = _optimizer_values(cfg)
+    trainer = _trainer_values(cfg)
+
+    # Past the cheap checks: what needs torch.
+    import torch
+
+    _check_optimizer_builds(optimizer, torch)
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    cores = cores or torch.get_num_threads()
+
+    accelerator = trainer["accelerator"]
+    if accelerator in ("gpu", "cuda") and not cuda_available:
+        raise UserError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer.accelerator=cpu "
+                        "(or auto, which picks the GPU when there is one)")
+    device = "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda_available) else "cpu"
+    trainer["accelerator"] = "gpu" if device == "cuda" else "cpu"
+    if device == "cpu" and trainer["precision"] in ("16-mixed", "16-true"):
+        raise UserError(f"trainer.precision={trainer['precision']} needs a GPU; on CPU use 32-true, 64-true or "
+                        "bf16-mixed")
+
+    notes: list[str] = []
+    runner, processes, graph = "sequential", 1, False
+    if task == "cv":
+        runner, processes, graph = _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores,
+                                                  n_folds, notes)
+    # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
+    if not trainer.get("enable_progress_bar", True):
+        progress = "off"
+    elif runner == "processes" or not (tty if tty is not None else sys.stdout.isatty()):
+        progress = "epochs"
+    else:
+        progress = "bar"
+    trainer["enable_progress_bar"] = progress == "bar"
+    return RunPlan(
+        task=task, model=model, seed=seed, data_root=root, download=download, limit=limit, batch_size=batch_size,
+        # auto: 1000 on CUDA (fewer launches); 250 on CPU (12k images in 1.7 s, against 2.6 s at 1000).
+        eval_batch_size=eval_batch or (1000 if device == "cuda" else 250),
+        scaling=scaling, optimizer=optimizer, trainer=trainer, n_folds=n_folds, cv_seed=cv_seed, device=device,
+        data_device=device, runner=runner, processes=processes, threads=cores, cuda_graph=graph, progress=progress,
+        notes=tuple(notes),
+    )
+
+
+def _optimizer_values(cfg) -> dict:
+    optimizer = _get(cfg, "optimizer", None)
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("_target_"), str):
+        raise UserError("optimizer._target_ is missing; choose optimizer=sgd|adam|adamw")
+    _real(cfg, "optimizer.lr", 0, low_open=True, hint="the tutorial uses 0.01")
+    if "momentum" in optimizer:
+        _real(cfg, "optimizer.momentum", 0, 1, high_open=True, hint="the tutorial uses 0.9")
+    if "weight_decay" in optimizer:
+        _real(cfg, "optimizer.weight_decay", 0)
+    return optimizer
+
+
+def _check_optimizer_builds(optimizer: dict, torch) -> None:
+    """Build the optimizer once on a dummy parameter: a wrong class or key fails here, not inside the first fit."""
+    from hydra.utils import get_class
+
+    target = optimizer["_target_"]
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - any import failure means the same to the user
+        raise UserError(f"optimizer._target_={target} cannot be imported; choose optimizer=sgd|adam|adamw") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise UserError(f"optimizer._target_={target} is not a torch.optim optimizer; choose optimizer=sgd|adam|adamw")
+    settings = {k: v for k, v in optimizer.items() if k != "_target_"}
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], **settings)
+    except Exception as exc:  # noqa: BLE001 - TypeError for unknown keys, ValueError for bad values
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"optimizer: {target} rejects {settings} ({detail}); fix or remove that key "
+                        "(~optimizer.KEY), or choose optimizer=sgd|adam|adamw") from None
+
+
+def _trainer_values(cfg) -> dict:
+    trainer = _get(cfg, "trainer", None)
+    if not isinstance(trainer, dict):
+        raise UserError("trainer is missing from the config; drop the override that removed it")
+    target = trainer.pop("_target_", "lightning.pytorch.Trainer")
+    if target not in ("lightning.pytorch.Trainer", "pytorch_lightning.Trainer", "lightning.Trainer"):
+        raise UserError(f"trainer._target_={target}: digitnet trains with lightning.pytorch.Trainer; remove the override")
+    for key in trainer:
+        if key not in TRAINER_ARGS:
+            raise UserError(f"trainer.{key} is not an argument of Lightning's Trainer; check the spelling "
+                            "(the trainer group takes lightning.pytorch.Trainer's arguments)")
+        if key in OWNED_TRAINER_ARGS:
+            raise UserError(f"trainer.{key} is set by digitnet itself (TensorBoard logs, callbacks and checkpoints go "
+                            "into the run dir); remove the override")
+    trainer["max_epochs"] = _whole(cfg, "trainer.max_epochs", 1, hint="the tutorial trains 10 epochs")
+    accelerator = _get(cfg, "trainer.accelerator", "auto")
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise UserError(f"trainer.accelerator={accelerator!r} is not supported; use auto, cpu or gpu")
+    trainer["accelerator"] = accelerator
+    devices = _get(cfg, "trainer.devices", 1)
+    if devices not in (1, "1", "auto") or isinstance(devices, bool):
+        raise UserError(f"trainer.devices={devices!r}: digitnet trains each fold on one device; use trainer.devices=1 "
+                        "(to use several GPUs, run sweep jobs side by side: README, Scaling out)")
+    trainer["devices"] = 1
+    for key, allowed in (("strategy", ("auto",)), ("num_nodes", (1,))):
+        if key in trainer and trainer[key] not in allowed:
+            raise UserError(f"trainer.{key}={trainer[key]!r}: digitnet runs each fit in one process on one device; "
+                            f"remove the override")
+    precision = str(_get(cfg, "trainer.precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise UserError(f"trainer.precision={precision!r} is unknown; use 32-true, 64-true, bf16-mixed or 16-mixed")
+    trainer["precision"] = PRECISIONS[precision]
+    if trainer.get("gradient_clip_val") is not None:
+        trainer["gradient_clip_val"] = _real(cfg, "trainer.gradient_clip_val", 0)
+    if "accumulate_grad_batches" in trainer:
+        _whole(cfg, "trainer.accumulate_grad_batches", 1)
+    for key in ("enable_progress_bar", "enable_model_summary", "deterministic"):
+        if key in trainer and not isinstance(trainer[key], bool) and not (key == "deterministic" and trainer[key] == "warn"):
+            raise UserError(f"trainer.{key}={trainer[key]!r} must be true or false")
+    if "check_val_every_n_epoch" in trainer and trainer["check_val_every_n_epoch"] is not None:
+        _whole(cfg, "trainer.check_val_every_n_epoch", 1)
+    return trainer
+
+
+def _packing_blocker(optimizer: dict, trainer: dict) -> str | None:
+    """Why packed folds would not train exactly as separate ones, or None."""
+    if trainer.get("gradient_clip_val"):
+        return "gradient clipping (trainer.gradient_clip_val) would clip the folds' joint gradient norm"
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        return "gradient accumulation (trainer.accumulate_grad_batches) is not supported for packed folds"
+    if optimizer["_target_"] not in PACKABLE_OPTIMIZERS:
+        return (f"{optimizer['_target_']} is not proven exact for packed folds "
+                f"(those are {', '.join(t.rsplit('.', 1)[1] for t in PACKABLE_OPTIMIZERS)})")
+    return None
+
+
+def _graph_blocker(optimizer: dict, runner: str, device: str) -> str | None:
+    if runner != "packed" or device != "cuda":
+        return "it needs packed folds (cv.parallel) on one CUDA device"
+    if optimizer["_target_"] != "torch.optim.SGD" or optimizer.get("dampening", 0):
+        return "the captured step supports SGD without dampening only"
+    return None
+
+
+def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes):
+    """(runner, processes, cuda_graph) for task=cv."""
+    blocker = _packing_blocker(optimizer, trainer)
+    if parallel and blocker:
+        raise UserError(f"cv.parallel=true: {blocker}; set cv.parallel=false (or auto)")
+    if parallel and workers and workers > 1:
+        raise UserError(f"cv.workers={workers} and cv.parallel=true exclude each other; choose one of them")
+    if parallel is None and device == "cuda" and blocker:
+        notes.append(f"cv.parallel=auto: folds one after another, not packed: {blocker}")
+    if parallel or (parallel is None and device == "cuda" and not blocker and not (workers and workers > 1)):
+        runner, processes = "packed", 1
+    else:
+        # cv.workers=auto: on CPU one fold process per core, one thread each (two 1-thread processes finish two
+        # deep-net steps in 10.2-10.8 ms, one 2-thread process one step in 12.7 ms: README, fold workers).
+        processes = min(workers or (cores if device == "cpu" else 1), n_folds)
+        runner = "processes" if processes > 1 else "sequential"
+    graph_blocker = _graph_blocker(optimizer, runner, device)
+    if cuda_graph and graph_blocker:
+        raise UserError(f"cv.cuda_graph=true: {graph_blocker}; set cv.cuda_graph=false (or auto)")
+    if cuda_graph is None and runner == "packed" and device == "cuda" and graph_blocker:
+        notes.append(f"cv.cuda_graph=auto: off, {graph_blocker}")
+    graph = bool(cuda_graph is not False and not graph_blocker)
+    return runner, (processes if runner == "processes" else 1), graph

@@ -1,0 +1,93 @@
+"""Run directories you can trust: one writer at a time, and a refused run changes nothing in them.
+
+Hydra itself writes nothing into a job's dir (conf/config.yaml: hydra.output_subdir=null). A run first checks that
+the dir is free and holds nothing of another config, then takes the dir's lock, and only then writes: `.hydra/`
+(what Hydra would have written), `plan.json`, folds, reports.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+from digitnet.errors import UserError
+from digitnet.plan import RunPlan, differences
+
+LOCK_NAME = ".digitnet.lock"
+PROCESS_START = time.time()
+
+
+def check_compatible(run_dir: Path, plan: RunPlan) -> None:
+    """A run dir holds one config's results: refuse a plan that would mix in another (task or fingerprint)."""
+    path = run_dir / "plan.json"
+    if not path.is_file():
+        if run_dir.is_dir() and any(run_dir.glob("folds/fold_*.json")):
+            return  # folds of an older digitnet: FoldStore checks each against the plan
+        return
+    try:
+        saved = RunPlan(**{**json.loads(path.read_text()), "notes": ()})
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
+                        "hydra.run.dir") from None
+    if saved.task != plan.task:
+        raise UserError(f"{run_dir} holds a task={saved.task} run; choose a new hydra.run.dir for task={plan.task}")
+    if saved.fingerprint() != plan.fingerprint():
+        changed = "; ".join(differences(saved.fingerprint_fields(), plan.fingerprint_fields())[:3])
+        raise UserError(f"{run_dir} holds a run of another config ({changed}); rerun with the same settings to resume "
+                        "it, or choose a new hydra.run.dir")
+
+
+class RunDirLock:
+    """An exclusive lock on the run dir (flock on a file in it), held until the process ends or release()."""
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LOCK_NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise UserError(f"{run_dir} is in use by another digitnet run ({holder}); wait for it to end, or choose "
+                            "another hydra.run.dir") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"PID {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None
+
+
+def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
+    """The files Hydra writes into .hydra/, written once the run is accepted (summarize reads overrides.yaml)."""
+    from omegaconf import OmegaConf
+
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task_cfg, out / "config.yaml")
+    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+
+
+def remove_if_new_and_empty(run_dir: Path) -> None:
+    """A refused run leaves no trace: drop the dir Hydra made for it (empty, and made after this process started),
+    and under ./outputs the empty date dirs above it."""
+    path, outputs = run_dir.resolve(), (Path.cwd() / "outputs").resolve()
+    stop = outputs if outputs in path.parents else path.parent
+    try:
+        if path.stat().st_mtime < PROCESS_START - 1:
+            return  # the user's own empty dir
+    except OSError:
+        return
+    while path != stop:
+        try:
+            path.rmdir()  # only ever an empty dir
+        except OSError:
+            return
+        path = path.parent

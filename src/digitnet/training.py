@@ -1,0 +1,104 @@
+"""A fit's parts built from the run plan: the data module, the model, the Trainer; and one fold trained end to end."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from digitnet import report
+from digitnet.callbacks import Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
+from digitnet.data import MNISTArrays, MNISTDataModule
+from digitnet.errors import UserError
+from digitnet.models import DigitClassifier, fit
+from digitnet.plan import RunPlan
+
+
+def fold_label(plan: RunPlan, fold: int) -> str:
+    """Folds are numbered from 0 everywhere: terminal lines, folds/fold_K.json, tb/fold_K, reports."""
+    return f"fold {fold} of {plan.n_folds}"
+
+
+def make_datamodule(plan: RunPlan, arrays: MNISTArrays, fold: int | None) -> MNISTDataModule:
+    """Fold `fold`'s split (None: all training images), shuffled with seed + fold, on the plan's data device."""
+    dm = MNISTDataModule(
+        arrays, fold=fold, n_folds=plan.n_folds, cv_seed=plan.cv_seed, limit=plan.limit, batch_size=plan.batch_size,
+        eval_batch_size=plan.eval_batch_size, scaling=plan.scaling, shuffle_seed=plan.seed + (fold or 0),
+    )
+    return dm.to_device(plan.data_device) if plan.data_device != "cpu" else dm
+
+
+def make_model(plan: RunPlan, dm: MNISTDataModule) -> DigitClassifier:
+    return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling,
+                           pixel_mean=dm.pixel_mean, pixel_std=dm.pixel_std)
+
+
+def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
+    # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by report.log_hparams.
+    return TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+
+
+def make_trainer(plan: RunPlan, logger, callbacks: list, label: str, **overrides) -> pl.Trainer:
+    """The plan's Trainer, with digitnet's logger and callbacks, and the plan's way of showing progress."""
+    if plan.progress == "bar":
+        callbacks = [*callbacks, FoldProgressBar(label)]
+    elif plan.progress == "epochs":
+        callbacks = [*callbacks, EpochLines(label)]
+    return pl.Trainer(**{**plan.trainer, **overrides}, logger=logger, callbacks=callbacks, enable_checkpointing=False)
+
+
+def check_trainer(plan: RunPlan) -> None:
+    """Let Lightning check the trainer arguments before any data is read: its refusal becomes one line."""
+    try:
+        make_trainer(plan, logger=False, callbacks=[], label="check")
+    except Exception as exc:  # noqa: BLE001 - MisconfigurationException, ValueError, TypeError, ...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"trainer: Lightning refuses these arguments ({detail}); fix the trainer.* override") from None
+
+
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int) -> dict:
+    """A finished fold as cv_summary.json and the fold file hold it; the same for every runner."""
+    score = history[-1].get("val_acc") if status == "ok" and history else None
+    if status == "ok" and (score is None or not math.isfinite(score)):
+        status, reason, score = "diverged", "validation accuracy is not finite", None
+    result = {
+        "fold": fold,
+        "status": status,
+        "score": score,
+        "seconds": round(seconds, 3),
+        "n_train": len(dm.train_y),
+        "n_val": len(dm.val_y),
+        "pixel_mean": dm.pixel_mean,
+        "pixel_std": dm.pixel_std,
+        "history": history,
+    }
+    if reason:
+        result["reason"] = reason
+    if status == "ok":
+        result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch).tolist()
+        report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
+    return result
+
+
+def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()) -> dict:
+    """A fresh model, optimizer, Trainer and seed (seed + fold) for one fold; its result, not yet saved."""
+    pl.seed_everything(plan.seed + fold, verbose=False)
+    dm = make_datamodule(plan, arrays, fold)
+    model = make_model(plan, dm)
+    history = History()
+    trainer = make_trainer(plan, tb_logger(run_dir, f"fold_{fold}"), [history, DivergenceGuard(), *callbacks],
+                           fold_label(plan, fold))
+    start = time.perf_counter()
+    status, reason = "ok", None
+    try:
+        fit(trainer, model, datamodule=dm)
+    except Diverged as exc:
+        status, reason = "diverged", str(exc)
+    seconds = time.perf_counter() - start
+    result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
+                         plan.eval_batch_size)
+    trainer.logger.finalize("success")
+    return result
