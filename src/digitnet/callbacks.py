@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -24,19 +26,39 @@ class History(pl.Callback):
         self.epochs.append({"epoch": trainer.current_epoch, **{k: float(m[k]) for k in EPOCH_KEYS if k in m}})
 
 
+# A fold has diverged when its loss is NaN/inf, or this many times the first checked loss. Cross-entropy starts near
+# ln(10) = 2.3, so 10x is 23: no healthy run gets there (fastai's LR finder already stops at 4x the best loss).
+BLOW_UP = 10.0
+# A fold that ends at or below this validation accuracy learned nothing (10 classes: chance is 0.1); it is flagged.
+CHANCE_LEVEL = 0.2
+
+
+def blow_up_reason(loss: float, first: float | None) -> str | None:
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if first is not None and loss > BLOW_UP * first:
+        return f"loss became {loss:.4g}, over {BLOW_UP:g}x its first value {first:.3g}"
+    return None
+
+
 class DivergenceGuard(pl.Callback):
-    """Stops the fold as soon as the loss is NaN/inf. Checks every step on CPU, every `every` steps elsewhere
-    (each check is a host sync)."""
+    """Stops the fold as soon as its loss blows up (see BLOW_UP). Checks every step on CPU, every `every` steps
+    elsewhere (each check is a host sync)."""
 
     def __init__(self, every: int = 50):
         self.every = every
+        self.first: float | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss.device.type != "cpu" and batch_idx % self.every:
             return
-        if not torch.isfinite(loss.detach()).item():
-            raise Diverged(f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}")
+        value = float(loss.detach())
+        reason = blow_up_reason(value, self.first)
+        if reason:
+            raise Diverged(f"{reason} at epoch {trainer.current_epoch}, batch {batch_idx}")
+        if self.first is None:
+            self.first = value
 
 
 class FoldProgressBar(TQDMProgressBar):

@@ -22,7 +22,8 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     def finish(result: dict, resumed: bool = False) -> None:
         line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
         # Folds can end in any order (fold workers), so each line names its fold, numbered as folds/fold_K.json.
-        say(f"{line}  (fold {result['fold']}{', finished earlier' if resumed else ''})")
+        line += f"  (fold {result['fold']}{', finished earlier' if resumed else ''})"
+        say(line + ("  at chance: learned nothing" if result.get("at_chance") else ""))
         results[result["fold"]] = result
 
     for fold in range(plan.n_folds):
@@ -33,13 +34,15 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     pending = [fold for fold in range(plan.n_folds) if fold not in results]
     for fold in pending:
         store.start_afresh(fold)
-    RUNNERS[plan.runner](plan, arrays, pending, store, finish)
+    if pending:
+        RUNNERS[plan.runner](plan, arrays, pending, store, finish)
 
     ordered = [results[fold] for fold in range(plan.n_folds)]
     summary = report.cv_summary(plan, ordered, wall_seconds=time.perf_counter() - start, resumed_folds=resumed)
     report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
     if summary["mean"] is not None:
-        say(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}")
+        chance = f" ({summary['n_at_chance']} at chance)" if summary["n_at_chance"] else ""
+        say(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}{chance}")
     else:
         say(f"Accuracy: none, {summary['status']} ({summary['n_diverged']} of {len(ordered)} folds diverged)")
     return summary

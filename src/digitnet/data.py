@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +101,21 @@ def load_mnist(root: str | os.PathLike, download: bool = True) -> MNISTArrays:
     root = Path(root).expanduser()
     missing = [stem for stem in _FILES if _find(root, stem) is None]
     if missing and download:
+        created = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create data folder {root} ({exc}); set data.root to a writable folder") from None
-        download_mnist(root, missing)
+        try:
+            download_mnist(root, missing)
+        except BaseException:
+            # A failed download leaves nothing behind: no half-written file, no folder made for it.
+            if created:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                for stem in missing:
+                    (root / (stem + ".gz")).unlink(missing_ok=True)
+            raise
         missing = [stem for stem in _FILES if _find(root, stem) is None]
     if missing:
         raise UserError(

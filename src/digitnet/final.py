@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     dm = make_datamodule(plan, arrays, fold=None)  # on the plan's data device, as every fold's
     model = make_model(plan, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
+    shutil.rmtree(run_dir / "tb" / "final", ignore_errors=True)  # an interrupted fit's events: not mixed in
     trainer = make_trainer(plan, tb_logger(run_dir, "final"), [DivergenceGuard()], "final fit", limit_val_batches=0)
     try:
         fit(trainer, model, datamodule=dm)

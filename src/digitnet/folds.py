@@ -35,7 +35,13 @@ class FoldStore:
         path = self.path(fold)
         if not path.is_file():
             return None
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+            if not isinstance(saved, dict) or not isinstance(saved.get("fold"), int) or "status" not in saved:
+                raise ValueError("not a fold result")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold "
+                            "trains again") from None
         if saved.get("run_key") != self.run_key:
             changed = differences(saved.get("run_key") or {}, self.run_key) if "run_key" in saved else []
             what = "; ".join(changed[:3]) if changed else "it was written by an older digitnet"

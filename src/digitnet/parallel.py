@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from digitnet.callbacks import blow_up_reason
 from digitnet.models import fit
 from digitnet.nets import build_net
 
@@ -128,6 +129,7 @@ class FoldParallelClassifier(pl.LightningModule):
         self.register_buffer("alive", torch.ones(self.k, dtype=torch.bool), persistent=False)
         self.steps_done = 0
         self.diverged: dict[int, str] = {}
+        self.first_losses: list[float] | None = None
         self.histories: list[list[dict]] = [[] for _ in range(self.k)]
         self.fold_loggers: list[TensorBoardLogger] = []
 
@@ -180,11 +182,15 @@ class FoldParallelClassifier(pl.LightningModule):
         return self._step(x, y)
 
     def _check_divergence(self, losses, batch_idx):
-        finite = torch.isfinite(losses.detach()).tolist()
-        for k, ok in enumerate(finite):
-            if not ok and k not in self.diverged:
+        """As callbacks.DivergenceGuard, per fold: a fold whose loss blows up stops, the others go on."""
+        values = losses.detach().double().cpu().tolist()
+        if self.first_losses is None:
+            self.first_losses = values
+        for k, value in enumerate(values):
+            reason = blow_up_reason(value, self.first_losses[k])
+            if reason and k not in self.diverged:
                 self.alive[k] = False
-                self.diverged[k] = f"loss became {float(losses[k])} at epoch {self.current_epoch}, batch {batch_idx}"
+                self.diverged[k] = f"{reason} at epoch {self.current_epoch}, batch {batch_idx}"
         if len(self.diverged) == self.k:
             self.trainer.should_stop = True
 

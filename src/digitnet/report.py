@@ -55,6 +55,7 @@ def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int 
         "std": float(np.std(scores)) if complete else None,
         "n": len(scores),
         "n_diverged": len(diverged),
+        "n_at_chance": sum(bool(f.get("at_chance")) for f in ok),  # learned nothing (callbacks.CHANCE_LEVEL)
         # The last run's wall time; folds finished by earlier runs (resumed_folds) are not in it.
         "wall_seconds": round(wall_seconds, 2),
         "resumed_folds": resumed_folds,

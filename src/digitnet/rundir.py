@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from digitnet.errors import UserError
+from digitnet.folds import FoldStore
 from digitnet.plan import RunPlan, differences
 
 LOCK_NAME = ".digitnet.lock"
@@ -22,10 +23,12 @@ PROCESS_START = time.time()
 
 def check_compatible(run_dir: Path, plan: RunPlan) -> None:
     """A run dir holds one config's results: refuse a plan that would mix in another (task or fingerprint)."""
+    if plan.task == "cv":  # every saved fold readable and of this config (also those of an older digitnet)
+        store = FoldStore.for_plan(run_dir, plan)
+        for fold in range(plan.n_folds):
+            store.load(fold)
     path = run_dir / "plan.json"
     if not path.is_file():
-        if run_dir.is_dir() and any(run_dir.glob("folds/fold_*.json")):
-            return  # folds of an older digitnet: FoldStore checks each against the plan
         return
     try:
         saved = RunPlan(**{**json.loads(path.read_text()), "notes": ()})
@@ -64,6 +67,21 @@ class RunDirLock:
             self.fd = None
 
 
+def report_existing_final(run_dir: Path) -> None:
+    """task=final into a dir that already holds its model (same config): say so, never fit over it."""
+    from digitnet.logs import say
+
+    metrics_path = run_dir / "test_metrics.json"
+    score = ""
+    if metrics_path.is_file():
+        try:
+            score = f", holdout {100 * json.loads(metrics_path.read_text())['accuracy']:.3f}%"
+        except (ValueError, KeyError, TypeError):
+            score = ""
+    say(f"The final model of this config exists: {run_dir / 'final.ckpt'}{score}. Re-score it with "
+        f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another.")
+
+
 def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     """The files Hydra writes into .hydra/, written once the run is accepted (summarize reads overrides.yaml)."""
     from omegaconf import OmegaConf
@@ -77,9 +95,9 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
 
 def remove_if_new_and_empty(run_dir: Path) -> None:
     """A refused run leaves no trace: drop the dir Hydra made for it (empty, and made after this process started),
-    and under ./outputs the empty date dirs above it."""
-    path, outputs = run_dir.resolve(), (Path.cwd() / "outputs").resolve()
-    stop = outputs if outputs in path.parents else path.parent
+    and the empty dirs above it up to the working dir (outputs/<date>/ of the default run dir)."""
+    path, cwd = run_dir.resolve(), Path.cwd().resolve()
+    stop = cwd if cwd in path.parents else path.parent
     try:
         if path.stat().st_mtime < PROCESS_START - 1:
             return  # the user's own empty dir

@@ -53,6 +53,7 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     """Folds in plan.processes spawned processes. Each worker saves its fold as it ends (so Ctrl-C here loses only
     the folds in progress); `finish` then reports it."""
     import multiprocessing
+    import os
 
     from digitnet import workers
 
@@ -60,7 +61,8 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     unfinished = context.Value("i", len(folds))
     processes = min(plan.processes, len(folds))
     # Leaving the block, also by Ctrl-C or an error, terminates the workers: no fold goes on training unseen.
-    with context.Pool(processes, initializer=workers.start, initargs=(plan, unfinished)) as pool:
+    with context.Pool(processes, initializer=workers.start,
+                      initargs=(plan, unfinished, os.getpid())) as pool:
         for result in pool.imap_unordered(workers.train_fold, [(plan, store, fold) for fold in folds]):
             finish(result)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import yaml
@@ -22,21 +23,34 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        from digitnet.errors import UserError
+
+        raise UserError(f"{path} is damaged or unreadable ({str(exc).splitlines()[0][:80]}); delete it (a fold file "
+                        "retrains on the next run of that job) or rerun the job") from None
+
+
 def read_job(job_dir: Path) -> dict:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
     plan_path = job_dir / "plan.json"  # what ran; a job that failed its checks has none
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    plan = _read_json(plan_path) if plan_path.is_file() else None
     summary_path = job_dir / "cv_summary.json"
     if summary_path.is_file():
-        s = json.loads(summary_path.read_text())
+        s = _read_json(summary_path)
         folds = s["folds"]
-        job.update(status=s["status"], mean=s["mean"], std=s["std"], n=s["n"], fold_scores=s["fold_scores"],
+        status = s["status"]
+        if status == "ok" and s.get("n_at_chance"):
+            status = f"ok, {s['n_at_chance']} at chance"
+        job.update(status=status, mean=s["mean"], std=s["std"], n=s["n"], fold_scores=s["fold_scores"],
                    train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds),
                    resumed_folds=s.get("resumed_folds", 0))
     else:
-        folds = [json.loads(p.read_text()) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
+        folds = [_read_json(p) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
         n_folds = plan["n_folds"] if plan else len(folds)
         by_fold = {f["fold"]: f for f in folds}
         job.update(
@@ -55,7 +69,7 @@ def read_job(job_dir: Path) -> dict:
 
 
 def compare_to_best(jobs: list[dict]) -> dict | None:
-    ok = [j for j in jobs if j["status"] == "ok" and j["mean"] is not None]
+    ok = [j for j in jobs if j["status"].startswith("ok") and j["mean"] is not None]
     if not ok:
         return None
     best = max(ok, key=lambda j: j["mean"])
@@ -158,7 +172,23 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
 
 
 class SweepSummaryCallback(Callback):
-    """Hydra callback: when a multirun ends, summarise its sweep dir."""
+    """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        saved = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        if not saved.is_file():
+            return
+        try:
+            before = list(OmegaConf.load(saved).hydra.overrides.task)
+        except Exception:  # noqa: BLE001 - unreadable: not ours to judge, Hydra rewrites it
+            return
+        now = list(config.hydra.overrides.task)
+        if before != now:
+            print(f"digitnet.train: error: {saved.parent} holds the sweep `{' '.join(before)}`, not `{' '.join(now)}`; "
+                  "rerun it with the same overrides to resume it, or choose a new hydra.sweep.dir", file=sys.stderr)
+            raise SystemExit(1)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         summarize(config.hydra.sweep.dir)

@@ -6,6 +6,7 @@ MNIST and hands the plan to the task: the fold loop (cv.py, with one of runners.
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -51,23 +52,28 @@ def compose_plan(*overrides: str, **machine) -> RunPlan:
         return make_plan(compose(config_name="config", overrides=list(overrides)), **machine)
 
 
-def run(plan: RunPlan, run_dir: str | Path) -> dict:
-    """Run a checked plan: Lightning's own check of the trainer arguments, MNIST, then the task. Returns its summary
-    (cv_summary.json or test_metrics.json); writes everything into run_dir."""
-    from digitnet.logs import quiet, say
-
-    quiet()
+def prepare(plan: RunPlan):
+    """What can still refuse a plan before anything is written: Lightning's own check of the trainer arguments, and
+    MNIST (read, or fetched). Returns the plan settled for the data, and the data."""
     from digitnet.data import load_mnist
-    from digitnet.report import write_json_atomic
+    from digitnet.logs import quiet
     from digitnet.training import check_trainer
 
+    quiet()
     check_trainer(plan)
     arrays = load_mnist(plan.data_root, download=plan.download)
-    plan = plan.for_data(len(arrays.train_y))
+    return plan.for_data(len(arrays.train_y)), arrays
+
+
+def execute(plan: RunPlan, arrays, run_dir: Path) -> dict:
+    """The task itself; everything it writes goes into run_dir. Returns cv_summary.json's or test_metrics.json's
+    content."""
+    from digitnet.logs import say
+    from digitnet.report import write_json_atomic
+
     say(plan.describe())
     for note in plan.notes:
         say(f"note: {note}")
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "plan.json", plan.as_dict())
     if plan.task == "final":
@@ -79,19 +85,54 @@ def run(plan: RunPlan, run_dir: str | Path) -> dict:
     return run_cv(plan, arrays, run_dir)
 
 
+def run(plan: RunPlan, run_dir: str | Path) -> dict:
+    """Run a checked plan into run_dir; return its summary. The pure entry point behind @hydra.main."""
+    plan, arrays = prepare(plan)
+    return execute(plan, arrays, Path(run_dir))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a cluster's time limit): handled as Ctrl-C is, so that finished folds are kept."""
+
+
+_signals: list[int] = []
+
+
+def _terminate(signum, frame):
+    # Remembered apart from the exception: Lightning's fit turns any KeyboardInterrupt into its own exit.
+    _signals.append(signum)
+    raise Terminated
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    out = HydraConfig.get().runtime.output_dir
-    with exit_on_user_error(PROG):
-        plan = make_plan(cfg)
-        try:
-            summary = run(plan, out)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; rerun the same command to resume (finished folds are in {out})",
-                  file=sys.stderr)
-            raise SystemExit(130) from None
-    return summary.get("mean")
+    from digitnet import rundir
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    signal.signal(signal.SIGTERM, _terminate)
+    lock = None
+    try:
+        with exit_on_user_error(PROG):
+            plan, arrays = prepare(make_plan(cfg))
+            # Nothing is written into run_dir before these pass, so a refused rerun leaves it as it was.
+            rundir.check_compatible(run_dir, plan)
+            lock = rundir.RunDirLock(run_dir)
+            rundir.check_compatible(run_dir, plan)  # again, now that no other run can write here
+            if plan.task == "final" and (run_dir / "final.ckpt").is_file():
+                return rundir.report_existing_final(run_dir)
+            rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
+            return execute(plan, arrays, run_dir).get("mean")
+    except KeyboardInterrupt:
+        code, what = (143, "terminated (SIGTERM)") if _signals else (130, "interrupted")
+        kept = f"; rerun the same command to resume (finished folds are in {run_dir})" if lock else ""
+        print(f"{PROG}: {what}{kept}", file=sys.stderr)
+        raise SystemExit(code) from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if lock is None:
+            rundir.remove_if_new_and_empty(run_dir)
+        else:
+            lock.release()
 
 def cli() -> None:
     """Console script `digitnet-train`."""

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from digitnet import report
-from digitnet.callbacks import Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
+from digitnet.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
 from digitnet.data import MNISTArrays, MNISTDataModule
 from digitnet.errors import UserError
 from digitnet.models import DigitClassifier, fit
@@ -78,6 +78,7 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     if reason:
         result["reason"] = reason
     if status == "ok":
+        result["at_chance"] = score <= CHANCE_LEVEL  # finite loss, but nothing learned: flagged in every report
         result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch).tolist()
         report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import lightning.pytorch as pl
 import torch
@@ -23,26 +24,42 @@ def share_cores() -> None:
         torch.set_num_threads(threads)
 
 
+def die_with_parent() -> None:
+    """Workers never outlive the run: Linux kills this process when its parent dies, SIGKILL included
+    (prctl PR_SET_PDEATHSIG); elsewhere ShareCores' check of the parent's PID catches it within 50 batches."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != _state["parent"]:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
 class ShareCores(pl.Callback):
-    """Re-shares the cores every `every` batches (reading a shared counter costs microseconds)."""
+    """Every `every` batches: re-shares the cores (reading a shared counter costs microseconds), and leaves at once
+    if the parent is gone."""
 
     def __init__(self, every: int = 50):
         self.every = every
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx % self.every == 0:
+            if os.getppid() != _state["parent"]:
+                os._exit(1)
             share_cores()
 
 
-def start(plan: RunPlan, unfinished) -> None:
+def start(plan: RunPlan, unfinished, parent: int) -> None:
     """Pool initializer: each worker reads MNIST once and keeps it for the folds it trains."""
     from digitnet.data import load_mnist
     from digitnet.logs import quiet
 
     # Ctrl-C is the parent's to handle: it terminates the workers, whose folds in progress are then lost anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _state.update(cores=plan.threads, workers=plan.processes, unfinished=unfinished,
-                  arrays=load_mnist(plan.data_root, download=False))
+    _state.update(parent=parent, cores=plan.threads, workers=plan.processes, unfinished=unfinished)
+    die_with_parent()
+    _state["arrays"] = load_mnist(plan.data_root, download=False)
     quiet()
 
 

@@ -1,0 +1,171 @@
+"""Run dirs you can trust, through the real CLI: one writer at a time, refused reruns change nothing, no orphans."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+TINY = ["data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1"]
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root with its bytes and mtime: what 'left as it was' means."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state not in ("Z", "X")
+
+
+def one_error_line(result, expected: str):
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_busy_run_dir_is_refused(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from digitnet.rundir import RunDirLock; RunDirLock(Path(sys.argv[1])); print('held', "
+                               "flush=True); time.sleep(120)", str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli("digitnet.train", *TINY, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}")
+        one_error_line(result, f"{run_dir} is in use by another digitnet run (PID {holder.pid}, since ")
+        assert not (run_dir / "folds").exists() and not (run_dir / ".hydra").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_cli("digitnet.train", *TINY, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]  # released with its holder
+
+
+@pytest.mark.slow
+def test_refused_reruns_change_nothing(tmp_path, mnist_root):
+    run_dir = tmp_path / "run"
+    assert run_cli("digitnet.train", *TINY, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}").returncode == 0
+    before = snapshot(run_dir)
+    assert ".hydra/overrides.yaml" in before and "plan.json" in before
+    result = run_cli("digitnet.train", *TINY, "optimizer.lr=0.1", f"data.root={mnist_root}", f"hydra.run.dir={run_dir}")
+    one_error_line(result, "fold_0.json was trained with another config (optimizer.lr=0.01 there, 0.1 now)")
+    assert snapshot(run_dir) == before
+    (run_dir / "folds" / "fold_1.json").write_text("{trunc")
+    result = run_cli("digitnet.train", *TINY, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}")
+    one_error_line(result, f"{run_dir / 'folds' / 'fold_1.json'} is damaged")
+    assert "delete it and rerun: that fold trains again" in result.stderr
+
+    # A sweep: Hydra's own files too (multirun.yaml, each job's .hydra/), and summarize keeps its labels.
+    sweep = tmp_path / "sweep"
+    args = ["-m", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}",
+            f"hydra.sweep.dir={sweep}"]
+    assert run_cli("digitnet.train", *args, "optimizer.lr=0.01,0.05").returncode == 0
+    before = snapshot(sweep)
+    result = run_cli("digitnet.train", *args, "optimizer.lr=0.02,0.05")
+    one_error_line(result, "holds the sweep `data.limit=600 cv.n_folds=2 trainer.max_epochs=1")
+    assert snapshot(sweep) == before
+    summary = run_cli("digitnet.summarize", sweep)
+    assert "optimizer.lr=0.01" in summary.stdout and "optimizer.lr=0.02" not in summary.stdout
+    resumed = run_cli("digitnet.train", *args, "optimizer.lr=0.01,0.05")  # the same sweep resumes
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 4
+
+
+@pytest.mark.slow
+def test_final_never_overwrites(tmp_path, mnist_root):
+    args = ["task=final", "data.limit=600", "trainer.max_epochs=1", f"data.root={mnist_root}",
+            f"hydra.run.dir={tmp_path / 'final'}"]
+    first = run_cli("digitnet.train", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = snapshot(tmp_path / "final")
+    again = run_cli("digitnet.train", *args)
+    assert again.returncode == 0 and "The final model of this config exists" in again.stdout
+    after = snapshot(tmp_path / "final")
+    for kept in ("final.ckpt", "test_metrics.json", "plan.json", ".hydra/config.yaml"):
+        assert after[kept] == before[kept]
+    assert after.keys() == before.keys()  # only train.log (the rerun's line) and the lock file were touched
+    before = after
+    other = run_cli("digitnet.train", *args, "optimizer.lr=0.05")
+    one_error_line(other, "holds a run of another config (optimizer.lr=0.01 there, 0.05 now)")
+    cv = run_cli("digitnet.train", *args[1:], "cv.n_folds=2")
+    one_error_line(cv, "holds a task=final run; choose a new hydra.run.dir for task=cv")
+    assert snapshot(tmp_path / "final") == before
+    assert len(list((tmp_path / "final" / "tb" / "final").glob("events.out.tfevents.*"))) == 1
+
+
+def start_run(run_dir, mnist_root, *extra):
+    args = ["data.limit=6000", "cv.n_folds=3", "trainer.max_epochs=5", f"data.root={mnist_root}",
+            f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen([sys.executable, "-m", "digitnet.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def wait_for_epoch_line(proc, deadline=180):
+    end = time.time() + deadline
+    for line in proc.stdout:
+        if ", epoch 1/5" in line or time.time() > end:
+            return
+
+
+@pytest.mark.slow
+def test_workers_die_with_their_parent(tmp_path, mnist_root):
+    proc = start_run(tmp_path / "run", mnist_root, "cv.workers=2")
+    try:
+        wait_for_epoch_line(proc)
+        workers = children(proc.pid)
+        assert len(workers) >= 2, workers  # the pool's processes (and its resource tracker)
+        proc.kill()  # SIGKILL: no handler runs in the parent
+        proc.wait()
+        deadline = time.time() + 20
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(w) for w in workers)
+    finally:
+        for w in children(proc.pid):
+            os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_is_handled_as_ctrl_c(tmp_path, mnist_root, workers):
+    proc = start_run(tmp_path / "run", mnist_root, f"cv.workers={workers}")
+    wait_for_epoch_line(proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"digitnet.train: terminated (SIGTERM); rerun the same command to resume "
+                                        f"(finished folds are in {tmp_path / 'run'})"]
+    time.sleep(1)
+    assert not [w for w in children(proc.pid) if alive(w)]
+
+
+@pytest.mark.slow
+def test_a_blown_up_loss_is_divergence_and_chance_is_flagged(tmp_path, mnist_root):
+    sweep = tmp_path / "sweep"
+    result = run_cli("digitnet.train", "-m", "optimizer.lr=50,0.5,0.05", "data.limit=600", "cv.n_folds=3",
+                     "trainer.max_epochs=1", f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    exploded = json.loads((sweep / "0" / "cv_summary.json").read_text())
+    assert exploded["status"] == "diverged" and "over 10x its first value" in exploded["folds"][0]["reason"]
+    chance = json.loads((sweep / "1" / "cv_summary.json").read_text())
+    assert chance["status"] == "ok" and chance["n_at_chance"] == 3 and all(f["at_chance"] for f in chance["folds"])
+    md = (sweep / "sweep_summary.md").read_text()
+    assert "| diverged |" in md and "| ok, 3 at chance |" in md
+    assert "Best job: 2 (optimizer.lr=0.05)" in result.stdout
