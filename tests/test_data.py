@@ -34,6 +34,25 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.utils.download_url", no_network)
     with pytest.raises(UserError, match=r"missing .*t10k-labels-idx1-ubyte, and downloading them failed .*copy the four"):
         load_mnist(tmp_path / "empty", download=True)
+    assert not (tmp_path / "empty").exists()  # a failed download leaves no folder behind
+
+
+def test_an_idx_file_with_no_items_is_named(tmp_path):
+    from conftest import write_idx
+
+    make_synthetic_mnist(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 28, 28)), 2051)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros((0,)), 2049)
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz: holds 0 items"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_the_holdout_alone_is_enough_for_evaluate(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()
+    arrays = load_mnist(tmp_path, download=False, holdout_only=True)
+    assert len(arrays.test_y) == 20 and len(arrays.train_y) == 0
 
 
 @pytest.mark.parametrize(

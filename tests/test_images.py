@@ -125,3 +125,44 @@ def test_mnist_digits_pass_through_nearly_unchanged(mnist_root):
     diffs = [np.abs(mnist_form(d) - d).mean() for d in digits]
     # MNIST digits already are 20 px, centred by mass: re-preprocessing moves little ink.
     assert np.median(diffs) < 0.06
+
+
+def page_with_seven(size, box, width, dust=0, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    a = gray(draw_seven(size=size, box=box, width=width))
+    for _ in range(dust):  # dark specks, 1-2 px, anywhere on the page
+        r, c = rng.integers(0, size[1] - 2), rng.integers(0, size[0] - 2)
+        a[r : r + rng.integers(1, 3), c : c + rng.integers(1, 3)] = rng.uniform(0, 0.5)
+    return np.clip(a + rng.normal(0, noise, a.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("size, box, width", [
+    ((1000, 1000), (400, 400, 520, 600), 14),  # 200 px tall on a 1000x1000 page (was "no digit found")
+    ((2400, 1800), (1500, 1200, 1560, 1280), 7),  # its box is 0.11% of the frame
+])
+def test_a_small_digit_on_a_large_page_is_found(size, box, width):
+    reference = mnist_form(gray(draw_seven()))
+    out = mnist_form(page_with_seven(size, box, width))
+    assert_mnist_like(out)
+    assert np.abs(out - reference).mean() < 0.08
+
+
+def test_dust_texture_and_jpeg_noise_are_not_ink(tmp_path):
+    reference = mnist_form(gray(draw_seven()))
+    page = page_with_seven((1000, 800), (600, 300, 700, 460), 12, dust=40, noise=0.03)
+    Image.fromarray((page * 255).astype(np.uint8)).save(tmp_path / "photo.jpg", quality=60)
+    out = mnist_form(open_gray(tmp_path / "photo.jpg"))
+    assert_mnist_like(out)
+    assert np.abs(out - reference).mean() < 0.08
+    blank = page_with_seven((1000, 800), (0, 0, 0, 0), 0, dust=40, noise=0.03)
+    with pytest.raises(ImageProblem, match="no digit found"):
+        mnist_form(blank)
+
+
+def test_non_finite_pixels_are_this_image_s_problem(tmp_path):
+    a = np.full((40, 40), 0.0, dtype=np.float32)
+    a[10:30, 18:22] = 1.0
+    a[0, 0] = np.nan
+    Image.fromarray(a, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(ImageProblem, match="not numbers"):
+        mnist_form(open_gray(tmp_path / "nan.tif"))

@@ -86,6 +86,8 @@ def test_run_in_process_reports_the_plan_it_ran(tmp_path, synthetic_root, capsys
     assert summary["n"] == 2 and summary["plan"] == plan.as_dict() and summary["plan"]["runner"] == "sequential"
     out = capsys.readouterr().out
     assert plan.describe() in out and "> " in out and "Accuracy: mean=" in out
+    # Not a terminal: a line per epoch, no progress bar redraws; folds numbered as their files everywhere.
+    assert "fold 0 of 2, epoch 1/1: train_loss" in out and "\r" not in out and "(fold 0)" in out
     saved = json.loads((tmp_path / "run" / "folds" / "fold_0.json").read_text())
     assert saved["run_key"] == plan.fingerprint_fields()
     assert oct((tmp_path / "run" / "cv_summary.json").stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's 0600

@@ -86,6 +86,8 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tenso
             f"{path}: header promises {dims[0]} items ({expected} bytes) but the file has {len(raw)} bytes; "
             "it is truncated or corrupt, replace it with a good copy"
         )
+    if dims[0] == 0:
+        raise UserError(f"{path}: holds 0 items; replace it with a good copy of the MNIST file")
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(*dims)
 
 
@@ -97,9 +99,12 @@ class MNISTArrays:
     test_y: torch.Tensor
 
 
-def load_mnist(root: str | os.PathLike, download: bool = True) -> MNISTArrays:
+def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: bool = False) -> MNISTArrays:
+    """The four MNIST files of `root` (gz or raw), checked. holdout_only: the two t10k files alone (evaluate);
+    the training arrays are then empty."""
     root = Path(root).expanduser()
-    missing = [stem for stem in _FILES if _find(root, stem) is None]
+    wanted = [stem for stem in _FILES if not holdout_only or stem.startswith("t10k")]
+    missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing and download:
         created = not root.exists()
         try:
@@ -116,24 +121,29 @@ def load_mnist(root: str | os.PathLike, download: bool = True) -> MNISTArrays:
                 for stem in missing:
                     (root / (stem + ".gz")).unlink(missing_ok=True)
             raise
-        missing = [stem for stem in _FILES if _find(root, stem) is None]
+        missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing:
         raise UserError(
             f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). "
             "Copy them there, set data.root=DIR or DIGITNET_DATA=DIR, or allow data.download=true"
         )
-    t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in _FILES}
+    t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in wanted}
+    empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
     arrays = MNISTArrays(
-        t["train-images-idx3-ubyte"], t["train-labels-idx1-ubyte"].long(),
+        t.get("train-images-idx3-ubyte", empty), t.get("train-labels-idx1-ubyte", empty[:, 0, 0]).long(),
         t["t10k-images-idx3-ubyte"], t["t10k-labels-idx1-ubyte"].long(),
     )
     for split, x, y in (("train", arrays.train_x, arrays.train_y), ("t10k", arrays.test_x, arrays.test_y)):
+        if holdout_only and split == "train":
+            continue
         if len(x) != len(y):
             raise UserError(
                 f"{root}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; "
                 "the files come from different sets or one is cut short"
             )
-        if len(y) and int(y.max()) > 9:
+        if len(y) == 0:
+            raise UserError(f"{_find(root, split + '-images-idx3-ubyte')}: holds 0 images; replace it with a good copy")
+        if int(y.max()) > 9:
             raise UserError(f"{root}: {split} labels hold {int(y.max())}, MNIST labels are 0-9")
     return arrays
 

@@ -18,3 +18,4 @@ def exit_on_user_error(prog: str = "digitnet"):
         sys.stdout.flush()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+

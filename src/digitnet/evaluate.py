@@ -6,11 +6,11 @@ The net and its pixel scaling come from the checkpoint's own hparams, never from
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from digitnet.errors import exit_on_user_error
+from digitnet.errors import UserError, exit_on_user_error
+from digitnet.files import check_writable_file
 
 PROG = "digitnet.evaluate"
 
@@ -26,12 +26,16 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
+        if args.batch_size < 1:
+            raise UserError(f"--batch-size {args.batch_size}: must be a positive whole number (default 1000)")
+        if args.out:
+            check_writable_file(args.out, "--out")
         from digitnet import report
         from digitnet.data import load_mnist
         from digitnet.nets import load_checkpoint
 
         model = load_checkpoint(args.checkpoint)
-        arrays = load_mnist(args.data_root, download=not args.no_download)
+        arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True)
         metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
         arch = model.hparams["arch"]
         metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))

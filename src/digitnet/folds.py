@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet import report
+from digitnet.files import write_json_atomic
 from digitnet.errors import UserError
 from digitnet.plan import RunPlan, differences
 
@@ -28,7 +28,7 @@ class FoldStore:
 
     def save(self, result: dict) -> None:
         """The one place a finished fold is written (atomically: Ctrl-C never leaves half a file)."""
-        report.write_json_atomic(self.path(result["fold"]), {**result, "run_key": self.run_key})
+        write_json_atomic(self.path(result["fold"]), {**result, "run_key": self.run_key})
 
     def load(self, fold: int) -> dict | None:
         """The fold's saved result, or None. A fold of another config stops the run: results are never mixed."""

@@ -118,19 +118,53 @@ def _widen_thin_strokes(crop: np.ndarray) -> np.ndarray:
     return work
 
 
+# Photos are brought down to this longer side first: a digit covering 0.1% of a 12-Mpx frame is still ~60 px
+# tall there, and the filters below stay fast.
+MAX_SIDE = 2000
+
+
+def _digit_mask(smooth: np.ndarray) -> np.ndarray:
+    """The digit's pixels: the connected ink with the most mass, and the ink near it (a "5"'s loose bar); dust and
+    specks elsewhere on the page are dropped."""
+    labels, n = ndimage.label(smooth > 0)
+    if n <= 1:
+        return labels > 0
+    mass = ndimage.sum(smooth, labels, index=np.arange(1, n + 1))
+    boxes = ndimage.find_objects(labels)
+    main = int(np.argmax(mass))
+    r, c = boxes[main]
+    margin = max(r.stop - r.start, c.stop - c.start) // 4
+    keep = [i + 1 for i, (rr, cc) in enumerate(boxes)
+            if rr.start >= r.start - margin and rr.stop <= r.stop + margin
+            and cc.start >= c.start - margin and cc.stop <= c.stop + margin]
+    return np.isin(labels, keep)
+
+
 def mnist_form(gray: np.ndarray) -> np.ndarray:
     """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]."""
+    if not np.isfinite(gray).all():
+        raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
+    if max(gray.shape) > MAX_SIDE:
+        gray = _resize_longer_side(gray, MAX_SIDE)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) > 0.5:  # light background: ink on paper, so invert to MNIST's white on black
         gray = 1.0 - gray
     if min(gray.shape) >= 64:
         gray = _flatten_illumination(gray)
         border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background, ink_level = float(np.median(border)), float(np.percentile(gray, 99.5))
+    background = float(np.median(border))
+    # The ink's level from a 3x3 median filter: single specks and JPEG noise cannot set it, while a stroke a few
+    # pixels wide, even of a digit covering 0.1% of the frame, does (a percentile of the whole frame would not).
+    smooth = ndimage.median_filter(gray, size=3) if min(gray.shape) >= 9 else gray
+    ink_level = float(smooth.max())
     if ink_level - background < 0.1:
         raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
-    ink = np.clip((gray - background) / (ink_level - background), 0, 1)
-    ink[ink < 0.2] = 0  # paper texture and sensor noise
+    scale = ink_level - background
+    ink = np.clip((gray - background) / scale, 0, 1)
+    smooth = np.clip((smooth - background) / scale, 0, 1)
+    smooth[smooth < 0.2] = 0  # paper texture and sensor noise
+    ink[~_digit_mask(smooth)] = 0
+    ink[ink < 0.2] = 0
     if ink.sum() == 0:
         raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
     r0, r1, c0, c1 = _ink_box(ink)

@@ -5,6 +5,7 @@ Kept free of Lightning so that `digitnet.predict` starts fast; the LightningModu
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -85,13 +86,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}); pass a digitnet .ckpt") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise UserError(f"{path}: not a digitnet checkpoint (no state_dict and hyper_parameters)")
-    hp = dict(ckpt["hyper_parameters"])
+    hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp):
+        raise UserError(f"{path}: hyper_parameters must be a dict with names as keys, found {type(hp).__name__}; "
+                        "this file was not written by digitnet")
     arch = hp.get("arch")
-    if arch not in NETS:
+    if not isinstance(arch, str) or arch not in NETS:
         raise UserError(f"{path}: checkpoint names unknown architecture {arch!r}; this digitnet knows {', '.join(NETS)}")
+    for key, default in (("pixel_mean", 0.0), ("pixel_std", 1.0)):
+        value = hp.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{path}: hyper_parameters {key}={value!r} is not a finite number; the file is damaged")
+    if hp.get("pixel_std", 1.0) <= 0:
+        raise UserError(f"{path}: hyper_parameters pixel_std={hp['pixel_std']} must be > 0; the file is damaged")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UserError(f"{path}: state_dict must map names to tensors; the file is damaged")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: weights hold NaN or infinite values ({bad[0]}); the model diverged or the file is "
+                        "damaged")
     model = ScaledNet(**hp)
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit a {arch} net ({str(exc).splitlines()[0][:160]})") from None
     return model.eval()

@@ -43,6 +43,9 @@ def prepare(paths, preprocess: bool):
             good.append(path)
         except ImageProblem as exc:
             failed.append((path, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - whatever breaks on one image is that image's error alone
+            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+            failed.append((path, f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})"))
     return good, arrays, failed
 
 
@@ -68,8 +71,12 @@ def main(argv=None) -> int:
     good, arrays, failed = prepare(paths, preprocess=not args.no_preprocess)
     probs = classify(model, arrays, args.batch_size)
     top_p, top_d = probs.topk(max(args.top_k, 1), dim=1)
+    finite = torch.isfinite(probs).all(dim=1).tolist()
     rows = []
-    for path, ps, ds in zip(good, top_p.tolist(), top_d.tolist()):
+    for path, ps, ds, ok in zip(good, top_p.tolist(), top_d.tolist(), finite):
+        if not ok:  # never NaN in the output: JSON has no NaN
+            failed.append((path, "the model gave no finite probabilities for it"))
+            continue
         rows.append(
             {
                 "path": str(path),
@@ -79,7 +86,7 @@ def main(argv=None) -> int:
             }
         )
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
+        json.dump(rows, sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         for r in rows:

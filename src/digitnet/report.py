@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -15,29 +12,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
 
+from digitnet.files import write_json_atomic  # noqa: E402,F401 - reports write JSON through it
+
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C. The file gets the
-    permissions a plain open() would give (mkstemp's are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int = 0) -> dict:
@@ -134,12 +111,22 @@ def learning_curves_figure(histories: list[list[dict]]):
 
 
 def boxplot_figure(groups: dict[str, list[float]], title: str):
+    """Fold accuracies per group. Up to 6 groups side by side; more lie one per row, so every label stays readable."""
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 5))
-    ax.boxplot([[100 * s for s in groups[n]] for n in names], showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
-    ax.set(ylabel="validation accuracy (%)", title=title)
-    ax.grid(alpha=0.3, axis="y")
+    data = [[100 * s for s in groups[n]] for n in names]
+    if len(names) <= 6:
+        fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 5))
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0,
+                      ha="right" if len(names) > 3 else "center")
+        ax.set(ylabel="validation accuracy (%)", title=title)
+        ax.grid(alpha=0.3, axis="y")
+    else:
+        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.35 * len(names)))
+        ax.boxplot(data[::-1], showmeans=True, vert=False)  # first job on top
+        ax.set_yticks(range(1, len(names) + 1), names[::-1], fontsize=8)
+        ax.set(xlabel="validation accuracy (%)", title=title)
+        ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
 

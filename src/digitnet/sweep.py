@@ -69,12 +69,13 @@ def read_job(job_dir: Path) -> dict:
 
 
 def compare_to_best(jobs: list[dict]) -> dict | None:
+    for j in jobs:
+        j.update(delta_vs_best=None, t=None, p_value=None)
     ok = [j for j in jobs if j["status"].startswith("ok") and j["mean"] is not None]
     if not ok:
         return None
     best = max(ok, key=lambda j: j["mean"])
     for j in jobs:
-        j.update(delta_vs_best=None, t=None, p_value=None)
         if j is best or j not in ok:
             continue
         j["delta_vs_best"] = j["mean"] - best["mean"]

@@ -6,6 +6,7 @@ MNIST and hands the plan to the task: the fold loop (cv.py, with one of runners.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from importlib import resources
@@ -15,7 +16,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from digitnet import rundir  # first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import exit_on_user_error
+from digitnet.files import write_json_atomic
 from digitnet.plan import RunPlan, make_plan
 
 PROG = "digitnet.train"
@@ -41,6 +44,42 @@ def check_group_choices(argv: list[str]) -> None:
             if choice not in known:
                 print(f"{PROG}: error: {key}={choice} is unknown; use one of {', '.join(known)}", file=sys.stderr)
                 raise SystemExit(1)
+
+
+def check_output_dirs(argv: list[str]) -> None:
+    """hydra.run.dir / hydra.sweep.dir that cannot be a folder get one line here; Hydra would make them first and
+    fail with a traceback."""
+    from digitnet.errors import UserError
+
+    given = {key.lstrip("+"): value for key, _, value in (arg.partition("=") for arg in argv)}
+    dirs = {key: given[key] for key in ("hydra.run.dir", "hydra.sweep.dir") if key in given}
+    if not dirs:
+        dirs = {"the output folder": "outputs"}  # the default run and sweep dirs live under ./outputs
+    with exit_on_user_error(PROG):
+        for key, value in dirs.items():
+            if "${" in value:
+                continue
+            path = Path(value)
+            if path.exists() and not path.is_dir():
+                raise UserError(f"{key}={value} is a file; choose a folder")
+            missing = []
+            while not path.exists():
+                missing.append(path)
+                path = path.parent
+            if not path.is_dir():
+                raise UserError(f"{key}={value}: {path} is a file, not a folder; choose another folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise UserError(f"{key}={value}: {path} is not writable; choose a folder you can write to")
+            try:  # the real test (root passes access() everywhere): make the folders, then remove them again
+                for folder in reversed(missing):
+                    folder.mkdir()
+            except OSError as exc:
+                raise UserError(f"{key}={value} cannot be created ({exc.strerror}); choose a folder you can write "
+                                "to") from None
+            finally:
+                for folder in missing:
+                    if folder.is_dir():
+                        folder.rmdir()
 
 
 def compose_plan(*overrides: str, **machine) -> RunPlan:
@@ -69,7 +108,6 @@ def execute(plan: RunPlan, arrays, run_dir: Path) -> dict:
     """The task itself; everything it writes goes into run_dir. Returns cv_summary.json's or test_metrics.json's
     content."""
     from digitnet.logs import say
-    from digitnet.report import write_json_atomic
 
     say(plan.describe())
     for note in plan.notes:
@@ -106,8 +144,6 @@ def _terminate(signum, frame):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from digitnet import rundir
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     signal.signal(signal.SIGTERM, _terminate)
     lock = None
@@ -137,6 +173,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """Console script `digitnet-train`."""
     check_group_choices(sys.argv[1:])
+    check_output_dirs(sys.argv[1:])
     main()
 
 

@@ -1,0 +1,46 @@
+"""Writing files safely: JSON written atomically with normal permissions, and output paths checked before work."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from digitnet.errors import UserError
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C. The file gets the
+    permissions a plain open() would give (mkstemp's are 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable_file(path, what: str) -> None:
+    """A file we are about to write: not a folder, and its folder exists (or can be made) and is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file path such as {path / 'metrics.json'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {parent} is not writable; choose another path")

@@ -1,0 +1,168 @@
+"""Every bad input gets one line, exit 1, no traceback: checkpoints, predict, evaluate, summarize, output dirs.
+In process where the entry points allow, so that the suite stays fast."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, make_synthetic_mnist
+from digitnet.errors import UserError
+from digitnet.models import DigitClassifier
+
+SAMPLE = ROOT / "samples" / "sample_image.png"
+
+
+def write_checkpoint(path, change=None):
+    model = DigitClassifier(arch="baseline")
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    if change:
+        change(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def set_hp(key, value):
+    return lambda ckpt: ckpt["hyper_parameters"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.__setitem__("hyper_parameters", [1, 2]), "hyper_parameters must be a dict"),
+    (lambda c: c["hyper_parameters"].__setitem__(3, "x"), "hyper_parameters must be a dict with names as keys"),
+    (set_hp("arch", ["deep"]), "unknown architecture ['deep']"),
+    (set_hp("arch", None), "unknown architecture None"),
+    (set_hp("pixel_mean", "0.1"), "pixel_mean='0.1' is not a finite number"),
+    (set_hp("pixel_std", float("nan")), "pixel_std=nan is not a finite number"),
+    (set_hp("pixel_std", 0.0), "pixel_std=0.0 must be > 0"),
+    (lambda c: c.__setitem__("state_dict", [1]), "state_dict must map names to tensors"),
+    (lambda c: c["state_dict"]["net.0.weight"].fill_(float("nan")), "weights hold NaN or infinite values (net.0.weight)"),
+    (lambda c: c["state_dict"]["net.4.bias"].fill_(float("inf")), "weights hold NaN or infinite values (net.4.bias)"),
+])
+def test_malformed_checkpoints_are_one_line(tmp_path, change, message):
+    from digitnet.nets import load_checkpoint
+
+    path = write_checkpoint(tmp_path / "bad.ckpt", change)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_predict_isolates_each_image_and_prints_valid_json(tmp_path, capsys):
+    from digitnet import predict
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    nan = np.zeros((40, 40), dtype=np.float32)
+    nan[10:30, 18:22], nan[0, 0] = 1.0, np.nan
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
+    assert predict.main([str(ckpt), str(SAMPLE), str(tmp_path / "nan.tif"), str(SAMPLE), "--json"]) == 1
+    out, err = capsys.readouterr()
+    rows = json.loads(out)  # strict JSON: no NaN
+    assert [r["path"] for r in rows] == [str(SAMPLE), str(SAMPLE)]
+    assert err.strip().splitlines() == [f"digitnet.predict: error: {tmp_path / 'nan.tif'}: holds pixels that are not "
+                                        "numbers (NaN or infinite); save it again as a plain image"]
+
+
+def test_predict_survives_a_failure_inside_preprocessing(tmp_path, capsys, monkeypatch):
+    from digitnet import predict
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    real = predict.mnist_form
+    calls = iter([real, lambda gray: 1 / 0, real])
+    monkeypatch.setattr(predict, "mnist_form", lambda gray: next(calls)(gray))
+    assert predict.main([str(ckpt), str(SAMPLE), str(SAMPLE), str(SAMPLE)]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and "cannot be prepared (ZeroDivisionError" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size 0: must be a positive whole number"),
+    (["--batch-size", "-5"], "--batch-size -5: must be a positive whole number"),
+    (["--out", "{tmp}"], "is a folder; give a file path such as"),
+    (["--out", "{tmp}/afile/metrics.json"], "afile is a file, not a folder"),
+])
+def test_evaluate_bad_arguments_before_any_work(tmp_path, capsys, args, message):
+    from digitnet import evaluate
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(ckpt), "--data-root", str(tmp_path / "nodata"), "--no-download", *args])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_evaluate_needs_only_the_holdout_files(tmp_path, capsys):
+    from digitnet import evaluate
+
+    data = make_synthetic_mnist(tmp_path / "mnist")
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (data / name).unlink()
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    assert evaluate.main([str(ckpt), "--data-root", str(data), "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 20
+    assert oct((tmp_path / "m.json").stat().st_mode & 0o777) == "0o644"
+
+
+def test_summarize_names_damaged_files_and_skips_foreign_jobs(tmp_path, capsys):
+    from digitnet import summarize
+
+    for job in ("0", "1"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr=0.0{job}\n")
+    # job 1 is someone else's Hydra job: no plan, no folds. It gets a row, not a traceback.
+    assert summarize.main([str(tmp_path)]) == 0
+    assert "not started or failed" in (tmp_path / "sweep_summary.md").read_text()
+    (tmp_path / "0" / "cv_summary.json").write_text("{")
+    with pytest.raises(SystemExit) as stop:
+        summarize.main([str(tmp_path)])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / '0' / 'cv_summary.json'} is damaged" in err[-1]
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("hydra.run.dir={tmp}/afile", "afile is a file; choose a folder"),
+    ("hydra.run.dir={tmp}/afile/run", "afile is a file, not a folder"),
+    ("hydra.sweep.dir=/proc/digitnet/sweep", "cannot be created (No such file or directory)"),
+])
+def test_output_dirs_that_cannot_be_folders(tmp_path, capsys, arg, message):
+    from digitnet.train import check_output_dirs
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        check_output_dirs([arg.replace("{tmp}", str(tmp_path))])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    check_output_dirs([f"hydra.run.dir={tmp_path}/new/run"])  # a good one passes and leaves nothing made
+    assert not (tmp_path / "new").exists()
+
+
+def test_train_help_names_the_tasks_and_main_options():
+    result = subprocess.run([sys.executable, "-m", "digitnet.train", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "powered by Hydra" not in result.stdout
+    for text in ("task=...", "cv ", "final ", "model=baseline|batchnorm|deep", "optimizer=sgd|adam|adamw",
+                 "data.limit=N", "$DIGITNET_DATA"):
+        assert text in result.stdout, text
+
+
+def test_short_learning_curves_show_points_and_many_jobs_stay_readable():
+    from digitnet import report
+
+    fig = report.learning_curves_figure([[{"epoch": 0, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.6,
+                                           "val_acc": 0.5}]])
+    assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.get_lines())
+    names = {f"{i}: optimizer.lr=0.{i:03d} model=deep": [0.98, 0.99] for i in range(12)}
+    fig = report.boxplot_figure(names, "sweep")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[-1].startswith("0: ") and len(labels) == 12  # one per row, first job on top
+    assert fig.get_size_inches()[1] >= 0.35 * 12
