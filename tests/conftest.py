@@ -93,3 +93,15 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None =
         [sys.executable, "-m", module, *map(str, args)],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
+    """A real model, quickly: task=final on 10k images for one epoch (about 98% on the holdout's easy digits)."""
+    from digitnet.train import run
+
+    run_dir = tmp_path_factory.mktemp("trained") / "final"
+    plan = plan_of("task=final", "model=baseline", "data.limit=10000", "trainer.max_epochs=1", f"data.root={mnist_root}",
+                   "trainer.enable_progress_bar=false")
+    run(plan, run_dir)
+    return run_dir / "final.ckpt"

@@ -33,20 +33,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def prepare(paths, preprocess: bool):
-    """(good paths, their 28x28 arrays, [(path, reason)] for the rest)."""
-    good, arrays, failed = [], [], []
-    for path in paths:
-        try:
-            gray = open_gray(path)
-            arrays.append(mnist_form(gray) if preprocess else as_is(gray))
-            good.append(path)
-        except ImageProblem as exc:
-            failed.append((path, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - whatever breaks on one image is that image's error alone
-            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-            failed.append((path, f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})"))
-    return good, arrays, failed
+def prepare_one(source, preprocess: bool = True) -> np.ndarray:
+    """One image (a path or a file object) -> its 28x28 array, or ImageProblem with a one-line reason. Whatever else
+    breaks on one image is that image's problem alone."""
+    try:
+        gray = open_gray(source)
+        return mnist_form(gray) if preprocess else as_is(gray)
+    except ImageProblem:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})") from None
 
 
 @torch.inference_mode()
@@ -59,6 +56,32 @@ def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
     return torch.cat(probs) if probs else torch.empty(0, 10)
 
 
+def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_size: int = 512):
+    """[(name, path or file object)] -> (rows, the rows' 28x28 arrays and probabilities, [(name, reason)]).
+
+    A row is what `--json` prints: {"path", "digit", "probability", "top": [{"digit", "probability"}, ...]}.
+    digitnet.serve answers with the same rows, computed here."""
+    names, arrays, failed = [], [], []
+    for name, source in items:
+        try:
+            arrays.append(prepare_one(source, preprocess))
+            names.append(name)
+        except ImageProblem as exc:
+            failed.append((name, str(exc)))
+    probs = classify(model, arrays, batch_size)
+    top_p, top_d = probs.topk(top_k, dim=1)
+    finite = torch.isfinite(probs).all(dim=1).tolist()
+    rows, extras = [], []
+    for name, array, p, ps, ds, ok in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite):
+        if not ok:  # never NaN in the output: JSON has no NaN
+            failed.append((name, "the model gave no finite probabilities for it"))
+            continue
+        rows.append({"path": str(name), "digit": ds[0], "probability": round(ps[0], 6),
+                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)]})
+        extras.append((array, [round(q, 6) for q in p]))
+    return rows, extras, failed
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     with exit_on_user_error(PROG):
@@ -68,23 +91,8 @@ def main(argv=None) -> int:
         paths = expand_paths(args.images)
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")
-    good, arrays, failed = prepare(paths, preprocess=not args.no_preprocess)
-    probs = classify(model, arrays, args.batch_size)
-    top_p, top_d = probs.topk(max(args.top_k, 1), dim=1)
-    finite = torch.isfinite(probs).all(dim=1).tolist()
-    rows = []
-    for path, ps, ds, ok in zip(good, top_p.tolist(), top_d.tolist(), finite):
-        if not ok:  # never NaN in the output: JSON has no NaN
-            failed.append((path, "the model gave no finite probabilities for it"))
-            continue
-        rows.append(
-            {
-                "path": str(path),
-                "digit": ds[0],
-                "probability": round(ps[0], 6),
-                "top": [{"digit": d, "probability": round(p, 6)} for d, p in zip(ds, ps)],
-            }
-        )
+    rows, _, failed = predict_images(model, [(p, p) for p in paths], not args.no_preprocess, args.top_k,
+                                     args.batch_size)
     if args.json:
         json.dump(rows, sys.stdout, indent=1, allow_nan=False)
         print()

@@ -1,0 +1,133 @@
+"""digitnet.serve: the HTTP API in process (FastAPI's TestClient), bad input, and concurrency."""
+
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from test_inputs import write_checkpoint
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from digitnet import serve  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "sample_image.png"
+
+
+def png(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def random_client(tmp_path_factory):
+    ckpt = write_checkpoint(tmp_path_factory.mktemp("serve") / "random.ckpt")
+    return TestClient(serve.create_app(ckpt))
+
+
+def test_health_model_and_docs(random_client):
+    assert random_client.get("/api/health").json() == {"status": "ok"}
+    model = random_client.get("/api/model").json()
+    assert model["arch"] == "baseline" and model["holdout_accuracy"] is None and model["parameters"] == 542230
+    assert "/api/predict" in random_client.get("/openapi.json").json()["paths"]
+    assert random_client.get("/docs").status_code == 200
+    page = random_client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    assert "http" not in random_client.get("/static/app.js").text.replace("https://", "")  # no CDN, works offline
+    assert random_client.get("/static/style.css").status_code == 200
+
+
+def test_bad_files_get_their_own_errors_and_good_ones_are_answered(random_client, tmp_path):
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # 400 Mpx in a few kB
+    files = [
+        ("files", ("good.png", SAMPLE.read_bytes(), "image/png")),
+        ("files", ("notes.png", b"this is not an image", "image/png")),
+        ("files", ("empty.png", b"", "image/png")),
+        ("files", ("truncated.png", SAMPLE.read_bytes()[:120], "image/png")),
+        ("files", ("bomb.png", bomb.getvalue(), "image/png")),
+        ("files", ("huge.png", b"\x89PNG" + b"0" * (serve.MAX_FILE_BYTES + 10), "image/png")),
+    ]
+    response = random_client.post("/api/predict", files=files)
+    assert response.status_code == 413  # the worst of the errors: a file over the size limit
+    body = response.json()
+    assert [r["path"] for r in body["results"]] == ["good.png"]
+    good = body["results"][0]
+    assert set(good) >= {"path", "digit", "probability", "top", "preview", "probabilities"}
+    assert good["preview"].startswith("data:image/png;base64,") and len(good["probabilities"]) == 10
+    errors = {e["file"]: e["error"] for e in body["errors"]}
+    assert set(errors) == {"notes.png", "empty.png", "truncated.png", "bomb.png", "huge.png"}
+    assert "not an image" in errors["notes.png"] and errors["empty.png"] == "empty file"
+    assert "decompression-bomb" in errors["bomb.png"] and "over 10 MB" in errors["huge.png"]
+    only_bad = random_client.post("/api/predict", files=[("files", ("x.txt", b"hello", "text/plain"))])
+    assert only_bad.status_code == 422 and only_bad.json()["results"] == []
+
+
+@pytest.mark.parametrize("request_kwargs, status, message", [
+    ({"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(serve.MAX_FILES + 1)]}, 413, "Too many files"),
+    ({"data": {"files": "not a file"}}, 400, "multipart"),
+    ({"files": [("other", ("a.png", b"x", "image/png"))]}, 400, "no files"),
+    ({"content": b"x" * 10, "headers": {"content-type": "multipart/form-data; boundary=zz",
+                                         "content-length": str(serve.MAX_REQUEST_BYTES + 1)}}, 413, "over"),
+])
+def test_bad_requests_are_4xx_json(random_client, request_kwargs, status, message):
+    response = random_client.post("/api/predict", **request_kwargs)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+def test_uploads_are_never_written_to_disk(random_client, monkeypatch):
+    import tempfile
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was spooled to disk")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", no_disk)
+    big = png(Image.effect_noise((1600, 1600), 60))  # ~2.5 MB, over Starlette's 1 MB spool
+    assert len(big) > 2**20
+    response = random_client.post("/api/predict", files=[("files", ("big.png", big, "image/png"))])
+    assert response.status_code in (200, 422)
+
+
+@pytest.mark.slow
+def test_a_trained_model_answers_like_predict_and_under_load(trained_checkpoint):
+    from digitnet.nets import load_checkpoint
+    from digitnet.predict import predict_images
+
+    client = TestClient(serve.create_app(serve.find_checkpoint(trained_checkpoint.parent)))
+    model = client.get("/api/model").json()
+    assert 0.9 < model["holdout_accuracy"] <= 1
+    body = client.post("/api/predict", files=[("files", ("seven.png", SAMPLE.read_bytes(), "image/png"))]).json()
+    row = body["results"][0]
+    assert row["digit"] == 7
+    rows, _, _ = predict_images(load_checkpoint(trained_checkpoint), [("seven.png", SAMPLE)], top_k=3)
+    assert {k: row[k] for k in ("path", "digit", "probability", "top")} == rows[0]  # the same code, the same fields
+
+    answers, failures = [], []
+
+    def client_thread():
+        for _ in range(50 // 8 + 1):
+            r = client.post("/api/predict", files=[("files", ("seven.png", SAMPLE.read_bytes(), "image/png"))])
+            (answers if r.status_code == 200 and r.json()["results"][0]["digit"] == 7 else failures).append(r)
+
+    threads = [threading.Thread(target=client_thread) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures and len(answers) == 8 * (50 // 8 + 1)
+
+
+def test_serve_cli_one_line_errors(tmp_path, capsys):
+    for argv, message in ((["--port", "70000", str(SAMPLE)], "--port 70000"),
+                          ([str(tmp_path)], "holds no final.ckpt"),
+                          ([str(tmp_path / "none.ckpt")], "no such checkpoint file")):
+        with pytest.raises(SystemExit) as stop:
+            serve.main(argv)
+        assert stop.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
