@@ -19,3 +19,15 @@ def exit_on_user_error(prog: str = "digitnet"):
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
+
+
+@contextmanager
+def quiet_broken_pipe():
+    """`digitnet-predict ... | head`: the reader went away, which is no error of ours; leave without a traceback."""
+    import os
+
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own advice: no second error at exit
+        raise SystemExit(1) from None

@@ -1,6 +1,9 @@
-"""`python -m digitnet.evaluate CHECKPOINT`: re-score a checkpoint on the 10k MNIST holdout.
+"""`python -m digitnet.evaluate MODEL`: score a checkpoint, or a CV run's fold models and their ensemble, on the holdout.
 
-The net and its pixel scaling come from the checkpoint's own hparams, never from the current config.
+MODEL is a checkpoint, a task=final run dir, or a CV run dir: then each fold model (folds/fold_K.ckpt) and their
+ensemble (the mean of their softmax probabilities) are scored, one table row each, and the ensemble's report goes
+into the run dir (ensemble_metrics.json, ensemble_confusion_matrix.png). Nets and pixel scaling come from the
+checkpoints' own hparams, never from the current config.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ def main(argv=None) -> int:
     from digitnet.data import default_root
 
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir")
     parser.add_argument("--data-root", default=default_root(), help="folder with the MNIST files (default: $DIGITNET_DATA or ./data)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of fetching missing MNIST files")
     parser.add_argument("--out", type=Path, help="also write the metrics (and confusion_matrix.png) beside this JSON path")
@@ -32,17 +35,28 @@ def main(argv=None) -> int:
             check_writable_file(args.out, "--out")
         from digitnet import report
         from digitnet.data import load_mnist
-        from digitnet.nets import load_checkpoint
+        from digitnet.nets import Ensemble, load_model
 
-        model = load_checkpoint(args.checkpoint)
+        model = load_model([args.checkpoint])
         arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True)
         metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
         arch = model.hparams["arch"]
         metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
-        if args.out:
-            report.write_json_atomic(args.out, metrics)
+        out = args.out
+        if isinstance(model, Ensemble):
+            metrics["members"] = {}
+            print(f"{'model':<40} {'holdout acc %':>13} {'loss':>8}")
+            for name, member in zip(model.names, model.members):
+                m = report.holdout_metrics(member, arrays.test_x, arrays.test_y, args.batch_size)
+                metrics["members"][name] = {"accuracy": m["accuracy"], "loss": m["loss"]}
+                print(f"{name[-40:]:<40} {100 * m['accuracy']:>13.3f} {m['loss']:>8.4f}")
+            print(f"{'ensemble (mean of softmax)':<40} {100 * metrics['accuracy']:>13.3f} {metrics['loss']:>8.4f}")
+            out = out or Path(args.checkpoint) / "ensemble_metrics.json"
+        if out:
+            report.write_json_atomic(out, metrics)
             figure = report.confusion_figure(metrics["confusion_matrix"], f"{arch}: holdout")
-            report.save(figure, args.out.with_name("confusion_matrix.png"))
+            report.save(figure, out.with_name("ensemble_confusion_matrix.png" if isinstance(model, Ensemble)
+                                              else "confusion_matrix.png"))
     print(f"> {100 * metrics['accuracy']:.3f}")
     print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']}")
     print("per-class accuracy: " + " ".join(f"{d}:{100 * a:.2f}" for d, a in metrics["per_class_accuracy"].items()))
@@ -51,7 +65,10 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-evaluate`."""
-    sys.exit(main())
+    from digitnet.errors import quiet_broken_pipe
+
+    with quiet_broken_pipe():
+        sys.exit(main())
 
 
 if __name__ == "__main__":

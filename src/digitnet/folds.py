@@ -26,8 +26,17 @@ class FoldStore:
     def path(self, fold: int) -> Path:
         return self.run_dir / "folds" / f"fold_{fold}.json"
 
-    def save(self, result: dict) -> None:
-        """The one place a finished fold is written (atomically: Ctrl-C never leaves half a file)."""
+    def checkpoint(self, fold: int) -> Path:
+        return self.run_dir / "folds" / f"fold_{fold}.ckpt"
+
+    def save(self, result: dict, checkpoint: dict | None = None) -> None:
+        """The one place a finished fold is written: its net (fold_K.ckpt, final.ckpt's format) first, then its
+        result, each atomically; the result file is what marks the fold done."""
+        if checkpoint is not None:
+            from digitnet.nets import save_checkpoint
+
+            self.path(result["fold"]).parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.checkpoint(result["fold"]), checkpoint)
         write_json_atomic(self.path(result["fold"]), {**result, "run_key": self.run_key})
 
     def load(self, fold: int) -> dict | None:

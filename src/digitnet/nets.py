@@ -72,6 +72,61 @@ class ScaledNet(nn.Module):
         return self.net((x - self.pixel_mean) / self.pixel_std)
 
 
+def checkpoint_dict(net: nn.Module, hparams: dict) -> dict:
+    """A trained net in final.ckpt's format: {"state_dict": {"net.<name>": tensor}, "hyper_parameters": plain
+    values}, so that it loads with torch.load(weights_only=True) and load_checkpoint."""
+    state = {f"net.{k}": v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    return {"state_dict": state, "hyper_parameters": dict(hparams)}
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Written to a temp file and renamed: a reader never sees half a checkpoint."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+
+
+class Ensemble(nn.Module):
+    """Several checkpoints as one model: the mean of their softmax probabilities, returned as its log, so that a
+    softmax of the output gives that mean back (what predict and evaluate apply)."""
+
+    def __init__(self, members: list[nn.Module], names: list[str]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.names = names
+        first = members[0].hparams
+        self.hparams = {"arch": f"ensemble of {len(members)} {first['arch']}" if len({m.hparams["arch"] for m in members}) == 1
+                        else f"ensemble of {len(members)}", "scaling": first.get("scaling", "normalize")}
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(m(x), dim=1) for m in self.members]).mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(x).clamp_min(1e-30).log()
+
+
+def model_checkpoints(source: str | Path) -> list[Path]:
+    """What a model argument names: a checkpoint file, a task=final run dir (final.ckpt), or a CV run dir (its
+    folds/fold_K.ckpt, the ensemble of its folds)."""
+    path = Path(source)
+    if not path.is_dir():
+        return [path]
+    if (path / "final.ckpt").is_file():
+        return [path / "final.ckpt"]
+    folds = sorted(path.glob("folds/fold_*.ckpt"), key=lambda p: int(p.stem.split("_")[1]))
+    if folds:
+        return folds
+    raise UserError(f"{path} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final run dir "
+                    "or a CV run dir")
+
+
+def load_model(sources: list[str | Path]) -> nn.Module:
+    """One checkpoint as itself; several (a CV run dir, or several files) as their Ensemble."""
+    paths = [p for source in sources for p in model_checkpoints(source)]
+    members = [load_checkpoint(p) for p in paths]
+    return members[0] if len(members) == 1 else Ensemble(members, [str(p) for p in paths]).eval()
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ScaledNet:
     """Rebuild the net and its pixel scaling from a checkpoint's own hparams. Never unpickles code (weights_only)."""
     path = Path(path)

@@ -17,8 +17,10 @@ PROG = "digitnet.predict"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
-    parser.add_argument("checkpoint", help="a final.ckpt written by `python -m digitnet.train task=final`")
-    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders of them")
+    parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, or a CV "
+                        "run dir (the ensemble of its folds)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "
+                        "of them; leading .ckpt files join MODEL in an ensemble")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tab-separated lines")
     parser.add_argument("--top-k", type=int, default=1, metavar="N", help="also list the N most likely digits")
     parser.add_argument(
@@ -85,10 +87,11 @@ def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_
 def main(argv=None) -> int:
     args = parse_args(argv)
     with exit_on_user_error(PROG):
-        from digitnet.nets import load_checkpoint
+        from digitnet.nets import load_model
 
-        model = load_checkpoint(args.checkpoint)
-        paths = expand_paths(args.images)
+        more = [a for a in args.images if a.endswith(".ckpt")]
+        model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
+        paths = expand_paths([a for a in args.images if not a.endswith(".ckpt")])
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")
     rows, _, failed = predict_images(model, [(p, p) for p in paths], not args.no_preprocess, args.top_k,
@@ -108,7 +111,10 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-predict`."""
-    sys.exit(main())
+    from digitnet.errors import quiet_broken_pipe
+
+    with quiet_broken_pipe():
+        sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -14,22 +14,22 @@ from typing import Callable
 from digitnet.data import MNISTArrays
 from digitnet.folds import FoldStore
 from digitnet.plan import RunPlan
-from digitnet.training import fold_result, make_datamodule, make_trainer, tb_logger, train_fold
+from digitnet.training import fold_hparams, fold_result, make_datamodule, make_trainer, tb_logger, train_fold
 
 Finish = Callable[[dict], None]
 
 
 def run_sequential(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: FoldStore, finish: Finish) -> None:
     for fold in folds:
-        result = train_fold(plan, arrays, fold, store.run_dir)
-        store.save(result)
+        result, weights = train_fold(plan, arrays, fold, store.run_dir)
+        store.save(result, weights)
         finish(result)
 
 
 def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: FoldStore, finish: Finish) -> None:
     if len(folds) < 2:
         return run_sequential(plan, arrays, folds, store, finish)
-    from digitnet.nets import ScaledNet
+    from digitnet.nets import ScaledNet, checkpoint_dict
     from digitnet.parallel import train_folds, unpack
 
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
@@ -45,7 +45,7 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
         result = fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
                              logger.experiment, plan.eval_batch_size) | {"parallel_seconds": round(seconds, 3)}
         logger.finalize("success")
-        store.save(result)
+        store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm)) if status == "ok" else None)
         finish(result)
 
 

@@ -28,22 +28,21 @@ WEB = Path(__file__).resolve().parent / "web"
 
 
 def find_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, or a task=final run dir holding final.ckpt."""
-    path = Path(source)
-    if path.is_dir():
-        if (path / "final.ckpt").is_file():
-            return path / "final.ckpt"
-        raise UserError(f"{path} holds no final.ckpt; pass a checkpoint or the run dir of a task=final run")
-    return path
+    """A checkpoint file, a task=final run dir (its final.ckpt) or a CV run dir (the ensemble of its folds)."""
+    from digitnet.nets import model_checkpoints
+
+    model_checkpoints(source)  # refuses a dir that holds no model, in one line
+    return Path(source)
 
 
 def model_info(ckpt: Path, model) -> dict:
     """What the page shows about the model: its net, scaling, size and, where its run dir says, holdout accuracy."""
     from digitnet.nets import count_parameters
 
+    ckpt = ckpt / "final.ckpt" if (ckpt / "final.ckpt").is_file() else ckpt
     info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
             "parameters": count_parameters(model), "holdout_accuracy": None}
-    metrics = ckpt.parent / "test_metrics.json"
+    metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
     try:
         info["holdout_accuracy"] = float(json.loads(metrics.read_text())["accuracy"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -68,11 +67,11 @@ def create_app(ckpt: str | Path):
     from fastapi.staticfiles import StaticFiles
     from starlette.formparsers import MultiPartException, MultiPartParser
 
-    from digitnet.nets import load_checkpoint
+    from digitnet.nets import load_model
     from digitnet.predict import predict_images
 
     ckpt = Path(ckpt)
-    model = load_checkpoint(ckpt)
+    model = load_model([ckpt])
     info = model_info(ckpt, model)
 
     class InMemoryParser(MultiPartParser):
@@ -187,7 +186,10 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-serve`."""
-    sys.exit(main())
+    from digitnet.errors import quiet_broken_pipe
+
+    with quiet_broken_pipe():
+        sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-summarize`."""
-    sys.exit(main())
+    from digitnet.errors import quiet_broken_pipe
+
+    with quiet_broken_pipe():
+        sys.exit(main())
 
 
 if __name__ == "__main__":

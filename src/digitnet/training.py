@@ -14,6 +14,7 @@ from digitnet.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLin
 from digitnet.data import MNISTArrays, MNISTDataModule
 from digitnet.errors import UserError
 from digitnet.models import DigitClassifier, fit
+from digitnet.nets import checkpoint_dict
 from digitnet.plan import RunPlan
 
 
@@ -84,8 +85,15 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     return result
 
 
-def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()) -> dict:
-    """A fresh model, optimizer, Trainer and seed (seed + fold) for one fold; its result, not yet saved."""
+def fold_hparams(plan: RunPlan, dm: MNISTDataModule) -> dict:
+    """A fold model's checkpoint hparams: what final.ckpt holds (plain values)."""
+    return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
+            "pixel_std": dm.pixel_std}
+
+
+def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()):
+    """A fresh model, optimizer, Trainer and seed (seed + fold) for one fold. Returns its result and its
+    checkpoint (None if it diverged), not yet saved."""
     pl.seed_everything(plan.seed + fold, verbose=False)
     dm = make_datamodule(plan, arrays, fold)
     model = make_model(plan, dm)
@@ -102,4 +110,5 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
                          plan.eval_batch_size)
     trainer.logger.finalize("success")
-    return result
+    weights = checkpoint_dict(model.net, fold_hparams(plan, dm)) if result["status"] == "ok" else None
+    return result, weights

@@ -70,12 +70,12 @@ def train_fold(task: tuple[RunPlan, FoldStore, int]) -> dict:
     share_cores()
     try:
         try:
-            result = train(plan, _state["arrays"], fold, store.run_dir, callbacks=(ShareCores(),))
+            result, weights = train(plan, _state["arrays"], fold, store.run_dir, callbacks=(ShareCores(),))
         except KeyboardInterrupt:
             # SIGINT is ignored here, so this is the parent terminating the pool (after a Ctrl-C there; Lightning
             # turns the SIGTERM into an interrupted fit). Leave without a traceback: the parent says what happened.
             os._exit(1)
-        store.save(result)  # here, not in the parent: a fold that ends as the parent is stopped is kept
+        store.save(result, weights)  # here, not in the parent: a fold that ends as the parent is stopped is kept
         return result
     finally:
         unfinished = _state["unfinished"]

@@ -1,0 +1,72 @@
+"""Fold checkpoints and the free ensemble of a CV run: saved by every runner, loaded safely, scored and used."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, plan_of
+
+SAMPLE = ROOT / "samples" / "sample_image.png"
+
+
+def test_ensemble_probabilities_are_the_mean_of_its_members():
+    from digitnet.nets import Ensemble, ScaledNet
+
+    torch.manual_seed(0)
+    members = [ScaledNet("baseline").eval() for _ in range(3)]
+    ensemble = Ensemble(members, ["a", "b", "c"]).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0)
+        assert torch.allclose(torch.softmax(ensemble(x), 1), mean, atol=1e-6)
+    assert ensemble.hparams["arch"] == "ensemble of 3 baseline"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["cv.workers=1", "cv.workers=2", "cv.parallel=true"])
+def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_root, runner):
+    from digitnet.nets import load_checkpoint
+    from digitnet.train import run
+
+    plan = plan_of("data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", runner,
+                   "data.scaling=standardize")
+    summary = run(plan, tmp_path / "run")
+    for fold in range(2):
+        path = tmp_path / "run" / "folds" / f"fold_{fold}.ckpt"
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        hp = raw["hyper_parameters"]
+        assert hp["arch"] == "baseline" and hp["scaling"] == "standardize" and hp["optimizer"] == plan.optimizer
+        assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"]
+        # The saved net reproduces the fold's validation confusion matrix.
+        from digitnet.data import load_mnist
+        from digitnet.report import confusion
+        from digitnet.training import make_datamodule
+
+        dm = make_datamodule(plan, load_mnist(mnist_root, download=False), fold)
+        matrix = confusion(load_checkpoint(path), dm.val_x, dm.val_y).tolist()
+        assert matrix == summary["folds"][fold]["confusion_matrix"]
+
+
+def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_root, capsys):
+    from digitnet import evaluate, predict
+    from digitnet.train import run
+
+    run_dir = tmp_path / "run"
+    run(plan_of("data.limit=1500", "cv.n_folds=3", "trainer.max_epochs=1", f"data.root={mnist_root}", "cv.workers=1"),
+        run_dir)
+    capsys.readouterr()
+    assert evaluate.main([str(run_dir), "--data-root", str(mnist_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("folds/fold_") == 3 and "ensemble (mean of softmax)" in out
+    metrics = json.loads((run_dir / "ensemble_metrics.json").read_text())
+    assert metrics["model"] == "ensemble of 3 baseline" and len(metrics["members"]) == 3 and metrics["n"] == 10000
+    assert metrics["accuracy"] >= min(m["accuracy"] for m in metrics["members"].values()) - 0.01
+    assert (run_dir / "ensemble_confusion_matrix.png").is_file()
+
+    assert predict.main([str(run_dir), str(SAMPLE), "--json"]) == 0
+    from_dir = json.loads(capsys.readouterr().out)
+    assert set(from_dir[0]) == {"path", "digit", "probability", "top"}  # the same fields as for one checkpoint
+    folds = sorted(str(p) for p in (run_dir / "folds").glob("fold_*.ckpt"))
+    assert predict.main([folds[0], *folds[1:], str(SAMPLE), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_dir  # several checkpoints: the same ensemble
