@@ -31,3 +31,9 @@ def quiet_broken_pipe():
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own advice: no second error at exit
         raise SystemExit(1) from None
+
+
+def run_console(main) -> None:
+    """A console script's body: main()'s return value is the exit code."""
+    with quiet_broken_pipe():
+        sys.exit(main())

@@ -111,10 +111,9 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-predict`."""
-    from digitnet.errors import quiet_broken_pipe
+    from digitnet.errors import run_console
 
-    with quiet_broken_pipe():
-        sys.exit(main())
+    run_console(main)
 
 
 if __name__ == "__main__":
