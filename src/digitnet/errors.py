@@ -37,3 +37,17 @@ def run_console(main) -> None:
     """A console script's body: main()'s return value is the exit code."""
     with quiet_broken_pipe():
         sys.exit(main())
+
+
+def argument_parser(prog: str, description: str):
+    """argparse, with its usage errors as one line like every other error (`digitnet.predict: error: ...`),
+    exit 1; `--help` still shows the usage."""
+    import argparse
+
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message):
+            sys.stdout.flush()
+            print(f"{prog}: error: {message} (see --help)", file=sys.stderr)
+            raise SystemExit(1)
+
+    return OneLineParser(prog=f"python -m {prog}", description=description)

@@ -8,11 +8,10 @@ checkpoints' own hparams, never from the current config.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from digitnet.errors import UserError, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error
 from digitnet.files import check_writable_file
 
 PROG = "digitnet.evaluate"
@@ -21,7 +20,7 @@ PROG = "digitnet.evaluate"
 def main(argv=None) -> int:
     from digitnet.data import default_root
 
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argument_parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir")
     parser.add_argument("--data-root", default=default_root(), help="folder with the MNIST files (default: $DIGITNET_DATA or ./data)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of fetching missing MNIST files")

@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import torch
 
-from digitnet.errors import UserError, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error
 from digitnet.images import ImageProblem, as_is, expand_paths, mnist_form, open_gray
 
 PROG = "digitnet.predict"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
+    parser = argument_parser(PROG, __doc__.split(": ", 1)[1])
     parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, or a CV "
                         "run dir (the ensemble of its folds)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "

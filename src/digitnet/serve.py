@@ -11,14 +11,13 @@ files of the same request are still answered.
 """
 
 
-import argparse
 import base64
 import io
 import json
 import sys
 from pathlib import Path
 
-from digitnet.errors import UserError, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error
 
 PROG = "digitnet.serve"
 MAX_FILE_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB
@@ -150,7 +149,7 @@ def create_app(ckpt: str | Path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argument_parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("model", help="a checkpoint (final.ckpt) or the run dir of a task=final run")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)

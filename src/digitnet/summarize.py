@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from digitnet.errors import UserError, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error
 
 PROG = "digitnet.summarize"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
+    parser = argument_parser(PROG, __doc__.split(": ", 1)[1])
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holds 0/, 1/, ... job dirs)")
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
