@@ -161,3 +161,26 @@ def test_batches_are_sliced_not_collated(synthetic_root):
     assert first == [b[1].tolist() for b in dm.train_dataloader()]
     other = MNISTDataModule(arrays, fold=0, n_folds=3, batch_size=8, shuffle_seed=5)
     assert first != [b[1].tolist() for b in other.train_dataloader()]
+
+
+def test_a_damaged_gzip_stream_is_named(tmp_path):
+    make_synthetic_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[40:60] = bytes(20)  # inside the deflate stream
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="train-images-idx3-ubyte.gz: cannot read it"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_standardizing_images_of_one_shade_is_refused():
+    with pytest.raises(UserError, match="all one shade"):
+        pixel_stats(torch.zeros(10, 28, 28, dtype=torch.uint8), "standardize")
+
+
+def test_a_last_batch_of_one_image_is_dropped(synthetic_root):
+    arrays = load_mnist(synthetic_root, download=False)
+    dm = MNISTDataModule(arrays, fold=None, limit=33, batch_size=32)
+    assert [len(y) for _, y in dm.train_dataloader()] == [32]  # BatchNorm cannot train on 1 image
+    dm = MNISTDataModule(arrays, fold=None, limit=34, batch_size=32)
+    assert [len(y) for _, y in dm.train_dataloader()] == [32, 2]

@@ -166,3 +166,28 @@ def test_non_finite_pixels_are_this_image_s_problem(tmp_path):
     Image.fromarray(a, mode="F").save(tmp_path / "nan.tif")
     with pytest.raises(ImageProblem, match="not numbers"):
         mnist_form(open_gray(tmp_path / "nan.tif"))
+
+
+@pytest.mark.parametrize("size", [28, 40, 63])
+def test_small_ink_on_paper_is_inverted_too(size):
+    """A dark digit on white under 64 px was measured against the border before inversion: "no digit found"."""
+    a = np.ones((size, size), dtype=np.float32)
+    a[size // 5 : size - size // 5, size // 2 - 1 : size // 2 + 2] = 0.0  # a dark "1"
+    out = mnist_form(a)
+    assert out.max() > 0.9 and out[0].max() < 0.05
+
+
+def test_a_pipe_is_not_an_image(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.png")
+    with pytest.raises(ImageProblem, match="not a regular file"):
+        open_gray(tmp_path / "fifo.png")  # returns at once: it never opens the pipe
+
+
+def test_infinite_float_pixels_are_refused(tmp_path):
+    a = np.zeros((40, 40), dtype=np.float32)
+    a[10:30, 18:22] = np.inf
+    Image.fromarray(a, mode="F").save(tmp_path / "inf.tif")
+    with pytest.raises(ImageProblem, match="not numbers"):
+        open_gray(tmp_path / "inf.tif")

@@ -166,3 +166,109 @@ def test_short_learning_curves_show_points_and_many_jobs_stay_readable():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[-1].startswith("0: ") and len(labels) == 12  # one per row, first job on top
     assert fig.get_size_inches()[1] >= 0.35 * 12
+
+
+@pytest.mark.parametrize("change, message", [
+    (set_hp("pixel_std", 10**400), "pixel_std=1000000000"),
+    (set_hp("self", 1), None),  # a stray key never reaches the constructor
+    (set_hp("scaling", float("nan")), "scaling=nan is not a name"),
+    (lambda c: c["state_dict"].__setitem__("net.0.weight", c["state_dict"]["net.0.weight"].to("meta")), "on the meta device"),
+    (lambda c: c["state_dict"].__setitem__("net.0.weight", c["state_dict"]["net.0.weight"].to_sparse()), "sparse"),
+    (lambda c: c["state_dict"].__setitem__("net.0.weight", c["state_dict"]["net.0.weight"].long()), "torch.int64"),
+    (lambda c: c["state_dict"].__setitem__("net.0.weight", c["state_dict"]["net.0.weight"].to(torch.complex64)), "complex64"),
+])
+def test_odd_checkpoint_contents(tmp_path, change, message):
+    from digitnet.nets import load_checkpoint
+
+    path = write_checkpoint(tmp_path / "odd.ckpt", change)
+    if message is None:
+        assert load_checkpoint(path).hparams["arch"] == "baseline"
+        return
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stray_files_in_folds_are_not_ensemble_members(tmp_path):
+    from digitnet.nets import model_checkpoints
+
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    for name in ("fold_0", "fold_1", "fold_x", "fold_-1", "fold_0 copy"):
+        write_checkpoint(folds / f"{name}.ckpt")
+    for k in (0, 1):
+        (folds / f"fold_{k}.json").write_text("{}")
+    assert [p.name for p in model_checkpoints(tmp_path)] == ["fold_0.ckpt", "fold_1.ckpt"]
+
+
+def test_predict_lines_hold_odd_file_names_and_json_stays_valid(tmp_path, capsys):
+    from digitnet import predict
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    odd = tmp_path / "a\nb.png"
+    odd.write_bytes(SAMPLE.read_bytes())
+    assert predict.main([str(ckpt), str(odd), str(tmp_path / "missing\t.png")]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "a\\nb.png" in out
+    assert len(err.strip().splitlines()) == 1 and "missing\\t.png" in err
+    with pytest.raises(SystemExit):
+        predict.main([str(tmp_path / "none.ckpt"), str(SAMPLE), "--json"])
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_evaluate_out_where_nothing_can_be_written(tmp_path, capsys):
+    from digitnet import evaluate
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    with pytest.raises(SystemExit):
+        evaluate.main([str(ckpt), "--out", "/proc/metrics.json", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write in /proc" in err[0]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.update(fold_scores=["a", "b"], mean="x"), "fold scores for 3 folds"),
+    (lambda s: s.update(mean=float("nan")), "mean nan is not an accuracy"),
+    (lambda s: s.update(fold_scores=s["fold_scores"][:1]), "1 fold scores for 3 folds"),
+    (lambda s: s["folds"][1].update(score="high"), "fold 1: score 'high' is not an accuracy"),
+])
+def test_summarize_checks_what_the_files_say(tmp_path, capsys, synthetic_root, damage, message):
+    from conftest import plan_of
+    from digitnet import summarize
+    from digitnet.train import run
+
+    job = tmp_path / "0"
+    run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=3", "trainer.max_epochs=1", "cv.workers=1"), job)
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("- cv.n_folds=3\n")
+    path = job / "cv_summary.json"
+    summary = json.loads(path.read_text())
+    damage(summary)
+    path.write_text(json.dumps(summary))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        summarize.main([str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path} is damaged" in err[0] and message in err[0]
+
+
+def test_run_dir_files_with_wrong_contents_are_named(tmp_path, synthetic_root):
+    from conftest import plan_of
+    from digitnet import rundir
+    from digitnet.folds import FoldStore
+
+    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2")
+    FoldStore.for_plan(tmp_path, plan).save({"fold": 0, "status": "ok", "score": "high", "history": [], "seconds": 1})
+    with pytest.raises(UserError, match=r"fold_0.json is damaged \(score 'high' is not an accuracy"):
+        rundir.check_compatible(tmp_path, plan)
+    FoldStore.for_plan(tmp_path, plan).save({"fold": 0, "status": "ok", "score": float("nan"), "history": [],
+                                             "seconds": 1})
+    with pytest.raises(UserError, match="score nan is not an accuracy"):
+        rundir.check_compatible(tmp_path, plan)
+    (tmp_path / "folds" / "fold_0.json").unlink()
+    (tmp_path / "plan.json").write_text(json.dumps({**plan.as_dict(), "trainer": "x"}))
+    with pytest.raises(UserError, match="plan.json is damaged"):
+        rundir.check_compatible(tmp_path, plan)
+    (tmp_path / "final.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match="delete it to fit the final model again"):
+        rundir.report_existing_final(tmp_path)

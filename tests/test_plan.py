@@ -195,8 +195,9 @@ def test_resume_refuses_folds_of_another_trainer_setting(tmp_path):
     from digitnet.folds import FoldStore
 
     fp32 = FoldStore.for_plan(tmp_path, plan_of())
-    fp32.save({"fold": 0, "status": "ok", "score": 0.9})
-    assert fp32.load(0) == {"fold": 0, "status": "ok", "score": 0.9}
+    result = {"fold": 0, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}
+    fp32.save(result)
+    assert fp32.load(0) == result
     assert FoldStore.for_plan(tmp_path, plan_of("trainer.enable_progress_bar=false", "cv.workers=1")).load(0)
     with pytest.raises(UserError) as err:
         FoldStore.for_plan(tmp_path, plan_of("trainer.precision=bf16-mixed")).load(0)
@@ -224,3 +225,62 @@ def test_lists_agree_with_the_libraries():
     assert tuple(NETS) == ARCHS
     assert set(RUNNERS) == {"sequential", "packed", "processes"}
     assert isinstance(plan_of(), RunPlan)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+new.key=3"], "new is not a digitnet setting"),
+    (["+data.foo=1"], "data.foo is not a digitnet setting"),
+    (["+cv.foo=1"], "cv.foo is not a digitnet setting"),
+    (["+model.depth=99"], "model.depth is not a digitnet setting"),
+    (["data.batch_size=99999999999999999999"], "data.batch_size=99999999999999999999 must be at most 2147483647"),
+    (["data.eval_batch_size=99999999999999999999"], "must be at most"),
+    (["trainer.log_every_n_steps=abc"], "trainer.log_every_n_steps='abc' is not a whole number"),
+    (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 must be at least 1"),
+    (["+trainer.detect_anomaly=abc"], "trainer.detect_anomaly='abc' must be true or false"),
+    (["+trainer.inference_mode=abc"], "trainer.inference_mode='abc' must be true or false"),
+    (["+trainer.min_epochs=abc"], "trainer.min_epochs='abc' is not a whole number"),
+    (["+trainer.val_check_interval=0"], "val_check_interval=0 would validate nothing"),
+    (["+trainer.limit_val_batches=0"], "trainer.limit_val_batches=0: CV scores each fold"),
+    (["+trainer.limit_train_batches=0"], "would train nothing"),
+    (["+trainer.max_steps=0"], "would train nothing"),
+    (["+trainer.limit_train_batches=1.5"], "must be a fraction in [0, 1]"),
+    (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3"], "skips the last of trainer.max_epochs=3"),
+    (["+optimizer.nesterov=abc"], "optimizer.nesterov='abc' must be true or false"),
+    (["optimizer._target_=torch.optim.SparseAdam", "~optimizer.momentum"], "torch.optim.SparseAdam rejects"),
+    (["model=batchnorm", "data.batch_size=1"], "BatchNorm needs at least 2 images a batch"),
+])
+def test_more_bad_values_found_by_a_hostile_try(overrides, message):
+    with pytest.raises(UserError) as err:
+        plan_of(*overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_limit_above_the_data_says_so():
+    plan = plan_of("data.limit=1e30".replace("1e30", "1000000")).for_data(60000)
+    assert plan.limit == 0 and "data.limit=1000000 is more than the 60000 training images" in plan.notes[-1]
+
+
+def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "digitnet.train", "-m", "optimizer.lr=0.01,-1", "data.limit=300",
+                             f"hydra.sweep.dir={sweep}", f"data.root={tmp_path / 'nodata'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sweep job 1 (optimizer.lr=-1 data.limit=300 data.root=" in lines[0] and "nothing was run" in lines[0]
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data.limitt=5"], "Could not override 'data.limitt': no such key; check the spelling, or add one with "
+                        "+data.limitt=5"),
+    (["hydra.run.dir=/tmp/x/${oc.env:DIGITNET_SURELY_UNSET}"], "names an environment variable that is not set"),
+    (["hydra.run.dir="], "hydra.run.dir is empty"),
+    (["hydra.run.dir=/tmp/a b'c"], "cannot parse the override"),
+])
+def test_hydra_composition_errors_are_one_line(argv, message):
+    result = subprocess.run([sys.executable, "-m", "digitnet.train", *argv], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

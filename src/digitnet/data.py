@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ _FILES = {
 
 
 def default_root() -> str:
-    return os.environ.get("DIGITNET_DATA", "data")
+    from digitnet.plan import default_data_root
+
+    return default_data_root()
 
 
 def _find(root: Path, stem: str) -> Path | None:
@@ -65,7 +68,7 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tenso
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise UserError(f"{path}: cannot read it ({exc}); replace it with a good copy of the MNIST file") from None
     ndim = 1 + len(item_shape)
     header = 4 * (1 + ndim)
@@ -161,7 +164,11 @@ def pixel_stats(train_x: torch.Tensor, scaling: str) -> tuple[float, float]:
         return 0.0, 1.0
     x = train_x.double() / 255
     mean = float(x.mean())
-    return (mean, 1.0) if scaling == "center" else (mean, float(x.std()))
+    std = float(x.std())
+    if scaling == "standardize" and not std > 1e-6:
+        raise UserError("data.scaling=standardize: the training images are all one shade (std 0), so there is "
+                        "nothing to divide by; check the MNIST files, or use data.scaling=normalize")
+    return (mean, 1.0) if scaling == "center" else (mean, std)
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -190,10 +197,11 @@ def _as_batch(batch):
     return batch
 
 
-def batches(x, y, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def batches(x, y, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
-        InMemoryBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_as_batch
+        InMemoryBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_as_batch,
+        drop_last=drop_last,
     )
 
 
@@ -234,7 +242,10 @@ class MNISTDataModule(pl.LightningDataModule):
         return self
 
     def train_dataloader(self):
-        return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        # A last batch of one image is dropped: BatchNorm cannot train on it (never the case at the tutorial's sizes:
+        # 48,000 and 60,000 images in batches of 32).
+        return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed,
+                       drop_last=len(self.train_y) % self.batch_size == 1)
 
     def val_dataloader(self):
         return batches(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)

@@ -12,12 +12,30 @@ class UserError(Exception):
 
 @contextmanager
 def exit_on_user_error(prog: str = "digitnet"):
+    """UserError: its one line, exit 1. Anything else that escapes is also one line (its type and first line), since
+    a value no check foresaw must not end in a traceback; DIGITNET_DEBUG=1 shows the traceback instead."""
+    import os
+
     try:
         yield
     except UserError as exc:
         sys.stdout.flush()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("DIGITNET_DEBUG"):
+            raise
+        sys.stdout.flush()
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"{prog}: error: {type(exc).__name__}{': ' + first if first else ''} (nothing was checked for this; rerun "
+              "with DIGITNET_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def shown(path) -> str:
+    """A path as one line can hold it: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 

@@ -18,7 +18,7 @@ PROG = "digitnet.evaluate"
 
 
 def main(argv=None) -> int:
-    from digitnet.data import default_root
+    from digitnet.plan import default_data_root as default_root
 
     parser = argument_parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir")

@@ -44,3 +44,9 @@ def check_writable_file(path, what: str) -> None:
         raise UserError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: {parent} is not writable; choose another path")
+    if parent == path.parent:  # the real test (root passes access() everywhere, /proc included): a file, removed
+        try:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".check"):
+                pass
+        except OSError as exc:
+            raise UserError(f"{what} {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,23 @@ from pathlib import Path
 from digitnet.files import write_json_atomic
 from digitnet.errors import UserError
 from digitnet.plan import RunPlan, differences
+
+
+def _finite_fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def fold_problem(saved, fold: int) -> str | None:
+    """What is wrong with a fold file's content, or None: what the reports rely on."""
+    if not isinstance(saved, dict) or saved.get("fold") != fold:
+        return f"not the result of fold {fold}"
+    if saved.get("status") not in ("ok", "diverged"):
+        return f"status {saved.get('status')!r} is not ok or diverged"
+    if saved["status"] == "ok" and not _finite_fraction(saved.get("score")):
+        return f"score {saved.get('score')!r} is not an accuracy in [0, 1]"
+    if not isinstance(saved.get("history"), list) or not isinstance(saved.get("seconds"), (int, float)):
+        return "history or seconds missing"
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,9 @@ class FoldStore:
             return None
         try:
             saved = json.loads(path.read_text())
-            if not isinstance(saved, dict) or not isinstance(saved.get("fold"), int) or "status" not in saved:
-                raise ValueError("not a fold result")
+            problem = fold_problem(saved, fold)
+            if problem:
+                raise ValueError(problem)
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold "
                             "trains again") from None

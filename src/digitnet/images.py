@@ -29,6 +29,8 @@ def to_gray(img: Image.Image) -> np.ndarray:
         return np.asarray(img, dtype=np.float32) / 65535
     if img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
         top = 1.0 if a.max() <= 1 else 255.0 if a.max() <= 255 else 65535.0
         return np.clip(a / top, 0, 1)
     if img.mode == "P" or "transparency" in img.info:
@@ -48,6 +50,8 @@ def to_gray(img: Image.Image) -> np.ndarray:
 
 def open_gray(path: str | Path) -> np.ndarray:
     """Read an image file (first frame) as grayscale floats, or raise ImageProblem with a one-line reason."""
+    if isinstance(path, (str, Path)) and Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+        raise ImageProblem("is not a regular file (a pipe or a device); pass an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -140,18 +144,21 @@ def _digit_mask(smooth: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep)
 
 
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
 def mnist_form(gray: np.ndarray) -> np.ndarray:
     """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]."""
     if not np.isfinite(gray).all():
         raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
     if max(gray.shape) > MAX_SIDE:
         gray = _resize_longer_side(gray, MAX_SIDE)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:  # light background: ink on paper, so invert to MNIST's white on black
+    if np.median(_border(gray)) > 0.5:  # light background: ink on paper, so invert to MNIST's white on black
         gray = 1.0 - gray
     if min(gray.shape) >= 64:
         gray = _flatten_illumination(gray)
-        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    border = _border(gray)
     background = float(np.median(border))
     # The ink's level from a 3x3 median filter: single specks and JPEG noise cannot set it, while a stroke a few
     # pixels wide, even of a digit covering 0.1% of the frame, does (a percentile of the whole frame would not).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -113,9 +114,11 @@ def model_checkpoints(source: str | Path) -> list[Path]:
         return [path]
     if (path / "final.ckpt").is_file():
         return [path / "final.ckpt"]
-    folds = sorted(path.glob("folds/fold_*.ckpt"), key=lambda p: int(p.stem.split("_")[1]))
+    # Fold K's net counts when its result says it finished (folds/fold_K.json): no stray copies, no other run's files.
+    folds = sorted((int(m.group(1)), p) for p in path.glob("folds/fold_*.ckpt")
+                   if (m := re.fullmatch(r"fold_(\d+)\.ckpt", p.name)) and p.with_suffix(".json").is_file())
     if folds:
-        return folds
+        return [p for _, p in folds]
     raise UserError(f"{path} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final run dir "
                     "or a CV run dir")
 
@@ -148,19 +151,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     arch = hp.get("arch")
     if not isinstance(arch, str) or arch not in NETS:
         raise UserError(f"{path}: checkpoint names unknown architecture {arch!r}; this digitnet knows {', '.join(NETS)}")
+    scaling = {}
     for key, default in (("pixel_mean", 0.0), ("pixel_std", 1.0)):
         value = hp.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"{path}: hyper_parameters {key}={value!r} is not a finite number; the file is damaged")
-    if hp.get("pixel_std", 1.0) <= 0:
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+        except OverflowError:
+            ok = False
+        if not ok:
+            shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+            raise UserError(f"{path}: hyper_parameters {key}={shown} is not a finite number; the file is damaged")
+        scaling[key] = float(value)
+    if scaling["pixel_std"] <= 0:
         raise UserError(f"{path}: hyper_parameters pixel_std={hp['pixel_std']} must be > 0; the file is damaged")
+    if not isinstance(hp.get("scaling", "normalize"), str):
+        raise UserError(f"{path}: hyper_parameters scaling={hp['scaling']!r} is not a name; the file is damaged")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise UserError(f"{path}: state_dict must map names to tensors; the file is damaged")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise UserError(f"{path}: weights hold NaN or infinite values ({bad[0]}); the model diverged or the file is "
-                        "damaged")
-    model = ScaledNet(**hp)
+    for key, value in state.items():
+        counter = key.endswith("num_batches_tracked")  # BatchNorm's step count, the one integer tensor
+        if value.layout != torch.strided or value.is_meta or value.is_complex() or (
+                not counter and not value.is_floating_point()):
+            raise UserError(f"{path}: weight {key} is a {value.dtype} {value.layout} tensor"
+                            f"{' on the meta device' if value.is_meta else ''}, not real numbers; the file is damaged")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise UserError(f"{path}: weights hold NaN or infinite values ({key}); the model diverged or the file is "
+                            "damaged")
+    # Only the keys a net needs, as plain values: a stray key (say, "self") cannot reach the constructor.
+    plain = {k: hp[k] for k in ("scaling", "optimizer") if k in hp}
+    model = ScaledNet(arch, scaling["pixel_mean"], scaling["pixel_std"], **plain)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

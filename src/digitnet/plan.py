@@ -58,6 +58,13 @@ NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_
 _MISSING = object()
 
 
+def default_data_root() -> str:
+    """Where MNIST is read from when nothing says otherwise: $DIGITNET_DATA, else ./data (as conf/data/mnist.yaml)."""
+    import os
+
+    return os.environ.get("DIGITNET_DATA", "data")
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a run does, with every choice settled. Plain values only."""
@@ -101,7 +108,10 @@ class RunPlan:
     def for_data(self, n_images: int) -> "RunPlan":
         """The plan for a training set of n_images, known once MNIST is read: checks the fold count, and leaves the
         packed runner when the folds differ in size (packed folds step together, batch for batch)."""
-        n = min(self.limit, n_images) if self.limit else n_images
+        if self.limit > n_images:
+            note = f"data.limit={self.limit} is more than the {n_images} training images: using all of them"
+            return replace(self, limit=0, notes=(*self.notes, note)).for_data(n_images)
+        n = self.limit or n_images
         if self.task == "cv" and self.n_folds > n:
             raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
         if self.task == "cv" and self.runner == "packed" and n % self.n_folds:
@@ -159,7 +169,8 @@ def _whole(cfg, key: str, low: int | None = None, high: int | None = None, hint:
     if not ok:
         raise UserError(f"{key}={value!r} is not a whole number{'; ' + hint if hint else ''}")
     if (low is not None and value < low) or (high is not None and value > high):
-        span = f"at least {low}" if high is None else f"from {low} to {high}"
+        span = f"at least {low}" if low is not None and value < low and high in (None, MAX_COUNT) else (
+            f"at most {high}" if low is None or high == MAX_COUNT else f"from {low} to {high}")
         raise UserError(f"{key}={value} must be {span}{'; ' + hint if hint else ''}")
     return value
 
@@ -207,15 +218,38 @@ def _auto_whole(cfg, key: str, hint: str) -> int | None:
     value = _get(cfg, key, "auto")
     if isinstance(value, str) and value.lower() == "auto":
         return None
-    return _whole(cfg, key, 1, hint=hint)
+    return _whole(cfg, key, 1, MAX_COUNT, hint=hint)
 
 
 # ---- the plan --------------------------------------------------------------------------------------------------
+
+# The keys each part of the config may hold (the trainer's are TRAINER_ARGS, the optimizer's its class's arguments).
+KNOWN_KEYS = {
+    "": ("task", "seed", "data", "model", "optimizer", "trainer", "cv"),
+    "data": ("root", "download", "limit", "batch_size", "eval_batch_size", "scaling"),
+    "model": ("name",),
+    "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
+}
+# Upper bounds that keep a number a number of things (a batch of 10**20 images overflows the data loader).
+MAX_COUNT = 2**31 - 1
+
+
+def _check_known_keys(cfg) -> None:
+    for node, known in KNOWN_KEYS.items():
+        values = _get(cfg, node, None) if node else OmegaConf.to_container(cfg, resolve=False)
+        if not isinstance(values, dict):
+            continue
+        for key in values:
+            if key not in known:
+                where = f"{node}.{key}" if node else key
+                raise UserError(f"{where} is not a digitnet setting; check the spelling (known: {', '.join(known)})")
+
 
 def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int | None = None,
               tty: bool | None = None) -> RunPlan:
     """Check the composed config and settle every choice. `cuda_available`, `cores` and `tty` (is stdout a
     terminal) default to this machine's; tests pass them in to check the decisions on CPU."""
+    _check_known_keys(cfg)
     task = _choice(cfg, "task", TASKS, " (task=cv: k-fold CV; task=final: fit on all, score the holdout)")
     if _get(cfg, "model", None) is None:
         raise UserError(f"no model chosen; add model={'|'.join(ARCHS)}")
@@ -226,12 +260,14 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     if not isinstance(root, str) or not root.strip():
         raise UserError(f"data.root={root!r} must be a folder; set data.root=DIR or the DIGITNET_DATA variable")
     download = _flag(cfg, "data.download")
-    limit = _whole(cfg, "data.limit", 0, hint="0 means all training images")
-    batch_size = _whole(cfg, "data.batch_size", 1, hint="the tutorial uses 32")
+    limit = _whole(cfg, "data.limit", 0, MAX_COUNT, hint="0 means all training images")
+    batch_size = _whole(cfg, "data.batch_size", 1, MAX_COUNT, hint="the tutorial uses 32")
     eval_batch = _auto_whole(cfg, "data.eval_batch_size", "or auto")
     scaling = _choice(cfg, "data.scaling", SCALINGS)
 
-    n_folds = _whole(cfg, "cv.n_folds", 2, hint="k-fold CV needs at least 2 folds (default 5)")
+    n_folds = _whole(cfg, "cv.n_folds", 2, MAX_COUNT, hint="k-fold CV needs at least 2 folds (default 5)")
+    if model == "batchnorm" and batch_size < 2:
+        raise UserError("data.batch_size=1 with model=batchnorm: BatchNorm needs at least 2 images a batch")
     cv_seed = _whole(cfg, "cv.seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")
     if task == "cv":
         if 0 < limit < n_folds:
@@ -310,8 +346,18 @@ def _check_optimizer_builds(optimizer: dict, torch) -> None:
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise UserError(f"optimizer._target_={target} is not a torch.optim optimizer; choose optimizer=sgd|adam|adamw")
     settings = {k: v for k, v in optimizer.items() if k != "_target_"}
+    import inspect
+
+    for key, value in settings.items():
+        default = inspect.signature(cls).parameters.get(key)
+        if default is not None and isinstance(default.default, bool) and not isinstance(value, bool):
+            raise UserError(f"optimizer.{key}={value!r} must be true or false")
     try:
-        cls([torch.nn.Parameter(torch.zeros(1))], **settings)
+        weight = torch.nn.Parameter(torch.zeros(2))
+        built = cls([weight], **settings)
+        # One real step on a dummy weight: some optimizers refuse only then (SparseAdam: dense gradients).
+        (weight * torch.tensor([1.0, -1.0])).sum().backward()
+        built.step()
     except Exception as exc:  # noqa: BLE001 - TypeError for unknown keys, ValueError for bad values
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"optimizer: {target} rejects {settings} ({detail}); fix or remove that key "
@@ -357,9 +403,49 @@ def _trainer_values(cfg) -> dict:
     for key in ("enable_progress_bar", "enable_model_summary", "deterministic"):
         if key in trainer and not isinstance(trainer[key], bool) and not (key == "deterministic" and trainer[key] == "warn"):
             raise UserError(f"trainer.{key}={trainer[key]!r} must be true or false")
-    if "check_val_every_n_epoch" in trainer and trainer["check_val_every_n_epoch"] is not None:
-        _whole(cfg, "trainer.check_val_every_n_epoch", 1)
+    _check_trainer_types(cfg, trainer)
     return trainer
+
+
+# Trainer arguments by kind: what Lightning documents for each (checked here: some fail only deep in a fit).
+_TRAINER_FLAGS = ("enable_progress_bar", "enable_model_summary", "detect_anomaly", "inference_mode", "benchmark",
+                  "sync_batchnorm", "use_distributed_sampler", "barebones", "fast_dev_run")
+_TRAINER_COUNTS = {"log_every_n_steps": 1, "check_val_every_n_epoch": 1, "accumulate_grad_batches": 1,
+                   "reload_dataloaders_every_n_epochs": 0, "min_epochs": 0, "num_sanity_val_steps": -1,
+                   "max_steps": -1, "min_steps": 0}
+_TRAINER_FRACTIONS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                      "overfit_batches", "val_check_interval")
+
+
+def _check_trainer_types(cfg, trainer: dict) -> None:
+    for key in _TRAINER_FLAGS:
+        if key in trainer and trainer[key] is not None and not isinstance(trainer[key], bool):
+            raise UserError(f"trainer.{key}={trainer[key]!r} must be true or false")
+    for key, low in _TRAINER_COUNTS.items():
+        if trainer.get(key) is not None:
+            _whole(cfg, f"trainer.{key}", low, MAX_COUNT)
+    for key in _TRAINER_FRACTIONS:
+        value = trainer.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
+                isinstance(value, float) and value > 1):
+            raise UserError(f"trainer.{key}={value!r} must be a fraction in [0, 1] or a whole number of batches")
+    if trainer.get("fast_dev_run"):
+        raise UserError("trainer.fast_dev_run: its result would be recorded as a fold's; use data.limit and "
+                        "trainer.max_epochs=1 for a quick run")
+    # Every fold is scored by its last epoch's validation, and must train: no settings that skip either.
+    if trainer.get("limit_train_batches") == 0 or trainer.get("max_steps") == 0:
+        raise UserError("trainer.limit_train_batches=0 / trainer.max_steps=0 would train nothing; remove the override")
+    if trainer.get("limit_val_batches") == 0 and _get(cfg, "task", "cv") == "cv":
+        raise UserError("trainer.limit_val_batches=0: CV scores each fold on its validation images; remove the override")
+    if trainer.get("val_check_interval") == 0:
+        raise UserError("trainer.val_check_interval=0 would validate nothing; remove the override")
+    every = trainer.get("check_val_every_n_epoch") or 1
+    if _get(cfg, "task", "cv") == "cv" and trainer["max_epochs"] % every:
+        raise UserError(f"trainer.check_val_every_n_epoch={every} skips the last of trainer.max_epochs="
+                        f"{trainer['max_epochs']} epochs, whose validation is the fold's score; make max_epochs a "
+                        "multiple of it")
 
 
 def _packing_blocker(optimizer: dict, trainer: dict) -> str | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from digitnet.errors import UserError, argument_parser, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error, shown
 from digitnet.images import ImageProblem, as_is, expand_paths, mnist_form, open_gray
 
 PROG = "digitnet.predict"
@@ -84,9 +85,20 @@ def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_
     return rows, extras, failed
 
 
+@contextmanager
+def _empty_json_list_on_error(as_json: bool):
+    """--json: stdout is valid JSON even when nothing could be predicted (no model, no images): `[]`."""
+    try:
+        yield
+    except SystemExit:
+        if as_json:
+            print("[]", flush=True)
+        raise
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with exit_on_user_error(PROG):
+    with _empty_json_list_on_error(args.json), exit_on_user_error(PROG):
         from digitnet.nets import load_model
 
         more = [a for a in args.images if a.endswith(".ckpt")]
@@ -102,10 +114,10 @@ def main(argv=None) -> int:
     else:
         for r in rows:
             extra = "".join(f"\t{t['digit']}:{t['probability']:.4f}" for t in r["top"][1:])
-            print(f"{r['path']}\t{r['digit']}\t{r['probability']:.4f}{extra}")
+            print(f"{shown(r['path'])}\t{r['digit']}\t{r['probability']:.4f}{extra}")
     sys.stdout.flush()
     for path, reason in failed:
-        print(f"{PROG}: error: {path}: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(path)}: {reason}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -32,7 +32,10 @@ def check_compatible(run_dir: Path, plan: RunPlan) -> None:
         return
     try:
         saved = RunPlan(**{**json.loads(path.read_text()), "notes": ()})
-    except (ValueError, TypeError) as exc:
+        saved.fingerprint()
+        if not isinstance(saved.trainer, dict) or not isinstance(saved.optimizer, dict):
+            raise ValueError("trainer and optimizer must be mappings")
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
                         "hydra.run.dir") from None
     if saved.task != plan.task:
@@ -71,6 +74,12 @@ def report_existing_final(run_dir: Path) -> None:
     """task=final into a dir that already holds its model (same config): say so, never fit over it."""
     from digitnet.logs import say
 
+    from digitnet.nets import load_checkpoint
+
+    try:
+        load_checkpoint(run_dir / "final.ckpt")
+    except UserError as exc:
+        raise UserError(f"{exc}; delete it to fit the final model again") from None
     metrics_path = run_dir / "test_metrics.json"
     score = ""
     if metrics_path.is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from digitnet.data import MNISTArrays
+from digitnet.errors import UserError
 from digitnet.folds import FoldStore
 from digitnet.plan import RunPlan
 from digitnet.training import fold_hparams, fold_result, make_datamodule, make_trainer, tb_logger, train_fold
@@ -64,6 +65,9 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     with context.Pool(processes, initializer=workers.start,
                       initargs=(plan, unfinished, os.getpid())) as pool:
         for result in pool.imap_unordered(workers.train_fold, [(plan, store, fold) for fold in folds]):
+            if "error" in result:
+                raise UserError(f"fold {result['fold']} failed in its worker process ({result['error']}); the folds "
+                                "that finished are kept")
             finish(result)
 
 

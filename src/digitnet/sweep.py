@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
+from digitnet.folds import fold_problem
 from digitnet.stats import TEST_NAME, corrected_resampled_ttest
 
 
@@ -33,15 +34,52 @@ def _read_json(path: Path):
                         "retrains on the next run of that job) or rerun the job") from None
 
 
+def _damaged(path: Path, what: str):
+    from digitnet.errors import UserError
+
+    return UserError(f"{path} is damaged ({what}); delete it (a fold file retrains on the next run of that job) or "
+                     "rerun the job")
+
+
+def _check_summary(path: Path, s, plan) -> None:
+    """cv_summary.json as the table needs it: accuracies in [0, 1] (or none), one per fold, folds that read right."""
+    from digitnet.folds import _finite_fraction, fold_problem
+
+    if not isinstance(s, dict) or not isinstance(s.get("folds"), list) or not isinstance(s.get("fold_scores"), list):
+        raise _damaged(path, "not a CV summary")
+    n_folds = plan["n_folds"] if plan else len(s["folds"])
+    if len(s["fold_scores"]) != n_folds or len(s["folds"]) != n_folds:
+        raise _damaged(path, f"{len(s['fold_scores'])} fold scores for {n_folds} folds")
+    for key in ("mean", "std"):
+        if s.get(key) is not None and not _finite_fraction(s[key]):
+            raise _damaged(path, f"{key} {s[key]!r} is not an accuracy in [0, 1]")
+    for k, (score, fold) in enumerate(zip(s["fold_scores"], s["folds"])):
+        problem = fold_problem(fold, k) or (None if score is None or _finite_fraction(score) else f"score {score!r}")
+        if problem:
+            raise _damaged(path, f"fold {k}: {problem}")
+    if not isinstance(s.get("status"), str):
+        raise _damaged(path, "no status")
+
+
 def read_job(job_dir: Path) -> dict:
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise _damaged(path, str(exc).splitlines()[0][:80]) from None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise _damaged(path, "not a list of overrides")
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
     plan_path = job_dir / "plan.json"  # what ran; a job that failed its checks has none
     plan = _read_json(plan_path) if plan_path.is_file() else None
+    if plan is not None and not (isinstance(plan, dict) and all(
+            isinstance(plan.get(k), int) and not isinstance(plan.get(k), bool) for k in ("n_folds", "limit", "cv_seed"))):
+        raise _damaged(plan_path, "not a run plan")
     summary_path = job_dir / "cv_summary.json"
     if summary_path.is_file():
         s = _read_json(summary_path)
+        _check_summary(summary_path, s, plan)
         folds = s["folds"]
         status = s["status"]
         if status == "ok" and s.get("n_at_chance"):
@@ -51,6 +89,10 @@ def read_job(job_dir: Path) -> dict:
                    resumed_folds=s.get("resumed_folds", 0))
     else:
         folds = [_read_json(p) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
+        for p, f in zip(sorted((job_dir / "folds").glob("fold_*.json")), folds):
+            problem = fold_problem(f, f.get("fold") if isinstance(f, dict) else -1)
+            if problem:
+                raise _damaged(p, problem)
         n_folds = plan["n_folds"] if plan else len(folds)
         by_fold = {f["fold"]: f for f in folds}
         job.update(
@@ -176,6 +218,37 @@ class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        self._refuse_another_sweep(config)
+        self._check_every_job(config)
+
+    @staticmethod
+    def _check_every_job(config) -> None:
+        """Every job's config checked before the first one trains: a bad value in job 5 is not found after 4 jobs.
+        (The plan's cheap checks and the optimizer's: fractions of a second a job.)"""
+        from hydra import compose
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from digitnet.errors import UserError
+        from digitnet.plan import make_plan
+
+        try:
+            parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+            (jobs,) = BasicSweeper.split_arguments(parsed, None)
+        except Exception:  # noqa: BLE001 - a sweep type only another sweeper knows: its jobs are checked one by one
+            return
+        for number, overrides in enumerate(jobs):
+            try:
+                make_plan(compose(config_name="config", overrides=overrides))
+            except UserError as exc:
+                print(f"digitnet.train: error: sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run",
+                      file=sys.stderr)
+                raise SystemExit(1) from None
+            except Exception:  # noqa: BLE001 - left to the job itself, which reports it in one line
+                continue
+
+    @staticmethod
+    def _refuse_another_sweep(config) -> None:
         from omegaconf import OmegaConf
 
         saved = Path(config.hydra.sweep.dir) / "multirun.yaml"

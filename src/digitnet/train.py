@@ -57,6 +57,8 @@ def check_output_dirs(argv: list[str]) -> None:
         dirs = {"the output folder": "outputs"}  # the default run and sweep dirs live under ./outputs
     with exit_on_user_error(PROG):
         for key, value in dirs.items():
+            if not value.strip():
+                raise UserError(f"{key} is empty; give a folder, e.g. {key}=outputs/myrun")
             if "${" in value:
                 continue
             path = Path(value)
@@ -170,10 +172,44 @@ def main(cfg: DictConfig) -> float | None:
         else:
             lock.release()
 
+def check_composes(argv: list[str]) -> None:
+    """Compose the command's config once before Hydra does: its composition and interpolation errors (a misspelled
+    key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for sweeps, Hydra's
+    own flags and user config dirs, where Hydra's messages stand."""
+    if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with exit_on_user_error(PROG):
+        try:
+            with initialize_config_module("digitnet.conf", version_base="1.3"):
+                cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+                for key in ("hydra.run.dir", "hydra.sweep.dir"):
+                    value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+                    if value is None and "oc.env" in str(OmegaConf.to_container(cfg.hydra).get(key.split(".")[1])):
+                        raise ValueError(f"{key} names an environment variable that is not set")
+        except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
+            from digitnet.errors import UserError
+
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+            append = next((line.split(" use ")[-1] for line in lines[1:] if line.startswith("To append")), "")
+            if append:
+                message = f"{lines[0].rstrip('.')}: no such key; check the spelling, or add one with {append}"
+            elif "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:
+                message = (f"cannot parse the override {lines[0].split(': ', 1)[-1]}; quote values with spaces or "
+                           "special characters (Hydra's override syntax: key='a value')")
+            else:
+                message = lines[0]
+            raise UserError(message) from None
+
+
 def cli() -> None:
     """Console script `digitnet-train`."""
-    check_group_choices(sys.argv[1:])
-    check_output_dirs(sys.argv[1:])
+    argv = sys.argv[1:]
+    check_group_choices(argv)
+    check_output_dirs(argv)
+    check_composes(argv)
     main()
 
 

@@ -75,6 +75,9 @@ def train_fold(task: tuple[RunPlan, FoldStore, int]) -> dict:
             # SIGINT is ignored here, so this is the parent terminating the pool (after a Ctrl-C there; Lightning
             # turns the SIGTERM into an interrupted fit). Leave without a traceback: the parent says what happened.
             os._exit(1)
+        except Exception as exc:  # noqa: BLE001 - sent back as a value: the parent reports it in one line
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            return {"fold": fold, "error": f"{type(exc).__name__}{': ' + first if first else ''}"}
         store.save(result, weights)  # here, not in the parent: a fold that ends as the parent is stopped is kept
         return result
     finally:
