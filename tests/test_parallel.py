@@ -33,13 +33,17 @@ def test_pack_unpack_round_trip_and_forward(arch):
         assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
 
 
-@pytest.mark.parametrize("arch, optimizer", [*((arch, "sgd") for arch in NETS), ("batchnorm", "adam"),
-                                             ("batchnorm", "adamw")])
-def test_parallel_equals_sequential(arch, optimizer, mnist_root, tmp_path):
-    """Every optimizer that plan.PACKABLE_OPTIMIZERS allows in packed mode: the same weights and metrics."""
+RECIPE = ("augment=affine", "scheduler=onecycle", "loss.label_smoothing=0.1")
+
+
+@pytest.mark.parametrize("arch, optimizer, extra", [*((arch, "sgd", ()) for arch in NETS), ("batchnorm", "adam", ()),
+                                                    ("batchnorm", "adamw", ()), ("batchnorm", "sgd", RECIPE)])
+def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path):
+    """Every optimizer that plan.PACKABLE_OPTIMIZERS allows in packed mode, and augmentation with an LR schedule and
+    label smoothing: the same weights and metrics (each packed fold draws its sequential run's transforms)."""
     plan = plan_of(f"model={arch}", f"optimizer={optimizer}", "data.limit=480", "cv.n_folds=3", "trainer.max_epochs=2",
                    "trainer.accelerator=cpu", "trainer.precision=64-true", "data.scaling=standardize",
-                   "data.eval_batch_size=64", "cv.parallel=true")
+                   "data.eval_batch_size=64", "cv.parallel=true", *extra)
     arrays = load_mnist(mnist_root, download=False)
     folds = [0, 1, 2]
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
@@ -49,7 +53,7 @@ def test_parallel_equals_sequential(arch, optimizer, mnist_root, tmp_path):
     for i, k in enumerate(folds):
         pl.seed_everything(plan.seed + k, verbose=False)
         dm = make_datamodule(plan, arrays, k)
-        seq = make_model(plan, dm)
+        seq = make_model(plan, dm, k)
         history = History()
         trainer = pl.Trainer(max_epochs=2, accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -131,3 +131,54 @@ def test_serve_cli_one_line_errors(tmp_path, capsys):
         assert stop.value.code == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def raw_multipart(parts, boundary="XXB", charset=None):
+    body = b""
+    for disposition, data in parts:
+        body += f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    ctype = f"multipart/form-data; boundary={boundary}" + (f"; charset={charset}" if charset else "")
+    return {"content": body, "headers": {"content-type": ctype}}
+
+
+def test_odd_multipart_requests_found_by_a_hostile_try(random_client):
+    sample = SAMPLE.read_bytes()
+    # A file name that decodes to a lone surrogate was a 500 (JSON cannot carry it).
+    r = random_client.post("/api/predict", **raw_multipart([('name="files"; filename="+2AA-.png"', sample)],
+                                                           charset="utf-7"))
+    assert r.status_code == 200 and r.json()["results"][0]["path"].startswith("\\ud800")
+    # A part of `files` without a filename was silently dropped.
+    r = random_client.post("/api/predict", **raw_multipart([('name="files"', b"x"),
+                                                            ('name="files"; filename="good.png"', sample)]))
+    assert r.status_code == 422 and [x["path"] for x in r.json()["results"]] == ["good.png"]
+    assert r.json()["errors"] == [{"file": "part 1", "error": "not a file upload (its part has no filename)"}]
+    # Media types are case-insensitive; a boundary is required.
+    request = raw_multipart([('name="files"; filename="good.png"', sample)])
+    request["headers"]["content-type"] = request["headers"]["content-type"].replace("multipart/form-data",
+                                                                                    "Multipart/Form-Data")
+    assert random_client.post("/api/predict", **request).status_code == 200
+    for ctype in ("multipart/form-dataX; boundary=XXB", "multipart/form-data; boundary=", "multipart/form-data"):
+        request["headers"]["content-type"] = ctype
+        assert random_client.post("/api/predict", **request).status_code == 400, ctype
+
+
+def test_images_too_large_to_be_digits_are_refused_per_file(random_client):
+    import numpy as np
+
+    tall = io.BytesIO()
+    Image.fromarray(np.zeros((70_000, 1000), dtype=np.uint8)).save(tall, format="PNG")  # 70 Mpx, a few kB
+    r = random_client.post("/api/predict", files=[("files", ("tall.png", tall.getvalue(), "image/png")),
+                                                  ("files", ("good.png", SAMPLE.read_bytes(), "image/png"))])
+    assert r.status_code == 422 and "1000x70000 (70 Mpx)" in r.json()["errors"][0]["error"]
+    assert [x["path"] for x in r.json()["results"]] == ["good.png"]
+
+
+def test_serve_cli_names_odd_paths_in_one_line(tmp_path, capsys):
+    for argv, message in (([str(tmp_path / "a\nb.ckpt")], "a\\nb.ckpt: no such checkpoint file"),
+                          (["--host", "", str(SAMPLE)], "--host is empty"),
+                          ([str(SAMPLE)], "not a PyTorch checkpoint")):
+        with pytest.raises(SystemExit):
+            serve.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -20,7 +20,7 @@ def exit_on_user_error(prog: str = "digitnet"):
         yield
     except UserError as exc:
         sys.stdout.flush()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {shown(exc)}", file=sys.stderr)  # one line, whatever file names it quotes
         raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001
         if os.environ.get("DIGITNET_DEBUG"):

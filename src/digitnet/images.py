@@ -16,6 +16,9 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+# A 50-Mpx phone photo is the largest real case; past it an image costs gigabytes of floats (a 1x80,000,000 PNG of
+# 155 kB took 3 GB and 9 s before this limit), long before PIL's decompression-bomb guard (179 Mpx) says no.
+MAX_PIXELS = 64 * 10**6
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
@@ -56,6 +59,9 @@ def open_gray(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageProblem(f"is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} Mpx); "
+                                       f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down")
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
                 img.load()

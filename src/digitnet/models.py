@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from digitnet.augment import make_augment
 from digitnet.nets import build_net
 
 
@@ -39,10 +40,15 @@ class DigitClassifier(pl.LightningModule):
         scaling: str = "normalize",
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
+        augment: dict | None = None,
+        scheduler: dict | None = None,
+        label_smoothing: float = 0.0,
+        augment_seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(arch)
+        self.augment = make_augment(augment, augment_seed)  # training batches only
         # validate_args=False: the checks sync with the device on every step.
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -53,8 +59,10 @@ class DigitClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.augment is not None:
+            x = self.augment(x)
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         # Epoch totals accumulate on the device and are logged once, on the last batch: one self.log costs ~1 ms.
         self.train_loss.update(loss.detach(), len(y))
         self.train_acc.update(logits, y)
@@ -72,4 +80,20 @@ class DigitClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         spec = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9})
-        return instantiate(spec, params=self.parameters())
+        return optimization(self, spec, self.hparams.scheduler)
+
+
+def optimization(module: pl.LightningModule, optimizer: dict, scheduler: dict | None):
+    """configure_optimizers' answer: the optimizer, and the plan's LR schedule stepped every batch."""
+    opt = instantiate(optimizer, params=module.parameters())
+    name = (scheduler or {}).get("name", "none")
+    if name == "none":
+        return opt
+    total = int(module.trainer.estimated_stepping_batches)
+    if name == "onecycle":
+        # Warm up to the optimizer's lr for pct_start of the steps, then anneal (Smith's 1cycle).
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optimizer["lr"], total_steps=total,
+                                                    pct_start=scheduler.get("pct_start", 0.25))
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -133,8 +133,14 @@ def load_model(sources: list[str | Path]) -> nn.Module:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ScaledNet:
     """Rebuild the net and its pixel scaling from a checkpoint's own hparams. Never unpickles code (weights_only)."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a regular file; pass a checkpoint (.ckpt) or a run dir")
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file; pass the final.ckpt of a task=final run")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch's zip format, or an old-style pickle
+        raise UserError(f"{path}: not a PyTorch checkpoint; pass a digitnet .ckpt")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

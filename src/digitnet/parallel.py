@@ -18,12 +18,12 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from digitnet.callbacks import blow_up_reason
-from digitnet.models import fit
+from digitnet.augment import make_augment
+from digitnet.models import fit, optimization
 from digitnet.nets import build_net
 
 
@@ -108,9 +108,13 @@ class FoldParallelClassifier(pl.LightningModule):
     """K folds' nets in one LightningModule. Batches are (x: (K, B, 1, 28, 28), y: (K, B))."""
 
     def __init__(self, arch: str, fold_seeds: list[int], optimizer: dict, pixel_mean: list[float],
-                 pixel_std: list[float], captured: bool = False):
+                 pixel_std: list[float], captured: bool = False, augment: dict | None = None,
+                 scheduler: dict | None = None, label_smoothing: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
+        # Each fold draws its own transforms, from the generator its sequential run would use (seed + fold).
+        self.augments = [make_augment(augment, seed) for seed in fold_seeds] if augment else []
+        self.augments = [a for a in self.augments if a is not None]
         # captured: the whole train step runs as one CUDA graph (manual optimization; see CapturedStep).
         self.automatic_optimization = not captured
         self.captured_step: CapturedStep | None = None
@@ -138,10 +142,16 @@ class FoldParallelClassifier(pl.LightningModule):
         k, b = x.shape[:2]
         return self.net(x.transpose(0, 1).reshape(b, k, 28, 28))
 
-    def _losses(self, batch, totals):
+    def _losses(self, batch, totals, train: bool = False):
         x, y = batch
+        if train and self.augments:
+            k, b = x.shape[:2]
+            thetas = torch.cat([augment.thetas(b) for augment in self.augments])
+            x = self.augments[0].apply(x.reshape(k * b, *x.shape[2:]), thetas).view_as(x)
         logits = self(x)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
+        smoothing = self.hparams.label_smoothing if train else 0.0
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                 label_smoothing=smoothing).view_as(y).mean(1)
         n = y.shape[1]
         totals[0] += losses.detach() * n
         totals[1] += (logits.argmax(-1) == y).sum(1)
@@ -150,7 +160,7 @@ class FoldParallelClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         if self.automatic_optimization:
-            losses = self._losses(batch, self.train_totals)
+            losses = self._losses(batch, self.train_totals, train=True)
         else:
             losses = self._captured_or_eager_step(batch)
         self.steps_done += 1
@@ -166,7 +176,7 @@ class FoldParallelClassifier(pl.LightningModule):
 
     def _step(self, x, y):
         """One whole training step, what the CUDA graph captures: forward, backward, optimizer step, totals."""
-        losses = self._losses((x, y), self.train_totals)
+        losses = self._losses((x, y), self.train_totals, train=True)
         self._total_loss(losses).backward()
         self.optimizers().optimizer.step()
         return losses.detach()
@@ -215,7 +225,7 @@ class FoldParallelClassifier(pl.LightningModule):
         self.val_totals.zero_()
 
     def configure_optimizers(self):
-        return instantiate(dict(self.hparams.optimizer), params=self.parameters())
+        return optimization(self, dict(self.hparams.optimizer), self.hparams.scheduler)
 
 
 class CapturedStep:
@@ -293,6 +303,7 @@ def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_logger, captured
         pixel_mean=[dms[k].pixel_mean for k in folds],
         pixel_std=[dms[k].pixel_std for k in folds],
         captured=plan.cuda_graph if captured is None else captured,
+        augment=plan.augment, scheduler=plan.scheduler, label_smoothing=plan.label_smoothing,
     )
     model.fold_loggers = [make_fold_logger(k) for k in folds]
     for k, logger in zip(folds, model.fold_loggers):

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +26,8 @@ TASKS = ("cv", "final")
 ARCHS = ("baseline", "batchnorm", "deep")  # nets.NETS, checked equal by a test
 SCALINGS = ("normalize", "center", "standardize")
 RUNNERS = ("sequential", "packed", "processes")
+AUGMENTS = ("none", "affine")  # augment.py
+SCHEDULERS = ("none", "onecycle", "cosine")  # models.optimization
 SEED_LIMIT = 2**32  # numpy's and Lightning's seeds are 32-bit; fold k uses seed + k
 # Packing K folds into one net is exact when the optimizer's update of each weight entry depends only on that entry's
 # gradient and state (elementwise): then each fold is updated as its own optimizer would. Each of these has a float64
@@ -89,6 +91,9 @@ class RunPlan:
     threads: int  # torch threads of the run (the cores); workers share them
     cuda_graph: bool  # packed runner: one captured CUDA graph per training step
     progress: str  # bar (Lightning's, on a terminal) | epochs (a line per epoch: workers, logs, CI) | off
+    augment: dict = field(default_factory=lambda: {"name": "none"})  # augment.py; training batches only
+    scheduler: dict = field(default_factory=lambda: {"name": "none"})  # LR schedule, stepped every batch
+    label_smoothing: float = 0.0
     notes: tuple = ()  # why an `auto` chose what it chose, where that is not the obvious choice
 
     def as_dict(self) -> dict:
@@ -225,7 +230,10 @@ def _auto_whole(cfg, key: str, hint: str) -> int | None:
 
 # The keys each part of the config may hold (the trainer's are TRAINER_ARGS, the optimizer's its class's arguments).
 KNOWN_KEYS = {
-    "": ("task", "seed", "data", "model", "optimizer", "trainer", "cv"),
+    "": ("task", "seed", "data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "loss"),
+    "loss": ("label_smoothing",),
+    "augment": ("name", "degrees", "scale", "shift"),
+    "scheduler": ("name", "pct_start"),
     "data": ("root", "download", "limit", "batch_size", "eval_batch_size", "scaling"),
     "model": ("name",),
     "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
@@ -280,6 +288,8 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
 
     optimizer = _optimizer_values(cfg)
     trainer = _trainer_values(cfg)
+    augment, scheduler = _augment_values(cfg), _scheduler_values(cfg)
+    label_smoothing = _real(cfg, "loss.label_smoothing", 0, 1, high_open=True, default=0.0)
 
     # Past the cheap checks: what needs torch.
     import torch
@@ -303,7 +313,8 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     runner, processes, graph = "sequential", 1, False
     if task == "cv":
         runner, processes, graph = _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores,
-                                                  n_folds, notes)
+                                                  n_folds, notes, plain_steps=augment["name"] == "none" and
+                                                  scheduler["name"] == "none")
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
     if not trainer.get("enable_progress_bar", True):
         progress = "off"
@@ -318,8 +329,26 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
         eval_batch_size=eval_batch or (1000 if device == "cuda" else 250),
         scaling=scaling, optimizer=optimizer, trainer=trainer, n_folds=n_folds, cv_seed=cv_seed, device=device,
         data_device=device, runner=runner, processes=processes, threads=cores, cuda_graph=graph, progress=progress,
-        notes=tuple(notes),
+        augment=augment, scheduler=scheduler, label_smoothing=label_smoothing, notes=tuple(notes),
     )
+
+
+def _augment_values(cfg) -> dict:
+    name = _choice(cfg, "augment.name", AUGMENTS, " (augment=none|affine)") if _get(cfg, "augment", None) else "none"
+    if name == "none":
+        return {"name": "none"}
+    return {"name": name, "degrees": _real(cfg, "augment.degrees", 0, 180), "scale": _real(cfg, "augment.scale", 0, 1,
+            high_open=True), "shift": _real(cfg, "augment.shift", 0, 1)}
+
+
+def _scheduler_values(cfg) -> dict:
+    if not _get(cfg, "scheduler", None):
+        return {"name": "none"}
+    name = _choice(cfg, "scheduler.name", SCHEDULERS, " (scheduler=none|onecycle|cosine)")
+    if name == "onecycle":
+        return {"name": name, "pct_start": _real(cfg, "scheduler.pct_start", 0, 1, low_open=True, high_open=True,
+                                                 default=0.25)}
+    return {"name": name}
 
 
 def _optimizer_values(cfg) -> dict:
@@ -460,15 +489,17 @@ def _packing_blocker(optimizer: dict, trainer: dict) -> str | None:
     return None
 
 
-def _graph_blocker(optimizer: dict, runner: str, device: str) -> str | None:
+def _graph_blocker(optimizer: dict, runner: str, device: str, plain_steps: bool = True) -> str | None:
     if runner != "packed" or device != "cuda":
         return "it needs packed folds (cv.parallel) on one CUDA device"
+    if not plain_steps:
+        return "the captured step has no augmentation or LR schedule (augment=none, scheduler=none)"
     if optimizer["_target_"] != "torch.optim.SGD" or optimizer.get("dampening", 0):
         return "the captured step supports SGD without dampening only"
     return None
 
 
-def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes):
+def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps=True):
     """(runner, processes, cuda_graph) for task=cv."""
     blocker = _packing_blocker(optimizer, trainer)
     if parallel and blocker:
@@ -484,7 +515,7 @@ def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, co
         # deep-net steps in 10.2-10.8 ms, one 2-thread process one step in 12.7 ms: README, fold workers).
         processes = min(workers or (cores if device == "cpu" else 1), n_folds)
         runner = "processes" if processes > 1 else "sequential"
-    graph_blocker = _graph_blocker(optimizer, runner, device)
+    graph_blocker = _graph_blocker(optimizer, runner, device, plain_steps)
     if cuda_graph and graph_blocker:
         raise UserError(f"cv.cuda_graph=true: {graph_blocker}; set cv.cuda_graph=false (or auto)")
     if cuda_graph is None and runner == "packed" and device == "cuda" and graph_blocker:

@@ -62,7 +62,8 @@ def preview_png(array) -> str:
 def create_app(ckpt: str | Path):
     """The app, with the model loaded once."""
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from starlette.requests import ClientDisconnect
     from fastapi.staticfiles import StaticFiles
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -110,21 +111,31 @@ def create_app(ckpt: str | Path):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
             raise HTTPException(413, f"request of {int(length) // 2**20} MB is over {MAX_REQUEST_BYTES // 2**20} MB")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise HTTPException(400, "send images as multipart/form-data in the field `files`")
+        media, _, params = request.headers.get("content-type", "").partition(";")
+        boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";")
+                         if p.strip().lower().startswith("boundary=")), "")
+        if media.strip().lower() != "multipart/form-data" or not boundary:
+            raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
         parser = InMemoryParser(request.headers, limited(request.stream()), max_files=MAX_FILES, max_fields=16,
                                 max_part_size=64 * 1024)
         try:
             form = await parser.parse()
         except MultiPartException as exc:
             raise HTTPException(413 if "Too many files" in str(exc) else 400, str(exc)) from None
-        uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
-        if not uploads:
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more; nothing to log either
+        parts = form.getlist("files")
+        if not parts:
             raise HTTPException(400, "no files: send one or more images in the multipart field `files`")
         items, errors = [], []
         try:
-            for number, upload in enumerate(uploads):
-                name = upload.filename or f"file {number + 1}"
+            for number, upload in enumerate(parts):
+                if not hasattr(upload, "filename"):  # a plain form field, not a file upload
+                    errors.append({"file": f"part {number + 1}", "status": 422,
+                                   "error": "not a file upload (its part has no filename)"})
+                    continue
+                # A name decoded with an odd charset can hold lone surrogates, which JSON cannot carry.
+                name = (upload.filename or f"part {number + 1}").encode("utf-8", "backslashreplace").decode("utf-8")
                 data = await upload.read(MAX_FILE_BYTES + 1)
                 if len(data) > MAX_FILE_BYTES:
                     errors.append({"file": name, "error": f"over {MAX_FILE_BYTES // 2**20} MB", "status": 413})
@@ -155,6 +166,8 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
+        if not args.host.strip():
+            raise UserError("--host is empty; give an address (127.0.0.1: this machine only; 0.0.0.0: every interface)")
         if not 0 <= args.port <= 65535:
             raise UserError(f"--port {args.port}: choose 0-65535 (0: any free port, printed at start)")
         try:
@@ -179,7 +192,11 @@ def main(argv=None) -> int:
         port = sock.getsockname()[1]
         print(f"digitnet: serving {find_checkpoint(args.model)} at http://{args.host}:{port}/ (API docs: /docs; "
               "Ctrl-C stops)", flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        try:
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how it stops
+        print("digitnet: stopped", file=sys.stderr)
     return 0
 
 

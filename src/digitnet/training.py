@@ -32,9 +32,11 @@ def make_datamodule(plan: RunPlan, arrays: MNISTArrays, fold: int | None) -> MNI
     return dm.to_device(plan.data_device) if plan.data_device != "cpu" else dm
 
 
-def make_model(plan: RunPlan, dm: MNISTDataModule) -> DigitClassifier:
-    return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling,
-                           pixel_mean=dm.pixel_mean, pixel_std=dm.pixel_std)
+def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> DigitClassifier:
+    """Fold `fold`'s model (None: the final fit's); its augmentation is seeded as its batches are, seed + fold."""
+    return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling, pixel_mean=dm.pixel_mean,
+                           pixel_std=dm.pixel_std, augment=plan.augment, scheduler=plan.scheduler,
+                           label_smoothing=plan.label_smoothing, augment_seed=plan.seed + (fold or 0))
 
 
 def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
@@ -96,7 +98,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     checkpoint (None if it diverged), not yet saved."""
     pl.seed_everything(plan.seed + fold, verbose=False)
     dm = make_datamodule(plan, arrays, fold)
-    model = make_model(plan, dm)
+    model = make_model(plan, dm, fold)
     history = History()
     trainer = make_trainer(plan, tb_logger(run_dir, f"fold_{fold}"), [history, DivergenceGuard(), *callbacks],
                            fold_label(plan, fold))

@@ -1,0 +1,72 @@
+"""Augmentation and the recipe's config groups: reproducible, per fold, training batches only."""
+
+import pytest
+import torch
+
+from conftest import compose_cfg, plan_of
+from digitnet.augment import AffineAugment, make_augment
+
+
+def batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = torch.rand(n, 1, 12, 4, generator=g)
+    return x
+
+
+def test_same_seed_same_batch_other_folds_differ():
+    x = batch()
+    a, b, other = AffineAugment(1), AffineAugment(1), AffineAugment(2)
+    first = a(x)
+    assert torch.equal(first, b(x))
+    assert not torch.allclose(first, other(x))
+    assert not torch.allclose(first, a(x))  # the next batch draws new transforms
+
+
+def test_shape_range_and_ink_are_kept():
+    x = batch()
+    out = AffineAugment(0, degrees=15, scale=0.1, shift=0.1)(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out.sum((1, 2, 3)) / x.sum((1, 2, 3))).sub(1).abs().max() < 0.35  # moved, not lost
+    still = AffineAugment(0, degrees=0, scale=0, shift=0)(x)
+    assert torch.allclose(still, x, atol=1e-5)  # the identity transform changes nothing
+    assert make_augment({"name": "none"}, 0) is None
+
+
+def test_validation_batches_are_never_augmented():
+    from digitnet.models import DigitClassifier
+
+    model = DigitClassifier(augment={"name": "affine", "degrees": 10, "scale": 0.1, "shift": 0.1})
+
+    def refuse(x):
+        raise AssertionError("validation went through the augmentation")
+
+    model.augment = refuse
+    model.log = lambda *args, **kwargs: None
+    model.validation_step((batch(), torch.zeros(16, dtype=torch.long)), 0)
+
+
+def test_experiment_tutorial_is_exactly_the_defaults():
+    assert compose_cfg("experiment=tutorial") == compose_cfg()
+    assert plan_of("experiment=tutorial") == plan_of()
+    plan = plan_of("augment=affine", "scheduler=onecycle", "loss.label_smoothing=0.1")
+    assert plan.augment == {"name": "affine", "degrees": 10.0, "scale": 0.1, "shift": 0.1}
+    assert plan.scheduler == {"name": "onecycle", "pct_start": 0.25} and plan.label_smoothing == 0.1
+    assert plan.fingerprint() != plan_of().fingerprint()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augment.name=elastic"], "augment.name='elastic' is unknown"),
+    (["augment=affine", "augment.degrees=200"], "augment.degrees=200 must be a finite number in [0, 180]"),
+    (["scheduler.name=step"], "scheduler.name='step' is unknown"),
+    (["loss.label_smoothing=1"], "loss.label_smoothing=1 must be a finite number in [0, 1)"),
+    (["augment=affine", "cv.cuda_graph=true", "cv.parallel=true"], "it needs packed folds"),
+])
+def test_recipe_values_are_checked(overrides, message):
+    from digitnet.errors import UserError
+
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        plan_of(*overrides)
+    with pytest.raises(UserError, match="no augmentation or LR schedule"):
+        plan_of("augment=affine", "cv.cuda_graph=true", cuda_available=True)
