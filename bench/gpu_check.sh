@@ -6,6 +6,7 @@
 # Then: device run with carry [".whl", ".mnist"], command `bash bench/gpu_check.sh`, timeout ~480 s; logs land in $OUT.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+# (src alone works: from a checkout, the configs are read from conf/ beside src/.)
 export PYTHONUNBUFFERED=1 DIGITNET_DATA=${DIGITNET_DATA:-$PWD/.mnist} OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name --format=csv,noheader
 T="model=deep trainer.accelerator=gpu trainer.enable_progress_bar=false"

@@ -80,3 +80,13 @@ def test_console_scripts_and_user_configs(installed, tmp_path):
         assert json.loads((run_dir / "plan.json").read_text())["optimizer"]["lr"] == 0.05
     result = run_installed(installed, tmp_path, "optimizer=fastest", f"data.root={data}", *TINY)
     assert result.returncode == 1 and "optimizer=fastest is unknown; use one of adam, adamw, sgd" in result.stderr
+
+
+def test_a_checkout_without_install_reads_its_own_conf(monkeypatch):
+    """PYTHONPATH=src, nothing installed (the GPU machine's way): the configs come from conf/ beside src/."""
+    from digitnet import train
+
+    monkeypatch.setattr(train, "_INSTALLED", False)
+    assert train._CHECKOUT_CONF == ROOT / "conf" and (ROOT / "conf" / "config.yaml").is_file()
+    assert train.compose_plan("model=deep", cuda_available=False, cores=2).model == "deep"
+    train.check_group_choices(["model=deep"])  # the one-line choice check reads the same folder

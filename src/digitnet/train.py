@@ -6,6 +6,7 @@ MNIST and hands the plan to the task: the fold loop (cv.py, with one of runners.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -23,7 +24,19 @@ from digitnet.plan import RunPlan, make_plan
 
 PROG = "digitnet.train"
 # The configs ship inside the package (pyproject maps conf/ to digitnet.conf): editable installs, wheels, any cwd.
-CONFIG_PATH = "pkg://digitnet.conf"
+# Run from a checkout without installing (PYTHONPATH=src), they are the checkout's conf/.
+_CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"
+_INSTALLED = importlib.util.find_spec("digitnet.conf") is not None
+CONFIG_PATH = "pkg://digitnet.conf" if _INSTALLED else str(_CHECKOUT_CONF)
+
+
+def _config_context():
+    """Hydra's compose API on the same configs as @hydra.main."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    if _INSTALLED:
+        return initialize_config_module("digitnet.conf", version_base="1.3")
+    return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
 GROUPS = ("data", "model", "optimizer", "trainer", "cv")
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
@@ -33,7 +46,7 @@ def check_group_choices(argv: list[str]) -> None:
     """`model=foo` gets one line naming the choices, before Hydra's multi-line composition error."""
     if any(arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
         return
-    conf = resources.files("digitnet.conf")
+    conf = resources.files("digitnet.conf") if _INSTALLED else _CHECKOUT_CONF
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
@@ -87,9 +100,9 @@ def check_output_dirs(argv: list[str]) -> None:
 def compose_plan(*overrides: str, **machine) -> RunPlan:
     """The plan of `overrides` on the packaged config, without the command line (bench scripts, notebooks).
     `machine` passes make_plan's cuda_available / cores / tty."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose
 
-    with initialize_config_module("digitnet.conf", version_base="1.3"):
+    with _config_context():
         return make_plan(compose(config_name="config", overrides=list(overrides)), **machine)
 
 
@@ -178,12 +191,12 @@ def check_composes(argv: list[str]) -> None:
     own flags and user config dirs, where Hydra's messages stand."""
     if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
         return
-    from hydra import compose, initialize_config_module
+    from hydra import compose
     from omegaconf import OmegaConf
 
     with exit_on_user_error(PROG):
         try:
-            with initialize_config_module("digitnet.conf", version_base="1.3"):
+            with _config_context():
                 cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
                 for key in ("hydra.run.dir", "hydra.sweep.dir"):
                     value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
