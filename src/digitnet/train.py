@@ -185,6 +185,7 @@ def main(cfg: DictConfig) -> float | None:
         else:
             lock.release()
 
+
 def check_composes(argv: list[str]) -> None:
     """Compose the command's config once before Hydra does: its composition and interpolation errors (a misspelled
     key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for sweeps, Hydra's
