@@ -9,9 +9,11 @@ from digitnet.nets import NETS, build_net, count_parameters
 from digitnet.errors import UserError
 
 
-@pytest.mark.parametrize("name, expected", [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254)])
+@pytest.mark.parametrize("name, expected", [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254),
+                                            ("deepbn", 188_810)])
 def test_parameter_counts(name, expected):
-    # baseline and deep: the tutorial's Keras summaries; batchnorm = baseline + 2*32 + 2*100 (gamma, beta).
+    # baseline and deep: the tutorial's Keras summaries; batchnorm = baseline + 2*32 + 2*100 (gamma, beta);
+    # deepbn = deep with a Dense128 head (+28*1024 + 28 + 28*10) + 2*(32+64+64+128) BatchNorm weights.
     assert count_parameters(build_net(name)) == expected
 
 
@@ -45,6 +47,24 @@ def test_batchnorm_follows_activations():
     kinds = [type(m).__name__ for m in build_net("batchnorm")]
     assert kinds[:3] == ["Conv2d", "ReLU", "BatchNorm2d"]
     assert kinds[-4:] == ["Linear", "ReLU", "BatchNorm1d", "Linear"]
+
+
+def test_deepbn_dropout_trains_only_and_keeps_the_weight_names():
+    torch.manual_seed(0)
+    with_dropout, without = build_net("deepbn", 0.5), build_net("deepbn")
+    assert with_dropout.state_dict().keys() == without.state_dict().keys()  # a checkpoint loads whatever the rate
+    kinds = [type(m).__name__ for m in without]
+    assert kinds.count("BatchNorm2d") == 3 and kinds[-6:] == ["Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout",
+                                                              "Linear"]
+    x = torch.rand(8, 1, 28, 28)
+    with_dropout.train()
+    assert not torch.equal(with_dropout(x), with_dropout(x))  # fresh masks each training step
+    with_dropout.eval()
+    assert torch.equal(with_dropout(x), with_dropout(x))
+    model = DigitClassifier(arch="deepbn", dropout=0.25)
+    assert [m.p for m in model.net if isinstance(m, nn.Dropout)] == [0.25, 0.25]
+    with pytest.raises(UserError, match="model=deep has no dropout layers"):
+        build_net("deep", 0.25)
 
 
 def test_scaling_is_applied_inside_the_model():

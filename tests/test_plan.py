@@ -14,7 +14,11 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
 
 @pytest.mark.parametrize("overrides, message", [
     (["model=deep", "model.name=resnet"], "model.name='resnet' is unknown"),
-    (["~model"], "no model chosen; add model=baseline|batchnorm|deep"),
+    (["~model"], "no model chosen; add model=baseline|batchnorm|deep|deepbn"),
+    (["model=deep", "+model.dropout=0.3"], "model.dropout=0.3: model=deep has no dropout layers; use model=deepbn"),
+    (["model=deepbn", "model.dropout=1"], "model.dropout=1 must be a finite number in [0, 1)"),
+    (["model=deepbn", "model.dropout=-0.1"], "model.dropout=-0.1 must be a finite number in [0, 1)"),
+    (["model=deepbn", "data.batch_size=1"], "data.batch_size=1 with model=deepbn: BatchNorm needs at least 2"),
     (["task=tune"], "task='tune' is unknown"),
     (["optimizer.lr=0"], "optimizer.lr=0 must be a finite number > 0"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be a finite number > 0"),
@@ -146,6 +150,7 @@ def test_final_fit_builds_its_data_through_the_plan(synthetic_root):
     (["+trainer.accumulate_grad_batches=2"], "gradient accumulation"),
     (["optimizer._target_=torch.optim.Adagrad", "~optimizer.momentum"], "torch.optim.Adagrad is not proven exact"),
     (["optimizer._target_=torch.optim.RMSprop"], "torch.optim.RMSprop is not proven exact"),
+    (["model=deepbn", "model.dropout=0.2"], "model.dropout would draw the packed folds' masks"),
 ])
 def test_packed_folds_only_where_exact(overrides, blocker):
     """Finding 2: clipping the summed loss's gradient norm (or accumulating, or a non-elementwise optimizer) couples
@@ -181,7 +186,8 @@ def test_fingerprint_covers_the_trainer_and_skips_only_the_listed_keys():
     base = plan_of()
     for changed in (["trainer.precision=bf16-mixed"], ["+trainer.gradient_clip_val=0.5"], ["optimizer=adam"],
                     ["trainer.deterministic=true"], ["data.batch_size=64"], ["seed=2"], ["cv.seed=2"],
-                    ["data.scaling=center"], ["trainer.max_epochs=3"], ["+trainer.limit_train_batches=0.5"]):
+                    ["data.scaling=center"], ["trainer.max_epochs=3"], ["+trainer.limit_train_batches=0.5"],
+                    ["model=deepbn"], ["model=deepbn", "model.dropout=0.1"]):
         assert plan_of(*changed).fingerprint() != base.fingerprint(), changed
     for same in (["trainer.enable_progress_bar=false"], ["trainer.enable_model_summary=true"],
                  ["trainer.log_every_n_steps=10"], ["cv.workers=1"], ["cv.parallel=true"], ["data.eval_batch_size=64"],

@@ -44,10 +44,11 @@ class DigitClassifier(pl.LightningModule):
         scheduler: dict | None = None,
         label_smoothing: float = 0.0,
         augment_seed: int = 0,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_net(arch)
+        self.net = build_net(arch, dropout)
         self.augment = make_augment(augment, augment_seed)  # training batches only
         # validate_args=False: the checks sync with the device on every step.
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)

@@ -81,7 +81,7 @@ def pack(nets: list[nn.Sequential]) -> nn.Sequential:
             m = FoldLinear(k, first.in_features, first.out_features)
             m.weight.data = torch.stack([layer.weight.detach() for layer in layers])
             m.bias.data = torch.stack([layer.bias.detach() for layer in layers])[:, None, :]
-        elif isinstance(first, (nn.ReLU, nn.MaxPool2d)):
+        elif isinstance(first, (nn.ReLU, nn.MaxPool2d)) or (isinstance(first, nn.Dropout) and first.p == 0):
             m = copy.deepcopy(first)
         else:
             raise TypeError(f"cannot pack {type(first).__name__}")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitnet.errors import UserError
 
 TASKS = ("cv", "final")
-ARCHS = ("baseline", "batchnorm", "deep")  # nets.NETS, checked equal by a test
+ARCHS = ("baseline", "batchnorm", "deep", "deepbn")  # nets.NETS, checked equal by a test
 SCALINGS = ("normalize", "center", "standardize")
 RUNNERS = ("sequential", "packed", "processes")
 AUGMENTS = ("none", "affine")  # augment.py
@@ -94,6 +94,7 @@ class RunPlan:
     augment: dict = field(default_factory=lambda: {"name": "none"})  # augment.py; training batches only
     scheduler: dict = field(default_factory=lambda: {"name": "none"})  # LR schedule, stepped every batch
     label_smoothing: float = 0.0
+    dropout: float = 0.0  # model.dropout (deepbn), training only
     notes: tuple = ()  # why an `auto` chose what it chose, where that is not the obvious choice
 
     def as_dict(self) -> dict:
@@ -235,7 +236,7 @@ KNOWN_KEYS = {
     "augment": ("name", "degrees", "scale", "shift"),
     "scheduler": ("name", "pct_start"),
     "data": ("root", "download", "limit", "batch_size", "eval_batch_size", "scaling"),
-    "model": ("name",),
+    "model": ("name", "dropout"),
     "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
 }
 # Upper bounds that keep a number a number of things (a batch of 10**20 images overflows the data loader).
@@ -274,8 +275,11 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     scaling = _choice(cfg, "data.scaling", SCALINGS)
 
     n_folds = _whole(cfg, "cv.n_folds", 2, MAX_COUNT, hint="k-fold CV needs at least 2 folds (default 5)")
-    if model == "batchnorm" and batch_size < 2:
-        raise UserError("data.batch_size=1 with model=batchnorm: BatchNorm needs at least 2 images a batch")
+    if model in ("batchnorm", "deepbn") and batch_size < 2:
+        raise UserError(f"data.batch_size=1 with model={model}: BatchNorm needs at least 2 images a batch")
+    dropout = _real(cfg, "model.dropout", 0, 1, high_open=True, default=0.0)
+    if dropout and model != "deepbn":
+        raise UserError(f"model.dropout={dropout}: model={model} has no dropout layers; use model=deepbn")
     cv_seed = _whole(cfg, "cv.seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")
     if task == "cv":
         if 0 < limit < n_folds:
@@ -314,7 +318,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     if task == "cv":
         runner, processes, graph = _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores,
                                                   n_folds, notes, plain_steps=augment["name"] == "none" and
-                                                  scheduler["name"] == "none")
+                                                  scheduler["name"] == "none", dropout=dropout)
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
     if not trainer.get("enable_progress_bar", True):
         progress = "off"
@@ -329,7 +333,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
         eval_batch_size=eval_batch or (1000 if device == "cuda" else 250),
         scaling=scaling, optimizer=optimizer, trainer=trainer, n_folds=n_folds, cv_seed=cv_seed, device=device,
         data_device=device, runner=runner, processes=processes, threads=cores, cuda_graph=graph, progress=progress,
-        augment=augment, scheduler=scheduler, label_smoothing=label_smoothing, notes=tuple(notes),
+        augment=augment, scheduler=scheduler, label_smoothing=label_smoothing, dropout=dropout, notes=tuple(notes),
     )
 
 
@@ -477,8 +481,10 @@ def _check_trainer_types(cfg, trainer: dict) -> None:
                         "multiple of it")
 
 
-def _packing_blocker(optimizer: dict, trainer: dict) -> str | None:
+def _packing_blocker(optimizer: dict, trainer: dict, dropout: float = 0.0) -> str | None:
     """Why packed folds would not train exactly as separate ones, or None."""
+    if dropout:
+        return "model.dropout would draw the packed folds' masks from one random stream, not each fold's own"
     if trainer.get("gradient_clip_val"):
         return "gradient clipping (trainer.gradient_clip_val) would clip the folds' joint gradient norm"
     if trainer.get("accumulate_grad_batches", 1) != 1:
@@ -499,9 +505,10 @@ def _graph_blocker(optimizer: dict, runner: str, device: str, plain_steps: bool 
     return None
 
 
-def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps=True):
+def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps=True,
+                   dropout=0.0):
     """(runner, processes, cuda_graph) for task=cv."""
-    blocker = _packing_blocker(optimizer, trainer)
+    blocker = _packing_blocker(optimizer, trainer, dropout)
     if parallel and blocker:
         raise UserError(f"cv.parallel=true: {blocker}; set cv.parallel=false (or auto)")
     if parallel and workers and workers > 1:

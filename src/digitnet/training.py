@@ -36,7 +36,8 @@ def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> D
     """Fold `fold`'s model (None: the final fit's); its augmentation is seeded as its batches are, seed + fold."""
     return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling, pixel_mean=dm.pixel_mean,
                            pixel_std=dm.pixel_std, augment=plan.augment, scheduler=plan.scheduler,
-                           label_smoothing=plan.label_smoothing, augment_seed=plan.seed + (fold or 0))
+                           label_smoothing=plan.label_smoothing, augment_seed=plan.seed + (fold or 0),
+                           dropout=plan.dropout)
 
 
 def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
@@ -90,7 +91,7 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
 def fold_hparams(plan: RunPlan, dm: MNISTDataModule) -> dict:
     """A fold model's checkpoint hparams: what final.ckpt holds (plain values)."""
     return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
-            "pixel_std": dm.pixel_std}
+            "pixel_std": dm.pixel_std, "dropout": plan.dropout}
 
 
 def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()):
