@@ -2,8 +2,7 @@
 
     python bench/recipe.py [--seeds 1 2 3] [--no-cv] [--out DIR] -- OVERRIDE ...
 
-e.g. `python bench/recipe.py -- model=deep augment=affine scheduler=onecycle optimizer.lr=0.05
-loss.label_smoothing=0.1 trainer.max_epochs=15`. Each fit runs through the real CLI into DIR (a temp dir by default);
+e.g. `python bench/recipe.py -- experiment=best` (issue 11's figures; README, "The recipe"). Each fit runs through the real CLI into DIR (a temp dir by default);
 prints each seed's holdout accuracy and training seconds, their mean, then the CV's mean fold accuracy and the
 ensemble's holdout accuracy (digitnet.evaluate on the CV run dir). The holdout is only reported: choose recipes on
 the CV folds (sweeps and their paired test), never on these figures.

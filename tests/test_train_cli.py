@@ -23,6 +23,23 @@ def test_config_composes_with_the_documented_names():
     assert cfg.data.download is True
 
 
+@pytest.mark.parametrize("arg", ["experiment=bestt", "augment=afine", "scheduler=cos", "model=deepnb"])
+def test_every_group_choice_is_checked(arg, capsys):
+    """experiment is an optional group in many templates: Hydra then skips a misspelled preset without a word and
+    trains the defaults. Every group of conf/ gets the one-line check, and experiment is not optional."""
+    from pathlib import Path
+
+    from digitnet import train
+
+    conf = Path(train.__file__).resolve().parents[2] / "conf"
+    assert set(train.GROUPS) == {p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")}
+    with pytest.raises(SystemExit) as exit_:
+        train.check_group_choices([arg])
+    assert exit_.value.code == 1
+    assert f"{arg} is unknown; use one of" in capsys.readouterr().err
+    assert "optional experiment" not in (conf / "config.yaml").read_text()
+
+
 @pytest.mark.slow
 def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
     run_dir = tmp_path / "run"

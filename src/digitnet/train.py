@@ -39,7 +39,7 @@ def _config_context():
     if _INSTALLED:
         return initialize_config_module("digitnet.conf", version_base="1.3")
     return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
-GROUPS = ("data", "model", "optimizer", "trainer", "cv")
+GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "experiment")  # conf/ minus hydra/
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
