@@ -56,6 +56,29 @@ def test_experiment_tutorial_is_exactly_the_defaults():
     assert plan.fingerprint() != plan_of().fingerprint()
 
 
+@pytest.mark.parametrize("preset", ["tutorial", "best"])
+def test_every_value_an_experiment_sets_reaches_the_config(preset):
+    """conf/config.yaml's own values (seed, loss) had been merged after the groups, so experiment=best's
+    loss.label_smoothing=0.1 was silently replaced by the default 0.0."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{preset}.yaml"
+    values = OmegaConf.to_container(OmegaConf.load(path))
+    values.pop("defaults")
+    cfg = OmegaConf.to_container(compose_cfg(f"experiment={preset}"))
+
+    def check(expected, composed, where):
+        for key, value in expected.items():
+            if isinstance(value, dict):
+                check(value, composed[key], f"{where}{key}.")
+            else:
+                assert composed[key] == value, f"{where}{key}"
+
+    check(values, cfg, "")
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["augment.name=elastic"], "augment.name='elastic' is unknown"),
     (["augment=affine", "augment.degrees=200"], "augment.degrees=200 must be a finite number in [0, 180]"),
