@@ -1,6 +1,7 @@
 """Fold checkpoints and the free ensemble of a CV run: saved by every runner, loaded safely, scored and used."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -25,13 +26,18 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["cv.workers=1", "cv.workers=2", "cv.parallel=true"])
-def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_root, runner):
+def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_root, runner, capsys):
     from digitnet.nets import load_checkpoint
     from digitnet.train import run
 
     plan = plan_of("data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", runner,
                    "data.scaling=standardize")
     summary = run(plan, tmp_path / "run")
+    if plan.runner == "packed":  # its epoch line had been empty: each fold's figures, in fold order
+        line = next(x for x in capsys.readouterr().out.splitlines() if "epoch 1/1" in x)
+        accs = [f"{100 * f['history'][-1]['val_acc']:.2f}" for f in summary["folds"]]
+        assert re.search(r"val_acc (\d\.\d{4}) (\d\.\d{4})$", line), line
+        assert [f"{100 * float(x):.2f}" for x in line.split("val_acc ")[1].split()] == accs
     for fold in range(2):
         path = tmp_path / "run" / "folds" / f"fold_{fold}.ckpt"
         raw = torch.load(path, map_location="cpu", weights_only=True)

@@ -210,6 +210,29 @@ def test_resume_refuses_folds_of_another_trainer_setting(tmp_path):
     assert "fold_0.json was trained with another config (trainer.precision='32-true' there, 'bf16-mixed' now)" in str(err.value)
 
 
+def test_run_dirs_from_before_dropout_resume_and_refusals_name_config_keys(tmp_path):
+    """model.dropout came later: a fold saved without it is dropout 0, and a refusal says model.dropout, not the
+    plan's field name."""
+    from digitnet.folds import FoldStore
+    from digitnet.plan import differences
+
+    assert "dropout" not in plan_of("model=deepbn").fingerprint_fields()
+    older = FoldStore(tmp_path, {k: v for k, v in plan_of("model=deepbn").fingerprint_fields().items() if k != "dropout"})
+    result = {"fold": 0, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}
+    older.save(result)
+    assert FoldStore.for_plan(tmp_path, plan_of("model=deepbn")).load(0) == result
+    with pytest.raises(UserError, match=r"another config \(model.dropout=0.0 there, 0.25 now\)"):
+        FoldStore.for_plan(tmp_path, plan_of("model=deepbn", "model.dropout=0.25")).load(0)
+    assert set(differences(plan_of().fingerprint_fields(), plan_of("model=deep", "loss.label_smoothing=0.1",
+                                                                    "data.limit=10").fingerprint_fields())) == {
+        "data.limit=0 there, 10 now", "loss.label_smoothing=0.0 there, 0.1 now", "model.name='baseline' there, 'deep' now"}
+
+
+def test_an_unresolvable_interpolation_is_one_user_error():
+    with pytest.raises(UserError, match=r"model: cannot be read \(.*Environment variable 'DIGITNET_NOPE' not found"):
+        plan_of("model=deepbn", "model.dropout=${oc.env:DIGITNET_NOPE}")
+
+
 def test_plan_for_data_checks_fold_count_and_equal_folds():
     with pytest.raises(UserError, match="cv.n_folds=5 is more than the 4 training images"):
         plan_of().for_data(4)

@@ -40,6 +40,50 @@ def test_every_group_choice_is_checked(arg, capsys):
     assert "optional experiment" not in (conf / "config.yaml").read_text()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["+experiment=best"], "+experiment=best: experiment is in the defaults list already; write experiment=best (no +)"),
+    (["-m", "augment=choice(affine,afine)"], "augment=afine is unknown; use one of affine, none"),
+    (["-m", "experiment=tutorial, bset"], "experiment=bset is unknown; use one of best, tutorial"),
+    (["experiment=null"], "experiment=null: no preset is the default already; leave experiment= out"),
+])
+def test_group_choice_check_reads_hydra_syntax(argv, message, capsys):
+    from digitnet import train
+
+    with pytest.raises(SystemExit):
+        train.check_group_choices(argv)
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitnet.train: error: {message}") and err.count("\n") == 1, err
+
+
+def test_quoted_and_spaced_choices_are_valid_hydra():
+    from digitnet import train
+
+    train.check_group_choices(["experiment='best'", "-m", "augment=none, affine", "model=choice(deep, 'deepbn')"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["model.dropout=0.25"], "model.dropout=0.25: only model=deepbn has dropout layers; add model=deepbn"),
+    (["-m", "model=deep,deepbn", "model.dropout=0.25"], "model.dropout=0.25: only model=deepbn has dropout layers"),
+    (["model=deep,deepbn"], "Ambiguous value for argument 'model=deep,deepbn': to sweep, add -m (--multirun) before"),
+])
+def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
+    from digitnet import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.check_composes(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_sweep_job_that_cannot_compose_is_one_line_before_any_job(tmp_path):
+    result = run_cli("digitnet.train", "-m", "optimizer=sgd,adam", "optimizer.momentum=0.5",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "sweep job 1 (optimizer=adam optimizer.momentum=0.5)" in result.stderr
+    assert "Could not override 'optimizer.momentum': no such key" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.slow
 def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
     run_dir = tmp_path / "run"

@@ -32,6 +32,28 @@ def exit_on_user_error(prog: str = "digitnet"):
         raise SystemExit(1) from None
 
 
+# Keys that some choices of a group have and others lack: Hydra's "no such key" would send the user to `+key=`,
+# which the plan then refuses.
+_KEYS_OF_SOME_CHOICES = {"model.dropout": "only model=deepbn has dropout layers; add model=deepbn"}
+
+
+def composition_error_line(exc: Exception) -> str:
+    """Hydra's multi-line composition or override-parsing error as one line with its fix."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    append = next((line.split(" use ")[-1] for line in lines[1:] if line.startswith("To append")), "")
+    key = append.lstrip("+").partition("=")[0]
+    if key in _KEYS_OF_SOME_CHOICES:
+        return f"{append.lstrip('+')}: {_KEYS_OF_SOME_CHOICES[key]}"
+    if append:
+        return f"{lines[0].rstrip('.')}: no such key; check the spelling, or add one with {append}"
+    if "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:
+        return (f"cannot parse the override {lines[0].split(': ', 1)[-1]}; quote values with spaces or special "
+                "characters (Hydra's override syntax: key='a value')")
+    if lines[0].startswith("Ambiguous value for argument"):
+        return f"{lines[0].rstrip('.')}: to sweep, add -m (--multirun) before the overrides"
+    return lines[0]
+
+
 def shown(path) -> str:
     """A path as one line can hold it: control characters (a newline in a file name) escaped."""
     text = str(path)

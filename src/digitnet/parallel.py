@@ -135,6 +135,7 @@ class FoldParallelClassifier(pl.LightningModule):
         self.diverged: dict[int, str] = {}
         self.first_losses: list[float] | None = None
         self.histories: list[list[dict]] = [[] for _ in range(self.k)]
+        self.closed_epochs = 0
         self.fold_loggers: list[TensorBoardLogger] = []
 
     def forward(self, x):
@@ -209,6 +210,14 @@ class FoldParallelClassifier(pl.LightningModule):
             self._losses(batch, self.val_totals)
 
     def on_train_epoch_end(self):
+        self.close_epoch()
+
+    def close_epoch(self) -> None:
+        """The epoch's per-fold figures into histories (and the fold loggers), once: callbacks.EpochLines calls it
+        first to print them, since Lightning runs callbacks' epoch-end hooks before the module's."""
+        if self.closed_epochs > self.current_epoch:
+            return
+        self.closed_epochs = self.current_epoch + 1
         train, val = self.train_totals.cpu(), self.val_totals.cpu()  # the one host sync per epoch
         for k in range(self.k):
             if k in self.diverged:  # as in the sequential run, a diverged fold's history ends before that epoch

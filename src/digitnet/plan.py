@@ -53,9 +53,19 @@ OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_ro
 # Plan keys that never change a fold's result, so a resumed run may differ in them: where things are shown and
 # logged, and how the folds are scheduled (sequential, processes and packed give the same folds: tests/test_workers.py
 # is bit-identical, tests/test_parallel.py equal to 1e-9 in float64). Everything else must match to resume.
+# The same computation is not always the same bits in float32: deepbn's BatchNorm sums round differently with the
+# thread count (1 per fold worker, all cores sequentially), which moved a 300-image fold by one image. Such folds
+# are resumed side by side, as runs on two machines would be.
 NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_device", "runner", "processes",
                       "threads", "cuda_graph", "progress", "notes", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                       "trainer.log_every_n_steps")
+# Fields added after run dirs existed without them: left out of the fingerprint at their default, so that an older
+# run dir (which could only have had that default) still resumes.
+LATER_FIELDS = {"dropout": 0.0}
+# The config key of each plan field, where they differ: what a resume refusal names.
+CONFIG_KEYS = {"model": "model.name", "dropout": "model.dropout", "label_smoothing": "loss.label_smoothing",
+               "limit": "data.limit", "batch_size": "data.batch_size", "scaling": "data.scaling",
+               "n_folds": "cv.n_folds", "cv_seed": "cv.seed", "device": "trainer.accelerator"}
 
 _MISSING = object()
 
@@ -106,6 +116,9 @@ class RunPlan:
         for key in NOT_IN_FINGERPRINT:
             group, _, sub = key.partition(".")
             (fields[group].pop(sub, None) if sub else fields.pop(group, None))
+        for key, default in LATER_FIELDS.items():
+            if fields.get(key) == default:
+                del fields[key]
         return fields
 
     def fingerprint(self) -> str:
@@ -144,10 +157,13 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "(unset)"), current.get(key, "(unset)")
+        if not prefix:
+            a, b = LATER_FIELDS.get(key, a) if a == "(unset)" else a, LATER_FIELDS.get(key, b) if b == "(unset)" else b
+        name = key if prefix else CONFIG_KEYS.get(key, key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{name}.")
         elif a != b:
-            out.append(f"{prefix}{key}={a!r} there, {b!r} now")
+            out.append(f"{prefix}{name}={a!r} there, {b!r} now")
     return out
 
 
@@ -156,14 +172,14 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
 def _get(cfg: DictConfig, key: str, default=_MISSING):
     try:
         value = OmegaConf.select(cfg, key, default=_MISSING)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
     except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve, a missing env var, ...
         raise UserError(f"{key}: cannot be read ({str(exc).splitlines()[0]})") from None
     if value is _MISSING:
         if default is not _MISSING:
             return default
         raise UserError(f"{key} is missing from the config; restore it (see conf/) or drop the override that removed it")
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
     return value
 
 
@@ -276,8 +292,9 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
 
     n_folds = _whole(cfg, "cv.n_folds", 2, MAX_COUNT, hint="k-fold CV needs at least 2 folds (default 5)")
     if model in ("batchnorm", "deepbn") and batch_size < 2:
-        raise UserError(f"data.batch_size=1 with model={model}: BatchNorm needs at least 2 images a batch")
-    dropout = _real(cfg, "model.dropout", 0, 1, high_open=True, default=0.0)
+        raise UserError(f"data.batch_size=1 with model={model}: BatchNorm needs at least 2 images a batch; use "
+                        "data.batch_size=2 or more (the tutorial's is 32)")
+    dropout = _real(cfg, "model.dropout", 0, 1, high_open=True, default=0.0, hint="a rate in [0, 1), e.g. 0.25")
     if dropout and model != "deepbn":
         raise UserError(f"model.dropout={dropout}: model={model} has no dropout layers; use model=deepbn")
     cv_seed = _whole(cfg, "cv.seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")

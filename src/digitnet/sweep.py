@@ -244,8 +244,12 @@ class SweepSummaryCallback(Callback):
                 print(f"digitnet.train: error: sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run",
                       file=sys.stderr)
                 raise SystemExit(1) from None
-            except Exception:  # noqa: BLE001 - left to the job itself, which reports it in one line
-                continue
+            except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
+                from digitnet.errors import composition_error_line
+
+                print(f"digitnet.train: error: sweep job {number} ({' '.join(overrides)}): "
+                      f"{composition_error_line(exc)}; nothing was run", file=sys.stderr)
+                raise SystemExit(1) from None
 
     @staticmethod
     def _refuse_another_sweep(config) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import faulthandler
 import importlib.util
 import os
+import re
 import signal
 import sys
 import threading
@@ -51,14 +52,26 @@ def check_group_choices(argv: list[str]) -> None:
     conf = resources.files("digitnet.conf") if _INSTALLED else _CHECKOUT_CONF
     for arg in argv:
         key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in GROUPS or "(" in value:
+        plain_key = key.lstrip("+~")
+        if not sep or plain_key not in GROUPS:
             continue
-        known = sorted(p.name[:-5] for p in (conf / key).iterdir() if p.name.endswith(".yaml"))
-        for choice in value.split(","):
+        if key.startswith("+") and not key.startswith("++"):
+            _refuse(f"{arg}: {plain_key} is in the defaults list already; write {plain_key}={value} (no +)")
+        listed = re.fullmatch(r"\s*choice\((.*)\)\s*", value)  # choice(a,b) sweeps choices; other functions: Hydra's
+        if "(" in value and not listed:
+            continue
+        known = sorted(p.name[:-5] for p in (conf / plain_key).iterdir() if p.name.endswith(".yaml"))
+        for choice in (listed.group(1) if listed else value).split(","):
+            choice = choice.strip().strip("'\"")  # Hydra allows 'quoted' values and spaces after commas
+            if choice == "null" and plain_key == "experiment":
+                _refuse("experiment=null: no preset is the default already; leave experiment= out (or use ~experiment)")
             if choice not in known:
-                print(f"{PROG}: error: {key}={choice} is unknown; use one of {', '.join(known)}", file=sys.stderr)
-                raise SystemExit(1)
+                _refuse(f"{plain_key}={choice} is unknown; use one of {', '.join(known)}")
+
+
+def _refuse(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def check_output_dirs(argv: list[str]) -> None:
@@ -214,34 +227,33 @@ def main(cfg: DictConfig) -> float | None:
 
 def check_composes(argv: list[str]) -> None:
     """Compose the command's config once before Hydra does: its composition and interpolation errors (a misspelled
-    key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for sweeps, Hydra's
-    own flags and user config dirs, where Hydra's messages stand."""
-    if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
+    key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for Hydra's
+    own flags and user config dirs, where Hydra's messages stand. A sweep's common config is composed as Hydra
+    composes it, without the swept values (each job is checked in sweep.SweepSummaryCallback)."""
+    sweep = [arg for arg in argv if arg in ("-m", "--multirun")]
+    overrides = [arg for arg in argv if arg not in sweep]
+    if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in overrides):
         return
     from hydra import compose
     from omegaconf import OmegaConf
 
     with exit_on_user_error(PROG):
         try:
+            if sweep:
+                from hydra.core.override_parser.overrides_parser import OverridesParser
+
+                parsed = OverridesParser.create().parse_overrides(overrides)
+                overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
             with _config_context():
-                cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+                cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
                 for key in ("hydra.run.dir", "hydra.sweep.dir"):
                     value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                     if value is None and "oc.env" in str(OmegaConf.to_container(cfg.hydra).get(key.split(".")[1])):
                         raise ValueError(f"{key} names an environment variable that is not set")
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
-            from digitnet.errors import UserError
+            from digitnet.errors import UserError, composition_error_line
 
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
-            append = next((line.split(" use ")[-1] for line in lines[1:] if line.startswith("To append")), "")
-            if append:
-                message = f"{lines[0].rstrip('.')}: no such key; check the spelling, or add one with {append}"
-            elif "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:
-                message = (f"cannot parse the override {lines[0].split(': ', 1)[-1]}; quote values with spaces or "
-                           "special characters (Hydra's override syntax: key='a value')")
-            else:
-                message = lines[0]
-            raise UserError(message) from None
+            raise UserError(composition_error_line(exc)) from None
 
 
 def cli() -> None:
