@@ -76,3 +76,26 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
     folds = sorted(str(p) for p in (run_dir / "folds").glob("fold_*.ckpt"))
     assert predict.main([folds[0], *folds[1:], str(SAMPLE), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_dir  # several checkpoints: the same ensemble
+
+
+def test_partial_saves_are_removed(tmp_path):
+    """A fold worker terminated while writing its checkpoint (Ctrl-C) had left folds/.fold_1.ckpt.tmp behind."""
+    from digitnet.folds import FoldStore
+    from digitnet.nets import save_checkpoint
+
+    store = FoldStore(tmp_path, {"any": "key"})
+    (tmp_path / "folds").mkdir()
+    for name in (".fold_1.ckpt.tmp", ".fold_1.json.abc123.tmp", ".fold_2.ckpt.tmp"):
+        (tmp_path / "folds" / name).write_bytes(b"half")
+    store.start_afresh(1)
+    assert sorted(p.name for p in (tmp_path / "folds").iterdir()) == [".fold_2.ckpt.tmp"]
+    store.remove_partial_files()
+    assert not list((tmp_path / "folds").iterdir())
+
+    class Interrupted:
+        def __reduce__(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "folds" / "fold_3.ckpt", {"x": Interrupted()})
+    assert not list((tmp_path / "folds").iterdir())

@@ -81,3 +81,11 @@ class FoldStore:
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""
         shutil.rmtree(self.run_dir / "tb" / f"fold_{fold}", ignore_errors=True)
+        self.remove_partial_files(fold)
+
+    def remove_partial_files(self, fold: int | None = None) -> None:
+        """The temp files of saves cut short (a fold worker stopped in the middle of writing its checkpoint): never
+        read, since only renamed files count, and removed so that none is left behind. fold None: every fold's."""
+        pattern = f".fold_{fold}.*tmp" if fold is not None else ".fold_*tmp"
+        for partial in (self.run_dir / "folds").glob(pattern):
+            partial.unlink(missing_ok=True)

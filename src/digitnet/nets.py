@@ -99,8 +99,12 @@ def checkpoint_dict(net: nn.Module, hparams: dict) -> dict:
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """Written to a temp file and renamed: a reader never sees half a checkpoint."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(checkpoint, tmp)
+        tmp.replace(path)
+    except BaseException:  # Ctrl-C in the middle of the write included: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Ensemble(nn.Module):

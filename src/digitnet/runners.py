@@ -62,13 +62,16 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     unfinished = context.Value("i", len(folds))
     processes = min(plan.processes, len(folds))
     # Leaving the block, also by Ctrl-C or an error, terminates the workers: no fold goes on training unseen.
-    with context.Pool(processes, initializer=workers.start,
-                      initargs=(plan, unfinished, os.getpid())) as pool:
-        for result in pool.imap_unordered(workers.train_fold, [(plan, store, fold) for fold in folds]):
-            if "error" in result:
-                raise UserError(f"fold {result['fold']} failed in its worker process ({result['error']}); the folds "
-                                "that finished are kept")
-            finish(result)
+    try:
+        with context.Pool(processes, initializer=workers.start,
+                          initargs=(plan, unfinished, os.getpid())) as pool:
+            for result in pool.imap_unordered(workers.train_fold, [(plan, store, fold) for fold in folds]):
+                if "error" in result:
+                    raise UserError(f"fold {result['fold']} failed in its worker process ({result['error']}); the "
+                                    "folds that finished are kept")
+                finish(result)
+    finally:
+        store.remove_partial_files()  # a worker terminated while saving leaves its temp file
 
 
 RUNNERS = {"sequential": run_sequential, "packed": run_packed, "processes": run_processes}  # plan.RUNNERS
