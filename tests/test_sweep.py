@@ -76,8 +76,11 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root, work
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     run_dir = tmp_path / "interrupted"
+    # Ctrl-C must reach the run even when the tests were started in the background (`cmd &` ignores SIGINT in
+    # what it starts, and Python keeps an ignored SIGINT ignored).
     proc = subprocess.Popen([sys.executable, "-m", "digitnet.train", *args, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (run_dir / "folds" / "fold_0.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
