@@ -48,7 +48,11 @@ def main() -> None:
     if not args.no_cv:
         wall = train(out / "cv", *args.overrides)
         summary = json.loads((out / "cv" / "cv_summary.json").read_text())
-        subprocess.run([sys.executable, "-m", "digitnet.evaluate", str(out / "cv")], check=True, stdout=subprocess.DEVNULL)
+        # evaluate reads the holdout from where training read MNIST (a data.root override, else $DIGITNET_DATA).
+        root = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data.root=")]
+        subprocess.run([sys.executable, "-m", "digitnet.evaluate", str(out / "cv"), *(["--data-root", root[-1]] if root
+                                                                                     else [])],
+                       check=True, stdout=subprocess.DEVNULL)
         ensemble = json.loads((out / "cv" / "ensemble_metrics.json").read_text())
         print(f"5-fold CV: mean fold accuracy {100 * summary['mean']:.3f}% (training {summary['train_seconds']:.0f} s "
               f"summed over folds, process {wall:.0f} s); fold ensemble on the holdout {100 * ensemble['accuracy']:.3f}%")
