@@ -84,6 +84,47 @@ def test_a_sweep_job_that_cannot_compose_is_one_line_before_any_job(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model=glob(zz*)"], "model=glob(zz*) gives no value to sweep; model's choices: baseline, batchnorm, deep, deepbn"),
+    (["optimizer.lr=range(0)"], "optimizer.lr=range(0) gives no value to sweep"),
+    (["model=range(1,3)"], "model=range(1,3) gives 1, which is not a model; model's choices: baseline,"),
+    (["model=sort(deep,zz)"], "model=sort(deep,zz) gives zz, which is not a model"),
+    (["optimizer.lr=interval(0.001,0.1)"], "optimizer.lr=interval(0.001,0.1): the basic sweeper runs lists, range() "
+                                           "and glob(), not interval(); list the values"),
+])
+def test_a_sweep_the_basic_sweeper_cannot_run_is_one_user_error(overrides, message):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from digitnet.errors import UserError
+    from digitnet.sweep import sweep_jobs
+    from digitnet.train import _config_context
+
+    with _config_context(), pytest.raises(UserError) as err:
+        sweep_jobs(overrides, GlobalHydra.instance().config_loader())
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sweep_jobs_are_the_basic_sweepers(tmp_path):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from digitnet.sweep import sweep_jobs
+    from digitnet.train import _config_context
+
+    with _config_context():
+        jobs = sweep_jobs(["model=glob(b*)", "optimizer.lr=range(1,3)", "seed=2"], GlobalHydra.instance().config_loader())
+    assert jobs == [[f"model={m}", f"optimizer.lr={lr}", "seed=2"] for m in ("baseline", "batchnorm") for lr in (1, 2)]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=glob(zz*)", "model=glob(zz*) gives no value to sweep"),
+    ("optimizer.lr=tag(a,0.1,0.2)", "'optimizer.lr=tag(a,0.1,0.2)': mismatch type argument args[1]"),
+])
+def test_a_sweep_that_makes_no_job_leaves_no_files(tmp_path, override, message):
+    result = run_cli("digitnet.train", "-m", override, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.slow
 def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
     run_dir = tmp_path / "run"

@@ -49,6 +49,10 @@ def composition_error_line(exc: Exception) -> str:
     if "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:
         return (f"cannot parse the override {lines[0].split(': ', 1)[-1]}; quote values with spaces or special "
                 "characters (Hydra's override syntax: key='a value')")
+    if lines[0].startswith("Error parsing override") and len(lines) > 1 and " while evaluating " in lines[1]:
+        # a sweep or cast function given the wrong arguments, e.g. tag(a,0.1,0.2): Hydra's second line says which
+        return (f"{lines[0].split(' ', 3)[-1]}: {lines[1].partition(': ')[2] or lines[1]} (Hydra's override "
+                "functions: https://hydra.cc/docs/advanced/override_grammar/extended)")
     if lines[0].startswith("Ambiguous value for argument"):
         return f"{lines[0].rstrip('.')}: to sweep, add -m (--multirun) before the overrides"
     return lines[0]

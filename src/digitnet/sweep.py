@@ -214,6 +214,35 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     return {"jobs": jobs, "best": best}
 
 
+
+def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper makes of `overrides` (a list of override lists, in its order). A sweep that
+    the basic sweeper cannot run, or that makes no job, is a UserError naming the override."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from digitnet.errors import UserError
+
+    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(overrides)
+    for override in parsed:
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise UserError(f"{override.input_line}: the basic sweeper runs lists, range() and glob(), not "
+                            f"{override.value_type.name.split('_')[0].lower()}(); list the values "
+                            "(e.g. optimizer.lr=0.1,0.01,0.001) or install a sweeper plugin such as Optuna")
+        if not override.is_sweep_override():
+            continue
+        values = list(override.sweep_string_iterator())
+        choices = config_loader.get_group_options(override.key_or_group) if override.package is None else []
+        listed = f"; {override.key_or_group}'s choices: {', '.join(choices)}" if choices else ""
+        if not values:
+            raise UserError(f"{override.input_line} gives no value to sweep{listed}")
+        strange = [v for v in values if choices and v not in choices]
+        if strange:
+            raise UserError(f"{override.input_line} gives {strange[0]}, which is not a {override.key_or_group}{listed}")
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return jobs
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
@@ -224,19 +253,21 @@ class SweepSummaryCallback(Callback):
     @staticmethod
     def _check_every_job(config) -> None:
         """Every job's config checked before the first one trains: a bad value in job 5 is not found after 4 jobs.
-        (The plan's cheap checks and the optimizer's: fractions of a second a job.)"""
+        (The plan's cheap checks and the optimizer's: fractions of a second a job.) The jobs are expanded as the
+        basic sweeper expands them, glob() over a group's choices included."""
         from hydra import compose
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.global_hydra import GlobalHydra
 
         from digitnet.errors import UserError
         from digitnet.plan import make_plan
 
+        if config.hydra.sweeper.get("_target_") != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+            return  # another sweeper plugin (Optuna, Ax...) makes its own jobs: each is checked as it starts
         try:
-            parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-            (jobs,) = BasicSweeper.split_arguments(parsed, None)
-        except Exception:  # noqa: BLE001 - a sweep type only another sweeper knows: its jobs are checked one by one
-            return
+            jobs = sweep_jobs(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
+        except UserError as exc:
+            print(f"digitnet.train: error: {exc}; nothing was run", file=sys.stderr)
+            raise SystemExit(1) from None
         for number, overrides in enumerate(jobs):
             try:
                 make_plan(compose(config_name="config", overrides=overrides))
