@@ -46,6 +46,14 @@ def test_two_job_multirun_with_a_diverging_job(tmp_path, mnist_root):
     again = run_cli("digitnet.summarize", sweep)
     assert again.returncode == 0 and (sweep / "sweep_summary.md").read_text() == md
 
+    # A job resumed with a plain command, its overrides in other words and order, keeps its label in the table.
+    labels = (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
+    resumed = run_cli("digitnet.train", f"data.root={mnist_root}", *TINY, "optimizer.lr=1e-2", f"hydra.run.dir={sweep / '1'}")
+    assert resumed.returncode == 0 and "finished earlier" in resumed.stdout, resumed.stdout + resumed.stderr[-2000:]
+    assert (sweep / "1" / ".hydra" / "overrides.yaml").read_text() == labels
+    assert run_cli("digitnet.summarize", sweep).returncode == 0
+    assert [r["overrides"] for r in csv.DictReader(open(sweep / "sweep_summary.csv"))] == [r["overrides"] for r in rows]
+
 
 @pytest.mark.slow
 def test_paired_test_against_the_best_job(tmp_path, mnist_root):

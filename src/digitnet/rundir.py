@@ -92,14 +92,17 @@ def report_existing_final(run_dir: Path) -> None:
 
 
 def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
-    """The files Hydra writes into .hydra/, written once the run is accepted (summarize reads overrides.yaml)."""
+    """The files Hydra writes into .hydra/, written once the run is accepted. A resumed run keeps the
+    overrides.yaml it started with: a sweep's table labels its jobs by them, and a job resumed with a plain command
+    (its plan checked equal) spells the same run in other words."""
     from omegaconf import OmegaConf
 
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+    if not (out / "overrides.yaml").is_file():
+        OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
 
 
 def remove_if_new_and_empty(run_dir: Path) -> None:
