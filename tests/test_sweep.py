@@ -126,3 +126,92 @@ def test_launcher_configs_compose(launcher, target):
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
     assert cfg.hydra.callbacks.sweep_summary._target_ == "digitnet.sweep.SweepSummaryCallback"
+
+
+def _fake_sweep(sweep, jobs, subdir="${hydra.job.num}", task=None):
+    """A sweep dir as a finished `-m` run leaves it (multirun.yaml, N/.hydra/overrides.yaml), without training."""
+    from omegaconf import OmegaConf
+
+    sweep.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep), "subdir": subdir},
+                                               "overrides": {"task": task or ["seed=1,2"]}}}), sweep / "multirun.yaml")
+    for number, overrides in enumerate(jobs):
+        (sweep / str(number) / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), sweep / str(number) / ".hydra" / "overrides.yaml")
+    return {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+
+
+def _refused_untouched(result, before, message):
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    after = {p: p.read_bytes() for p in before}
+    assert after == before and all(p.exists() for p in before)
+
+
+@pytest.mark.parametrize("damage, argv, message", [
+    # multirun.yaml unreadable: Hydra would overwrite it with the refused sweep, and the real one could not resume.
+    ("multirun", ["seed=1,2"], "multirun.yaml is damaged"),
+    # multirun.yaml gone: the job dirs still say which sweep this is.
+    ("no-multirun", ["seed=3,4"], "holds the job `seed=1`, not `seed=3`"),
+    ("none", ["seed=1,2", "hydra.sweep.subdir=j${hydra.job.num}"], "holds a sweep with hydra.sweep.subdir="),
+    ("run-dir", ["seed=1,2"], "is the run dir of a single run (it holds plan.json)"),
+])
+def test_a_sweep_dir_keeps_its_own_sweep(tmp_path, damage, argv, message):
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
+    if damage == "multirun":
+        (sweep / "multirun.yaml").write_text("hydra: [unclosed\n")
+    if damage == "no-multirun":
+        (sweep / "multirun.yaml").unlink()
+    if damage == "run-dir":
+        (sweep / "plan.json").write_text("{}")
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result = run_cli("digitnet.train", "-m", *argv, f"hydra.sweep.dir={sweep}")
+    _refused_untouched(result, before, message)
+    assert not (sweep / "2").exists() and not (sweep / "sweep_summary.md").exists()
+
+
+def test_a_sweep_subdir_shared_by_every_job_is_refused(tmp_path):
+    result = run_cli("digitnet.train", "-m", "seed=1,2", "hydra.sweep.subdir=same", f"hydra.sweep.dir={tmp_path / 's'}")
+    _refused_untouched(result, {}, "hydra.sweep.subdir=same puts every job in the same folder; leave it out")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("", "is a sweep dir; resume one of its jobs with hydra.run.dir="),
+    ("7", "would be a new job dir inside the sweep"),
+])
+def test_a_single_run_does_not_write_into_a_sweep(tmp_path, synthetic_root, where, message):
+    sweep = tmp_path / "sweep"
+    before = _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
+    result = run_cli("digitnet.train", f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
+                     f"hydra.run.dir={sweep / where}")
+    _refused_untouched(result, before, message)
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+def test_summary_errors_at_the_sweeps_end_are_one_line(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from digitnet.sweep import SweepSummaryCallback
+
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    with pytest.raises(SystemExit) as exit_:  # Hydra turns a callback's exceptions into warnings and exits 0
+        SweepSummaryCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and "overrides.yaml is damaged" in err, err
+
+
+def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    from digitnet.rundir import write_hydra_files
+
+    hydra_cfg = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=2"]}}})
+    for content, kept in [("- seed=1\n", True), ("- [unclosed\n", False), ("{a: 1}\n", False)]:
+        path = tmp_path / ".hydra" / "overrides.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(content)
+        write_hydra_files(tmp_path, OmegaConf.create({"seed": 2}), hydra_cfg)
+        assert (path.read_text() == content) == kept and OmegaConf.load(path) is not None

@@ -44,7 +44,8 @@ def test_every_group_choice_is_checked(arg, capsys):
     (["+experiment=best"], "+experiment=best: experiment is in the defaults list already; write experiment=best (no +)"),
     (["-m", "augment=choice(affine,afine)"], "augment=afine is unknown; use one of affine, none"),
     (["-m", "experiment=tutorial, bset"], "experiment=bset is unknown; use one of best, tutorial"),
-    (["experiment=null"], "experiment=null: no preset is the default already; leave experiment= out"),
+    (["experiment=null"], "experiment=null: the defaults need no preset; leave experiment= out, or name them "
+                         "experiment=tutorial"),
 ])
 def test_group_choice_check_reads_hydra_syntax(argv, message, capsys):
     from digitnet import train
@@ -65,6 +66,14 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
     (["model.dropout=0.25"], "model.dropout=0.25: only model=deepbn has dropout layers; add model=deepbn"),
     (["-m", "model=deep,deepbn", "model.dropout=0.25"], "model.dropout=0.25: only model=deepbn has dropout layers"),
     (["model=deep,deepbn"], "Ambiguous value for argument 'model=deep,deepbn': to sweep, add -m (--multirun) before"),
+    # Hydra lets the later of two overrides of one key win: the sweep would silently become one job.
+    (["-m", "optimizer.lr=0.1,0.2", "optimizer.lr=0.3"], "optimizer.lr is given twice (optimizer.lr=0.1,0.2 and "
+                                                         "optimizer.lr=0.3); give it once"),
+    (["model=baseline", "model.name=deep"], "model.name=deep: the net is chosen with the model group; write model=deep"),
+    (["-m", "--cfg", "job", "model=baseline,deep"], "-m and --cfg: give one of --multirun (-m), --cfg (-c)"),
+    (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "
+                                    "found); use a plain folder"),
+    (["-m", "seed=1,2", "hydra.sweep.dir=out/${now:}"], "hydra.sweep.dir=out/${now:} cannot be resolved"),
 ])
 def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
     from digitnet import train
@@ -89,6 +98,7 @@ def test_a_sweep_job_that_cannot_compose_is_one_line_before_any_job(tmp_path):
     (["optimizer.lr=range(0)"], "optimizer.lr=range(0) gives no value to sweep"),
     (["model=range(1,3)"], "model=range(1,3) gives 1, which is not a model; model's choices: baseline,"),
     (["model=sort(deep,zz)"], "model=sort(deep,zz) gives zz, which is not a model"),
+    (["optimizer.lr=range(1,3,0)"], "optimizer.lr=range(1,3,0): range() arg 3 must not be zero"),
     (["optimizer.lr=interval(0.001,0.1)"], "optimizer.lr=interval(0.001,0.1): the basic sweeper runs lists, range() "
                                            "and glob(), not interval(); list the values"),
 ])

@@ -21,6 +21,17 @@ LOCK_NAME = ".digitnet.lock"
 PROCESS_START = time.time()
 
 
+def check_not_in_a_sweep(run_dir: Path) -> None:
+    """A single run (not a sweep's job) may resume one of a sweep's jobs, but not write into the sweep dir itself
+    nor add a job dir of its own, which the sweep's table would then list as one of its jobs."""
+    if (run_dir / "multirun.yaml").is_file():
+        raise UserError(f"{run_dir} is a sweep dir; resume one of its jobs with hydra.run.dir={run_dir}/N, or choose "
+                        "a new hydra.run.dir")
+    if (run_dir.parent / "multirun.yaml").is_file() and not (run_dir / ".hydra" / "overrides.yaml").is_file():
+        raise UserError(f"{run_dir} would be a new job dir inside the sweep {run_dir.parent}; choose a folder outside "
+                        "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)")
+
+
 def check_compatible(run_dir: Path, plan: RunPlan) -> None:
     """A run dir holds one config's results: refuse a plan that would mix in another (task or fingerprint)."""
     if plan.task == "cv":  # every saved fold readable and of this config (also those of an older digitnet)
@@ -101,7 +112,9 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    if not (out / "overrides.yaml").is_file():
+    from digitnet.sweep import saved_overrides
+
+    if not (out / "overrides.yaml").is_file() or saved_overrides(out / "overrides.yaml") is None:  # damaged: anew
         OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
 
 

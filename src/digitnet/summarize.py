@@ -12,16 +12,21 @@ PROG = "digitnet.summarize"
 
 def main(argv=None) -> int:
     parser = argument_parser(PROG, __doc__.split(": ", 1)[1])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holds 0/, 1/, ... job dirs)")
+    parser.add_argument("sweep_dir", help="a multirun dir (holds 0/, 1/, ... job dirs)")
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
-        if not args.sweep_dir.is_dir():
-            raise UserError(f"{args.sweep_dir}: no such folder; pass the dir a `-m` run printed")
-        if not list(args.sweep_dir.glob("*/.hydra/overrides.yaml")):
-            raise UserError(f"{args.sweep_dir}: holds no Hydra job dirs (*/.hydra/overrides.yaml); is it a sweep dir?")
+        if not args.sweep_dir.strip():  # Path("") is the working dir: the summary would land there
+            raise UserError("the sweep dir is empty; pass the dir a `-m` run printed")
+        sweep_dir = Path(args.sweep_dir)
+        if sweep_dir.exists() and not sweep_dir.is_dir():
+            raise UserError(f"{sweep_dir} is a file, not a folder; pass the dir a `-m` run printed")
+        if not sweep_dir.is_dir():
+            raise UserError(f"{sweep_dir}: no such folder; pass the dir a `-m` run printed")
+        if not list(sweep_dir.glob("*/.hydra/overrides.yaml")):
+            raise UserError(f"{sweep_dir}: holds no Hydra job dirs (*/.hydra/overrides.yaml); is it a sweep dir?")
         from digitnet.sweep import summarize
 
-        summarize(args.sweep_dir)
+        summarize(sweep_dir)
     return 0
 
 

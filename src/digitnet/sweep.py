@@ -231,7 +231,10 @@ def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
                             "(e.g. optimizer.lr=0.1,0.01,0.001) or install a sweeper plugin such as Optuna")
         if not override.is_sweep_override():
             continue
-        values = list(override.sweep_string_iterator())
+        try:
+            values = list(override.sweep_string_iterator())
+        except ValueError as exc:  # e.g. range(1,3,0)
+            raise UserError(f"{override.input_line}: {exc}") from None
         choices = config_loader.get_group_options(override.key_or_group) if override.package is None else []
         listed = f"; {override.key_or_group}'s choices: {', '.join(choices)}" if choices else ""
         if not values:
@@ -243,22 +246,42 @@ def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
     return jobs
 
 
+def _refuse(message: str) -> None:
+    print(f"digitnet.train: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def saved_overrides(path: Path) -> list[str] | None:
+    """A job's .hydra/overrides.yaml as a list of strings; None where it is damaged (read_job names it)."""
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, list) and all(isinstance(o, str) for o in saved) else None
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
+    # Hydra turns a callback's exceptions into warnings and goes on; SystemExit is what stops the sweep.
     def on_multirun_start(self, config, **kwargs) -> None:
-        self._refuse_another_sweep(config)
-        self._check_every_job(config)
+        try:
+            self._refuse_another_sweep(config)
+            self._check_every_job(config)
+        except Exception as exc:  # noqa: BLE001 - a check that breaks must not let the sweep run unchecked
+            _refuse(f"the sweep's jobs could not be checked ({type(exc).__name__}: {exc}); nothing was run")
 
     @staticmethod
     def _check_every_job(config) -> None:
         """Every job's config checked before the first one trains: a bad value in job 5 is not found after 4 jobs.
         (The plan's cheap checks and the optimizer's: fractions of a second a job.) The jobs are expanded as the
-        basic sweeper expands them, glob() over a group's choices included."""
+        basic sweeper expands them, glob() over a group's choices included; a job dir left by an earlier run must
+        hold the same job."""
         from hydra import compose
         from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import OmegaConf
 
-        from digitnet.errors import UserError
+        from digitnet.errors import UserError, composition_error_line
         from digitnet.plan import make_plan
 
         if config.hydra.sweeper.get("_target_") != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
@@ -266,38 +289,59 @@ class SweepSummaryCallback(Callback):
         try:
             jobs = sweep_jobs(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
         except UserError as exc:
-            print(f"digitnet.train: error: {exc}; nothing was run", file=sys.stderr)
-            raise SystemExit(1) from None
+            _refuse(f"{exc}; nothing was run")
+        except Exception as exc:  # noqa: BLE001 - Hydra's parse errors and the sweep functions' own (range step 0)
+            _refuse(f"{composition_error_line(exc)}; nothing was run")
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+        if len(jobs) > 1 and "${" not in str(subdir or ""):
+            _refuse(f"hydra.sweep.subdir={subdir or ''} puts every job in the same folder; leave it out (each job "
+                    "gets ${hydra.job.num}) or include ${hydra.job.num}")
+        sweep_dir = Path(config.hydra.sweep.dir)
         for number, overrides in enumerate(jobs):
+            saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
+            if subdir == "${hydra.job.num}" and saved.is_file():
+                before = saved_overrides(saved)
+                if before is not None and before != overrides:
+                    _refuse(f"{saved.parent.parent} holds the job `{' '.join(before)}`, not `{' '.join(overrides)}`; "
+                            "rerun the sweep's own command to resume it, or choose a new hydra.sweep.dir")
             try:
                 make_plan(compose(config_name="config", overrides=overrides))
             except UserError as exc:
-                print(f"digitnet.train: error: sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run",
-                      file=sys.stderr)
-                raise SystemExit(1) from None
+                _refuse(f"sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run")
             except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
-                from digitnet.errors import composition_error_line
-
-                print(f"digitnet.train: error: sweep job {number} ({' '.join(overrides)}): "
-                      f"{composition_error_line(exc)}; nothing was run", file=sys.stderr)
-                raise SystemExit(1) from None
+                _refuse(f"sweep job {number} ({' '.join(overrides)}): {composition_error_line(exc)}; nothing was run")
 
     @staticmethod
     def _refuse_another_sweep(config) -> None:
         from omegaconf import OmegaConf
 
-        saved = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        sweep_dir = Path(config.hydra.sweep.dir)
+        ran_here = [name for name in ("plan.json", "cv_summary.json", "final.ckpt", "folds") if (sweep_dir / name).exists()]
+        if ran_here:
+            _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here[0]}); choose a new hydra.sweep.dir")
+        saved = sweep_dir / "multirun.yaml"
         if not saved.is_file():
             return
         try:
-            before = list(OmegaConf.load(saved).hydra.overrides.task)
-        except Exception:  # noqa: BLE001 - unreadable: not ours to judge, Hydra rewrites it
-            return
+            before_cfg = OmegaConf.load(saved)
+            before = [str(o) for o in before_cfg.hydra.overrides.task]
+            before_subdir = OmegaConf.to_container(before_cfg.hydra.sweep, resolve=False).get("subdir")
+        except Exception as exc:  # noqa: BLE001 - any damage: Hydra would overwrite it with this command's sweep
+            _refuse(f"{saved} is damaged ({str(exc).splitlines()[0][:80]}); delete it (the job dirs still say which "
+                    "sweep this is) or choose a new hydra.sweep.dir")
         now = list(config.hydra.overrides.task)
         if before != now:
-            print(f"digitnet.train: error: {saved.parent} holds the sweep `{' '.join(before)}`, not `{' '.join(now)}`; "
-                  "rerun it with the same overrides to resume it, or choose a new hydra.sweep.dir", file=sys.stderr)
-            raise SystemExit(1)
+            _refuse(f"{sweep_dir} holds the sweep `{' '.join(before)}`, not `{' '.join(now)}`; rerun it with the same "
+                    "overrides to resume it, or choose a new hydra.sweep.dir")
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+        if before_subdir != subdir:
+            _refuse(f"{sweep_dir} holds a sweep with hydra.sweep.subdir={before_subdir}, not {subdir}; rerun it with "
+                    "the same hydra.sweep.subdir, or choose a new hydra.sweep.dir")
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        summarize(config.hydra.sweep.dir)
+        from digitnet.errors import UserError
+
+        try:
+            summarize(config.hydra.sweep.dir)
+        except UserError as exc:
+            _refuse(f"{exc} (the jobs' results are kept in their dirs)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from digitnet import rundir  # first: its clock tells the run dirs Hydra makes for this process
@@ -42,6 +43,7 @@ def _config_context():
     return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
 GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "experiment")  # conf/ minus hydra/
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
+HYDRA_MODE_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-i", "--info", "-r", "--run", "-sc", "--shell-completion")
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
 
@@ -64,7 +66,8 @@ def check_group_choices(argv: list[str]) -> None:
         for choice in (listed.group(1) if listed else value).split(","):
             choice = choice.strip().strip("'\"")  # Hydra allows 'quoted' values and spaces after commas
             if choice == "null" and plain_key == "experiment":
-                _refuse("experiment=null: no preset is the default already; leave experiment= out (or use ~experiment)")
+                _refuse("experiment=null: the defaults need no preset; leave experiment= out, or name them "
+                        "experiment=tutorial (in a sweep: experiment=tutorial,best)")
             if choice not in known:
                 _refuse(f"{plain_key}={choice} is unknown; use one of {', '.join(known)}")
 
@@ -204,6 +207,8 @@ def main(cfg: DictConfig) -> float | None:
         with exit_on_user_error(PROG):
             plan, arrays = prepare(make_plan(cfg))
             # Nothing is written into run_dir before these pass, so a refused rerun leaves it as it was.
+            if HydraConfig.get().mode == RunMode.RUN:
+                rundir.check_not_in_a_sweep(run_dir)
             rundir.check_compatible(run_dir, plan)
             lock = rundir.RunDirLock(run_dir)
             rundir.check_compatible(run_dir, plan)  # again, now that no other run can write here
@@ -230,30 +235,61 @@ def check_composes(argv: list[str]) -> None:
     key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for Hydra's
     own flags and user config dirs, where Hydra's messages stand. A sweep's common config is composed as Hydra
     composes it, without the swept values (each job is checked in sweep.SweepSummaryCallback)."""
-    sweep = [arg for arg in argv if arg in ("-m", "--multirun")]
-    overrides = [arg for arg in argv if arg not in sweep]
+    modes = [arg for arg in argv if arg in HYDRA_MODE_FLAGS]
+    if len(modes) > 1:
+        _refuse(f"{' and '.join(modes)}: give one of --multirun (-m), --cfg (-c), --info (-i), --run (-r) and "
+                "--shell-completion (-sc)")
+    sweep = [arg for arg in argv if arg in ("-m", "--multirun")] or [a for a in argv if a == "hydra.mode=MULTIRUN"]
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
     if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in overrides):
         return
     from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
+
+    from digitnet.errors import UserError, composition_error_line
 
     with exit_on_user_error(PROG):
         try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            _refuse_repeated_keys(parsed)
             if sweep:
-                from hydra.core.override_parser.overrides_parser import OverridesParser
-
-                parsed = OverridesParser.create().parse_overrides(overrides)
                 overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
             with _config_context():
                 cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
                 for key in ("hydra.run.dir", "hydra.sweep.dir"):
                     value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
                     if value is None and "oc.env" in str(OmegaConf.to_container(cfg.hydra).get(key.split(".")[1])):
-                        raise ValueError(f"{key} names an environment variable that is not set")
+                        raise UserError(f"{key} names an environment variable that is not set")
+                    try:
+                        OmegaConf.select(cfg, key)
+                    except (InterpolationKeyError, InterpolationResolutionError) as exc:
+                        if "HydraConfig was not set" not in str(exc):  # ${hydra:...}: Hydra fills it in at the run
+                            raw = OmegaConf.to_container(cfg.hydra, resolve=False)[key.split(".")[1]]["dir"]
+                            raise UserError(f"{key}={raw} cannot be resolved ({str(exc).splitlines()[0]}); use a "
+                                            "plain folder, or keys that exist, e.g. outputs/${model.name}") from None
+        except UserError:
+            raise
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
-            from digitnet.errors import UserError, composition_error_line
-
             raise UserError(composition_error_line(exc)) from None
+
+
+def _refuse_repeated_keys(parsed) -> None:
+    """Hydra lets a later override of the same key win, silently: `-m optimizer.lr=0.1,0.2 optimizer.lr=0.3` would
+    drop the sweep. And model.name is the model group's to set: `model=baseline model.name=deep` trains deep under
+    baseline's name."""
+    from digitnet.errors import UserError
+
+    seen: dict[str, str] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if key in seen:
+            raise UserError(f"{key.lstrip('+~')} is given twice ({seen[key]} and {override.input_line}); give it once")
+        seen[key] = override.input_line
+        if key.lstrip("+~") == "model.name":
+            raise UserError(f"{override.input_line}: the net is chosen with the model group; write "
+                            f"model={override.get_value_element_as_str()} instead")
 
 
 def cli() -> None:
