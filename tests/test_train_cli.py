@@ -46,6 +46,8 @@ def test_every_group_choice_is_checked(arg, capsys):
     (["-m", "experiment=tutorial, bset"], "experiment=bset is unknown; use one of best, tutorial"),
     (["experiment=null"], "experiment=null: the defaults need no preset; leave experiment= out, or name them "
                          "experiment=tutorial"),
+    (["-m", "model='deep,baseline'"], "model='deep,baseline': quotes make one name of it, and model has no choice "
+                                      "deep,baseline; to sweep, write -m model=deep,baseline"),
 ])
 def test_group_choice_check_reads_hydra_syntax(argv, message, capsys):
     from digitnet import train
@@ -69,6 +71,7 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
     # Hydra lets the later of two overrides of one key win: the sweep would silently become one job.
     (["-m", "optimizer.lr=0.1,0.2", "optimizer.lr=0.3"], "optimizer.lr is given twice (optimizer.lr=0.1,0.2 and "
                                                          "optimizer.lr=0.3); give it once"),
+    (["Model=deep"], "Could not override 'Model': no such key; keys are lower case: model=deep"),
     (["model=baseline", "model.name=deep"], "model.name=deep: the net is chosen with the model group; write model=deep"),
     (["-m", "--cfg", "job", "model=baseline,deep"], "-m and --cfg: give one of --multirun (-m), --cfg (-c)"),
     (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "

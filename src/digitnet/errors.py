@@ -44,6 +44,8 @@ def composition_error_line(exc: Exception) -> str:
     key = append.lstrip("+").partition("=")[0]
     if key in _KEYS_OF_SOME_CHOICES:
         return f"{append.lstrip('+')}: {_KEYS_OF_SOME_CHOICES[key]}"
+    if append and key != key.lower():  # every digitnet key is lower case: Model=deep is model=deep
+        return f"{lines[0].rstrip('.')}: no such key; keys are lower case: {append.lstrip('+').lower()}"
     if append:
         return f"{lines[0].rstrip('.')}: no such key; check the spelling, or add one with {append}"
     if "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:

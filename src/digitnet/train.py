@@ -59,6 +59,9 @@ def check_group_choices(argv: list[str]) -> None:
             continue
         if key.startswith("+") and not key.startswith("++"):
             _refuse(f"{arg}: {plain_key} is in the defaults list already; write {plain_key}={value} (no +)")
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" and "," in value:
+            _refuse(f"{arg}: quotes make one name of it, and {plain_key} has no choice {value[1:-1]}; to sweep, "
+                    f"write -m {plain_key}={value[1:-1]}")
         listed = re.fullmatch(r"\s*choice\((.*)\)\s*", value)  # choice(a,b) sweeps choices; other functions: Hydra's
         if "(" in value and not listed:
             continue
