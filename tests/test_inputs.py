@@ -272,3 +272,111 @@ def test_run_dir_files_with_wrong_contents_are_named(tmp_path, synthetic_root):
     (tmp_path / "final.ckpt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(UserError, match="delete it to fit the final model again"):
         rundir.report_existing_final(tmp_path)
+
+
+def _cv_dir(tmp_path, n=3, arch="baseline"):
+    """A CV run dir as digitnet leaves it: folds/fold_K.ckpt beside fold_K.json (its run_key and pixel statistics)."""
+    run = tmp_path / "cv"
+    (run / "folds").mkdir(parents=True)
+    for k in range(n):
+        write_checkpoint(run / "folds" / f"fold_{k}.ckpt", set_hp("arch", arch) if arch != "baseline" else None)
+        (run / "folds" / f"fold_{k}.json").write_text(json.dumps(
+            {"fold": k, "pixel_mean": 0.0, "pixel_std": 1.0,
+             "run_key": {"model": arch, "scaling": "normalize", "n_folds": n}}))
+    return run
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "folds" / "fold_1.ckpt").unlink(),
+     "fold 1 finished (fold_1.json) but folds/fold_1.ckpt is missing; restore it, or delete fold_1.json"),
+    (lambda run: [(run / "folds" / f"fold_9{s}").write_bytes((run / "folds" / f"fold_0{s}").read_bytes())
+                  for s in (".ckpt", ".json")], "fold_9.json is not fold 9 of this run (it says fold 0 of 3)"),
+    (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("pixel_mean", 0.5)),
+     "fold_2.ckpt: its pixel_mean is 0.5, but fold_2.json says 0.0; this is not the net that fold trained"),
+    (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("scaling", "standardize")),
+     "fold_2.ckpt: its scaling is 'standardize', but fold_2.json says 'normalize'"),
+    (lambda run: (run / "folds" / "fold_2.json").write_text(json.dumps(
+        {"fold": 2, "run_key": {"model": "deep", "scaling": "normalize", "n_folds": 3}})),
+     "holds folds of different configs"),
+    (lambda run: (run / "folds" / "fold_2.json").write_text("{broken"), "fold_2.json is damaged; delete it"),
+])
+def test_a_cv_ensemble_is_exactly_its_runs_finished_folds(tmp_path, damage, message):
+    from digitnet.nets import load_model
+
+    run = _cv_dir(tmp_path)
+    assert len(load_model([run]).members) == 3
+    damage(run)
+    with pytest.raises(UserError) as err:
+        load_model([run])
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_model_counts_once_in_an_ensemble(tmp_path):
+    from digitnet.nets import load_model
+
+    run = _cv_dir(tmp_path)
+    with pytest.raises(UserError, match=r"fold_0.ckpt is named twice \(also as .*fold_0.ckpt\); each model counts once"):
+        load_model([run, run / "folds" / "fold_0.ckpt"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{run}", "{img}", "{other}"], "other.ckpt: models come first; put it before the images"),
+    (["{run}", "{img}", "{run}"], "is a run dir (it holds folds), not a folder of images"),
+])
+def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, message):
+    from digitnet import predict
+
+    run = _cv_dir(tmp_path)
+    other = write_checkpoint(tmp_path / "other.ckpt")
+    with pytest.raises(SystemExit) as exit_:
+        predict.main([a.format(run=run, img=SAMPLE, other=other) for a in args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("out, message", [
+    ("{final}/final.ckpt", "give a .json path"),
+    ("{final}/test_metrics.json", "is a run dir (it holds final.ckpt), whose own reports this would replace"),
+    ("{tmp}/o/confusion_matrix.png", "give a .json path"),
+    ("{cv}/mine.json", "is a run dir (it holds folds)"),
+])
+def test_evaluate_never_writes_over_a_runs_own_files(tmp_path, capsys, out, message):
+    from digitnet import evaluate
+
+    final = tmp_path / "final"
+    final.mkdir()
+    ckpt = write_checkpoint(final / "final.ckpt")
+    before = ckpt.read_bytes()
+    cv = _cv_dir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([str(ckpt), "--out", out.format(final=final, tmp=tmp_path, cv=cv), "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
+    assert ckpt.read_bytes() == before and sorted(p.name for p in final.iterdir()) == ["final.ckpt"]
+
+
+def test_evaluate_checks_its_figure_before_the_work(tmp_path, capsys):
+    from digitnet import evaluate
+
+    run = _cv_dir(tmp_path, n=2)
+    (run / "ensemble_confusion_matrix.png").mkdir()
+    with pytest.raises(SystemExit):
+        evaluate.main([str(run), "--data-root", str(tmp_path / "nodata")])  # would fail on the data if it got there
+    err = capsys.readouterr().err
+    assert "ensemble_confusion_matrix.png is a folder" in err and not (run / "ensemble_metrics.json").exists(), err
+
+
+def test_serve_shows_a_holdout_score_only_of_the_same_members(tmp_path):
+    from digitnet.nets import load_model
+    from digitnet.serve import model_info
+
+    run = _cv_dir(tmp_path)
+    members = {str(run / "folds" / f"fold_{k}.ckpt"): {"accuracy": 0.99, "loss": 0.1} for k in range(3)}
+    (run / "ensemble_metrics.json").write_text(json.dumps({"accuracy": 0.995, "members": members}))
+    assert model_info(run, load_model([run]))["holdout_accuracy"] == 0.995
+    for name in ("fold_2.ckpt", "fold_2.json"):
+        (run / "folds" / name).unlink()
+    assert model_info(run, load_model([run]))["holdout_accuracy"] is None
+    loose = write_checkpoint(tmp_path / "final" / "other.ckpt") if (tmp_path / "final").mkdir() is None else None
+    (tmp_path / "final" / "test_metrics.json").write_text(json.dumps({"accuracy": 0.99}))
+    assert model_info(loose, load_model([loose]))["holdout_accuracy"] is None

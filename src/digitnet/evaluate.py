@@ -17,6 +17,21 @@ from digitnet.files import check_writable_file
 PROG = "digitnet.evaluate"
 
 
+RUN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "folds", "multirun.yaml")
+
+
+def check_out(out: Path) -> None:
+    """--out is a new JSON of this evaluation: never a run's own file (its test_metrics.json, its checkpoint), whose
+    figures and scores would then describe another model."""
+    check_writable_file(out, "--out")
+    if out.suffix != ".json":
+        raise UserError(f"--out {out}: give a .json path (the confusion-matrix figure goes beside it)")
+    run = next((name for name in RUN_FILES if (out.parent / name).exists()), None)
+    if run:
+        raise UserError(f"--out {out}: {out.parent} is a run dir (it holds {run}), whose own reports this would "
+                        "replace; choose a path outside run dirs")
+
+
 def main(argv=None) -> int:
     from digitnet.plan import default_data_root as default_root
 
@@ -31,31 +46,36 @@ def main(argv=None) -> int:
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be a positive whole number (default 1000)")
         if args.out:
-            check_writable_file(args.out, "--out")
+            check_out(args.out)
         from digitnet import report
         from digitnet.data import load_mnist
         from digitnet.nets import Ensemble, load_model
 
         model = load_model([args.checkpoint])
+        out = args.out or (Path(args.checkpoint) / "ensemble_metrics.json" if isinstance(model, Ensemble) else None)
+        figure_path = out and out.with_name("ensemble_confusion_matrix.png" if isinstance(model, Ensemble)
+                                            else "confusion_matrix.png")
+        if out:  # both files writable before the work: a refusal after it would leave a new JSON by an old figure
+            check_writable_file(out, "the metrics file")
+            check_writable_file(figure_path, "the confusion-matrix figure")
         arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True)
         metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
         arch = model.hparams["arch"]
         metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
-        out = args.out
         if isinstance(model, Ensemble):
             metrics["members"] = {}
             print(f"{'model':<40} {'holdout acc %':>13} {'loss':>8}")
             for name, member in zip(model.names, model.members):
                 m = report.holdout_metrics(member, arrays.test_x, arrays.test_y, args.batch_size)
                 metrics["members"][name] = {"accuracy": m["accuracy"], "loss": m["loss"]}
-                print(f"{name[-40:]:<40} {100 * m['accuracy']:>13.3f} {m['loss']:>8.4f}")
+                label = name if len(name) <= 40 else "..." + name[-37:]  # the tail names the fold
+                print(f"{label:<40} {100 * m['accuracy']:>13.3f} {m['loss']:>8.4f}")
             print(f"{'ensemble (mean of softmax)':<40} {100 * metrics['accuracy']:>13.3f} {metrics['loss']:>8.4f}")
-            out = out or Path(args.checkpoint) / "ensemble_metrics.json"
-        if out:
-            report.write_json_atomic(out, metrics)
+        if out:  # the figure first: the JSON, written last, says the pair is complete
+            out.parent.mkdir(parents=True, exist_ok=True)
             figure = report.confusion_figure(metrics["confusion_matrix"], f"{arch}: holdout")
-            report.save(figure, out.with_name("ensemble_confusion_matrix.png" if isinstance(model, Ensemble)
-                                              else "confusion_matrix.png"))
+            report.save(figure, figure_path)
+            report.write_json_atomic(out, metrics)
     print(f"> {100 * metrics['accuracy']:.3f}")
     print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']}")
     print("per-class accuracy: " + " ".join(f"{d}:{100 * a:.2f}" for d, a in metrics["per_class_accuracy"].items()))

@@ -5,6 +5,7 @@ Kept free of Lightning so that `digitnet.predict` starts fast; the LightningModu
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import re
@@ -134,20 +135,81 @@ def model_checkpoints(source: str | Path) -> list[Path]:
         return [path]
     if (path / "final.ckpt").is_file():
         return [path / "final.ckpt"]
-    # Fold K's net counts when its result says it finished (folds/fold_K.json): no stray copies, no other run's files.
-    folds = sorted((int(m.group(1)), p) for p in path.glob("folds/fold_*.ckpt")
-                   if (m := re.fullmatch(r"fold_(\d+)\.ckpt", p.name)) and p.with_suffix(".json").is_file())
+    folds = cv_members(path)
     if folds:
-        return [p for _, p in folds]
+        return list(folds)
+    if (path / "multirun.yaml").is_file():
+        raise UserError(f"{path} is a sweep dir; pass one of its jobs, {path}/N")
     raise UserError(f"{path} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final run dir "
                     "or a CV run dir")
 
 
+def _numbered(folder: Path, suffix: str) -> dict[int, Path]:
+    return {int(m.group(1)): p for p in folder.glob(f"fold_*{suffix}") if (m := re.fullmatch(rf"fold_(\d+){re.escape(suffix)}", p.name))}
+
+
+def cv_members(run_dir: Path) -> dict[Path, dict]:
+    """A CV run dir's ensemble: {folds/fold_K.ckpt: its fold_K.json} for every fold whose result says it finished,
+    in fold order. A finished fold without its net, or files of folds this run does not have, are refused rather
+    than silently left out or let in."""
+    folds = run_dir / "folds"
+    ckpts, results = _numbered(folds, ".ckpt"), _numbered(folds, ".json")
+    members = {}
+    for k in sorted(results):
+        try:
+            result = json.loads(results[k].read_text())
+            assert isinstance(result, dict)
+        except (OSError, ValueError, AssertionError):
+            raise UserError(f"{results[k]} is damaged; delete it and rerun the run's command to retrain fold {k}") from None
+        n_folds = (result.get("run_key") or {}).get("n_folds") if isinstance(result.get("run_key"), dict) else None
+        if result.get("fold", k) != k or (isinstance(n_folds, int) and k >= n_folds):
+            raise UserError(f"{results[k]} is not fold {k} of this run (it says fold {result.get('fold')} of "
+                            f"{n_folds}); remove the copied file")
+        if k not in ckpts:
+            raise UserError(f"{run_dir}: fold {k} finished ({results[k].name}) but folds/fold_{k}.ckpt is missing; "
+                            f"restore it, or delete {results[k].name} and rerun the run's command to retrain the fold")
+        members[ckpts[k]] = result
+    keys = {json.dumps(r.get("run_key"), sort_keys=True) for r in members.values()}
+    if len(keys) > 1:
+        raise UserError(f"{run_dir}/folds holds folds of different configs (their run_key differs); keep one run's "
+                        "folds in a run dir")
+    return members
+
+
+def _check_member(path: Path, model: nn.Module, result: dict) -> None:
+    """A fold's net must be the one its result describes: same architecture, scaling and pixel statistics."""
+    hp, key = model.hparams, result.get("run_key") if isinstance(result.get("run_key"), dict) else {}
+    expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
+                "pixel_std": result.get("pixel_std")}
+    for name, value in expected.items():
+        if value is None:
+            continue
+        have = hp.get(name)
+        same = math.isclose(float(have), float(value), rel_tol=1e-6, abs_tol=1e-9) if isinstance(value, float) \
+            else have == value
+        if not same:
+            raise UserError(f"{path}: its {name} is {have!r}, but {path.with_suffix('.json').name} says {value!r}; "
+                            "this is not the net that fold trained (copied from another run?)")
+
+
 def load_model(sources: list[str | Path]) -> nn.Module:
-    """One checkpoint as itself; several (a CV run dir, or several files) as their Ensemble."""
-    paths = [p for source in sources for p in model_checkpoints(source)]
-    members = [load_checkpoint(p) for p in paths]
-    return members[0] if len(members) == 1 else Ensemble(members, [str(p) for p in paths]).eval()
+    """One checkpoint as itself; several (a CV run dir, or several files) as their Ensemble. A file named twice
+    (say, a run dir and one of its folds) is refused: it would count twice."""
+    members, names, seen = [], [], {}
+    for source in sources:
+        path = Path(source)
+        results = cv_members(path) if path.is_dir() and not (path / "final.ckpt").is_file() else {}
+        for ckpt in model_checkpoints(source):
+            real = ckpt.resolve()
+            if real in seen:
+                raise UserError(f"{ckpt} is named twice (also as {seen[real]}); each model counts once in an ensemble")
+            seen[real] = ckpt
+            model = load_checkpoint(ckpt)
+            if ckpt in results:
+                _check_member(ckpt, model, results[ckpt])
+            members.append(model)
+            names.append(str(ckpt))
+    return members[0] if len(members) == 1 else Ensemble(members, names).eval()
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ScaledNet:

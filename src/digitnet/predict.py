@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,14 +97,34 @@ def _empty_json_list_on_error(as_json: bool):
         raise
 
 
+RUN_FILES = ("final.ckpt", "folds", "plan.json", "cv_summary.json", "multirun.yaml")
+
+
+def check_image_args(images: list[str]) -> None:
+    """Models come first; what follows is images. A checkpoint or a run dir among them would be read as images (its
+    figures "predicted") or silently join the ensemble."""
+    if not images:
+        raise UserError("no images given after the models; name image files or folders")
+    for arg in images:
+        if arg.endswith(".ckpt"):
+            raise UserError(f"{arg}: models come first; put it before the images (MODEL [MORE.ckpt ...] IMAGE ...)")
+        held = next((name for name in RUN_FILES if (Path(arg) / name).exists()), None)
+        if held:
+            raise UserError(f"{arg} is a run dir (it holds {held}), not a folder of images; to add its model to the "
+                            "ensemble, pass its .ckpt files before the images")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     with _empty_json_list_on_error(args.json), exit_on_user_error(PROG):
         from digitnet.nets import load_model
 
-        more = [a for a in args.images if a.endswith(".ckpt")]
+        more = []
+        while args.images and args.images[0].endswith(".ckpt"):
+            more.append(args.images.pop(0))
+        check_image_args(args.images)
         model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
-        paths = expand_paths([a for a in args.images if not a.endswith(".ckpt")])
+        paths = expand_paths(args.images)
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")
     rows, _, failed = predict_images(model, [(p, p) for p in paths], not args.no_preprocess, args.top_k,

@@ -42,9 +42,16 @@ def model_info(ckpt: Path, model) -> dict:
     info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
             "parameters": count_parameters(model), "holdout_accuracy": None}
     metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
+    if not ckpt.is_dir() and ckpt.name != "final.ckpt":
+        return info  # a loose checkpoint: the test_metrics.json beside it may be another model's
     try:
-        info["holdout_accuracy"] = float(json.loads(metrics.read_text())["accuracy"])
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads(metrics.read_text())
+        if ckpt.is_dir():  # the score of exactly these members, not of an earlier set of folds
+            members = sorted(Path(name).name for name in recorded["members"])
+            if members != sorted(Path(name).name for name in model.names):
+                return info
+        info["holdout_accuracy"] = float(recorded["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # not a task=final run dir, or no holdout score recorded: shown as unknown
     return info
 
