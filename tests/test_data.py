@@ -6,7 +6,7 @@ import torch
 
 from conftest import make_synthetic_mnist, write_idx
 from digitnet import data
-from digitnet.data import MNISTDataModule, kfold_indices, load_mnist, pixel_stats, read_idx
+from digitnet.data import OPTION_SETTINGS, MNISTDataModule, kfold_indices, load_mnist, pixel_stats, read_idx
 from digitnet.errors import UserError
 
 
@@ -35,6 +35,22 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"missing .*t10k-labels-idx1-ubyte, and downloading them failed .*copy the four"):
         load_mnist(tmp_path / "empty", download=True)
     assert not (tmp_path / "empty").exists()  # a failed download leaves no folder behind
+    with pytest.raises(UserError, match=r"copy the two t10k MNIST files .* or point --data-root DIR or DIGITNET_DATA"):
+        load_mnist(tmp_path / "new" / "sub", download=True, holdout_only=True, settings=OPTION_SETTINGS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nor the folders above it that it made
+
+
+@pytest.mark.parametrize("root, message", [
+    ("", "the data folder is empty; set --data-root DIR or DIGITNET_DATA=DIR"),
+    ("{tmp}/afile", "the data folder {tmp}/afile is a file; set --data-root DIR to the folder of the MNIST files"),
+    ("{tmp}", "MNIST files missing in {tmp}: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gz or raw). Copy them "
+              "there, set --data-root DIR or DIGITNET_DATA=DIR, or drop --no-download"),
+])
+def test_evaluate_data_errors_name_its_options(tmp_path, root, message):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError) as err:
+        load_mnist(root.format(tmp=tmp_path), download=False, holdout_only=True, settings=OPTION_SETTINGS)
+    assert str(err.value) == message.format(tmp=tmp_path)
 
 
 def test_an_idx_file_with_no_items_is_named(tmp_path):

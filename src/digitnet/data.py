@@ -41,7 +41,12 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def download_mnist(root: Path, missing: list[str]) -> None:
+# How a command names its data settings in the fix of a data error: train's config keys, or evaluate's options.
+CONFIG_SETTINGS = {"root": "data.root=DIR", "download": "allow data.download=true"}
+OPTION_SETTINGS = {"root": "--data-root DIR", "download": "drop --no-download"}
+
+
+def download_mnist(root: Path, missing: list[str], settings: dict = CONFIG_SETTINGS, n_files: int = 4) -> None:
     """Fetch the missing files through torchvision's MNIST mirrors (checksums included)."""
     from torchvision.datasets.utils import download_url
 
@@ -57,8 +62,8 @@ def download_mnist(root: Path, missing: list[str]) -> None:
         else:
             raise UserError(
                 f"MNIST files missing in {root}: {', '.join(missing)}, and downloading them failed "
-                f"({errors[0][:120]}). With no network, copy the four MNIST files (gz or raw) into {root} "
-                "or point data.root / DIGITNET_DATA at a folder that has them"
+                f"({errors[0][:120]}). With no network, copy the {'four' if n_files == 4 else 'two t10k'} MNIST "
+                f"files (gz or raw) into {root} or point {settings['root']} or DIGITNET_DATA at a folder that has them"
             )
 
 
@@ -102,24 +107,33 @@ class MNISTArrays:
     test_y: torch.Tensor
 
 
-def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: bool = False) -> MNISTArrays:
+def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: bool = False,
+               settings: dict = CONFIG_SETTINGS) -> MNISTArrays:
     """The four MNIST files of `root` (gz or raw), checked. holdout_only: the two t10k files alone (evaluate);
     the training arrays are then empty."""
+    if not str(root).strip():  # Path("") would be the working dir
+        raise UserError(f"the data folder is empty; set {settings['root']} or DIGITNET_DATA=DIR")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files")
     wanted = [stem for stem in _FILES if not holdout_only or stem.startswith("t10k")]
     missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing and download:
-        created = not root.exists()
+        created = root  # the topmost folder this call makes: removed again if the download fails
+        while not created.parent.exists():
+            created = created.parent
+        created = None if root.exists() else created
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create data folder {root} ({exc}); set data.root to a writable folder") from None
+            raise UserError(f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable "
+                            "folder") from None
         try:
-            download_mnist(root, missing)
+            download_mnist(root, missing, settings, len(wanted))
         except BaseException:
             # A failed download leaves nothing behind: no half-written file, no folder made for it.
             if created:
-                shutil.rmtree(root, ignore_errors=True)
+                shutil.rmtree(created, ignore_errors=True)
             else:
                 for stem in missing:
                     (root / (stem + ".gz")).unlink(missing_ok=True)
@@ -128,7 +142,7 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
     if missing:
         raise UserError(
             f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). "
-            "Copy them there, set data.root=DIR or DIGITNET_DATA=DIR, or allow data.download=true"
+            f"Copy them there, set {settings['root']} or DIGITNET_DATA=DIR, or {settings['download']}"
         )
     t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in wanted}
     empty = torch.zeros(0, 28, 28, dtype=torch.uint8)

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         if args.out:
             check_out(args.out)
         from digitnet import report
-        from digitnet.data import load_mnist
+        from digitnet.data import OPTION_SETTINGS, load_mnist
         from digitnet.nets import Ensemble, load_model
 
         model = load_model([args.checkpoint])
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         if out:  # both files writable before the work: a refusal after it would leave a new JSON by an old figure
             check_writable_file(out, "the metrics file")
             check_writable_file(figure_path, "the confusion-matrix figure")
-        arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True)
+        arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True, settings=OPTION_SETTINGS)
         metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
         arch = model.hparams["arch"]
         metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
