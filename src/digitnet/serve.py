@@ -168,9 +168,10 @@ def create_app(ckpt: str | Path):
 
 def main(argv=None) -> int:
     parser = argument_parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("model", help="a checkpoint (final.ckpt) or the run dir of a task=final run")
+    parser.add_argument("model", help="a checkpoint (final.ckpt), a task=final run dir, or a CV run dir (the ensemble "
+                        "of its fold models)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
         if not args.host.strip():
