@@ -214,7 +214,6 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     return {"jobs": jobs, "best": best}
 
 
-
 def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
     """The jobs Hydra's basic sweeper makes of `overrides` (a list of override lists, in its order). A sweep that
     the basic sweeper cannot run, or that makes no job, is a UserError naming the override."""
