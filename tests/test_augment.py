@@ -82,7 +82,7 @@ def test_every_value_an_experiment_sets_reaches_the_config(preset):
 def test_experiment_best_is_the_documented_recipe():
     plan = plan_of("experiment=best")
     assert (plan.model, plan.augment["name"], plan.scheduler["name"]) == ("deep", "affine", "onecycle")
-    assert plan.label_smoothing == 0.1 and plan.optimizer["lr"] == 0.05 and plan.trainer["max_epochs"] == 20
+    assert plan.label_smoothing == 0.1 and plan.optimizer["lr"] == 0.05 and plan.trainer["max_epochs"] == 30
     assert plan.augment == {"name": "affine", "degrees": 10.0, "scale": 0.15, "shift": 0.1}
 
 
