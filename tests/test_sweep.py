@@ -215,3 +215,18 @@ def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
         path.write_text(content)
         write_hydra_files(tmp_path, OmegaConf.create({"seed": 2}), hydra_cfg)
         assert (path.read_text() == content) == kept and OmegaConf.load(path) is not None
+
+
+@pytest.mark.parametrize("launcher, message", [
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 runs no job; give a number"),
+    (["hydra/launcher=submitit_slurm"], "hydra/launcher=submitit_slurm needs SLURM, and this machine has no srun"),
+])
+def test_a_launcher_that_cannot_run_is_one_line_before_any_file(tmp_path, launcher, message):
+    import shutil
+
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher[0].split('=')[1].split('_')[0]}_launcher")
+    if "submitit" in launcher[0] and shutil.which("srun"):
+        pytest.skip("this machine has SLURM")
+    result = run_cli("digitnet.train", "-m", "seed=1,2", *launcher, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _refused_untouched(result, {}, message)
+    assert not (tmp_path / "sweep").exists()

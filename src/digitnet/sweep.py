@@ -266,9 +266,24 @@ class SweepSummaryCallback(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         try:
             self._refuse_another_sweep(config)
+            self._check_launcher(config)
             self._check_every_job(config)
         except Exception as exc:  # noqa: BLE001 - a check that breaks must not let the sweep run unchecked
             _refuse(f"the sweep's jobs could not be checked ({type(exc).__name__}: {exc}); nothing was run")
+
+    @staticmethod
+    def _check_launcher(config) -> None:
+        """What the launcher plugins would only find after Hydra has written multirun.yaml, with a traceback."""
+        import shutil
+
+        launcher = config.hydra.launcher
+        target = str(launcher.get("_target_", ""))
+        if target.endswith("JoblibLauncher") and launcher.get("n_jobs") == 0:
+            _refuse("hydra.launcher.n_jobs=0 runs no job; give a number of parallel jobs (1, 2, ...) or -1 for one per "
+                    "core")
+        if target.endswith(".SlurmLauncher") and shutil.which("srun") is None:
+            _refuse("hydra/launcher=submitit_slurm needs SLURM, and this machine has no srun; run the sweep on the "
+                    "cluster's login node, or leave the launcher out to run the jobs here")
 
     @staticmethod
     def _check_every_job(config) -> None:
