@@ -380,3 +380,24 @@ def test_serve_shows_a_holdout_score_only_of_the_same_members(tmp_path):
     loose = write_checkpoint(tmp_path / "final" / "other.ckpt") if (tmp_path / "final").mkdir() is None else None
     (tmp_path / "final" / "test_metrics.json").write_text(json.dumps({"accuracy": 0.99}))
     assert model_info(loose, load_model([loose]))["holdout_accuracy"] is None
+
+
+@pytest.mark.parametrize("name, fold, message", [
+    ("fold_1.json", 0, "fold_1.json is damaged (it holds the result of fold 0, and this job has folds 0-1)"),
+    ("fold_7.json", 7, "fold_7.json is damaged (it holds the result of fold 7, and this job has folds 0-1)"),
+])
+def test_summarize_refuses_a_fold_file_of_another_fold(tmp_path, capsys, name, fold, message):
+    from digitnet import summarize
+
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (job / "plan.json").write_text(json.dumps({"n_folds": 2, "limit": 0, "cv_seed": 1}))
+    (job / "folds").mkdir()
+    result = {"fold": 0, "status": "ok", "score": 0.99, "history": [], "seconds": 1.0, "n_val": 1, "n_train": 4}
+    (job / "folds" / "fold_0.json").write_text(json.dumps(result))
+    (job / "folds" / name).write_text(json.dumps({**result, "fold": fold}))
+    with pytest.raises(SystemExit):
+        summarize.main([str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

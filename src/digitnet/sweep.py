@@ -88,12 +88,16 @@ def read_job(job_dir: Path) -> dict:
                    train_seconds=s["train_seconds"], wall_seconds=s["wall_seconds"], n_folds=len(folds),
                    resumed_folds=s.get("resumed_folds", 0))
     else:
-        folds = [_read_json(p) for p in sorted((job_dir / "folds").glob("fold_*.json"))]
-        for p, f in zip(sorted((job_dir / "folds").glob("fold_*.json")), folds):
+        paths = sorted((job_dir / "folds").glob("fold_*.json"))
+        folds = [_read_json(p) for p in paths]
+        n_folds = plan["n_folds"] if plan else len(folds)
+        for p, f in zip(paths, folds):
             problem = fold_problem(f, f.get("fold") if isinstance(f, dict) else -1)
             if problem:
                 raise _damaged(p, problem)
-        n_folds = plan["n_folds"] if plan else len(folds)
+            if not isinstance(f["fold"], int) or p.name != f"fold_{f['fold']}.json" or not 0 <= f["fold"] < n_folds:
+                # a copied or misnamed file: fold 1's row would show fold 0's score
+                raise _damaged(p, f"it holds the result of fold {f['fold']!r}, and this job has folds 0-{n_folds - 1}")
         by_fold = {f["fold"]: f for f in folds}
         job.update(
             status=f"incomplete ({len(folds)}/{n_folds} folds)" if folds else "not started or failed",
