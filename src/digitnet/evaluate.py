@@ -12,12 +12,9 @@ import sys
 from pathlib import Path
 
 from digitnet.errors import UserError, argument_parser, exit_on_user_error
-from digitnet.files import check_writable_file
+from digitnet.files import check_writable_file, run_file_in
 
 PROG = "digitnet.evaluate"
-
-
-RUN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "folds", "multirun.yaml")
 
 
 def check_out(out: Path) -> None:
@@ -26,7 +23,7 @@ def check_out(out: Path) -> None:
     check_writable_file(out, "--out")
     if out.suffix != ".json":
         raise UserError(f"--out {out}: give a .json path (the confusion-matrix figure goes beside it)")
-    run = next((name for name in RUN_FILES if (out.parent / name).exists()), None)
+    run = run_file_in(out.parent)
     if run:
         raise UserError(f"--out {out}: {out.parent} is a run dir (it holds {run}), whose own reports this would "
                         "replace; choose a path outside run dirs")

@@ -10,6 +10,18 @@ from pathlib import Path
 from digitnet.errors import UserError
 
 
+# What digitnet writes into a run dir (a single run's) or a sweep dir: a folder holding one of them is not a plain
+# folder for images or for an --out file.
+RUN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "folds")
+SWEEP_FILE = "multirun.yaml"
+
+
+def run_file_in(folder: Path, *, sweeps: bool = True) -> str | None:
+    """The first run-dir file `folder` holds (also a sweep's multirun.yaml unless sweeps=False), or None."""
+    names = RUN_FILES + ((SWEEP_FILE,) if sweeps else ())
+    return next((name for name in names if (Path(folder) / name).exists()), None)
+
+
 def write_json_atomic(path: Path, data) -> None:
     """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C. The file gets the
     permissions a plain open() would give (mkstemp's are 0600)."""

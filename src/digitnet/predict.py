@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from digitnet.errors import UserError, argument_parser, exit_on_user_error, shown
+from digitnet.files import run_file_in
 from digitnet.images import ImageProblem, as_is, expand_paths, mnist_form, open_gray
 
 PROG = "digitnet.predict"
@@ -97,9 +98,6 @@ def _empty_json_list_on_error(as_json: bool):
         raise
 
 
-RUN_FILES = ("final.ckpt", "folds", "plan.json", "cv_summary.json", "multirun.yaml")
-
-
 def check_image_args(images: list[str]) -> None:
     """Models come first; what follows is images. A checkpoint or a run dir among them would be read as images (its
     figures "predicted") or silently join the ensemble."""
@@ -108,7 +106,7 @@ def check_image_args(images: list[str]) -> None:
     for arg in images:
         if arg.endswith(".ckpt"):
             raise UserError(f"{arg}: models come first; put it before the images (MODEL [MORE.ckpt ...] IMAGE ...)")
-        held = next((name for name in RUN_FILES if (Path(arg) / name).exists()), None)
+        held = run_file_in(Path(arg))
         if held:
             raise UserError(f"{arg} is a run dir (it holds {held}), not a folder of images; to add its model to the "
                             "ensemble, pass its .ckpt files before the images")

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from digitnet.errors import UserError
 from digitnet.folds import FoldStore
 from digitnet.plan import RunPlan, differences
@@ -102,6 +104,15 @@ def report_existing_final(run_dir: Path) -> None:
         f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another.")
 
 
+def saved_overrides(path: Path) -> list[str] | None:
+    """A job's .hydra/overrides.yaml as a list of strings; None where it is damaged (sweep.read_job names it)."""
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, list) and all(isinstance(o, str) for o in saved) else None
+
+
 def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     """The files Hydra writes into .hydra/, written once the run is accepted. A resumed run keeps the
     overrides.yaml it started with: a sweep's table labels its jobs by them, and a job resumed with a plain command
@@ -112,8 +123,6 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    from digitnet.sweep import saved_overrides
-
     if not (out / "overrides.yaml").is_file() or saved_overrides(out / "overrides.yaml") is None:  # damaged: anew
         OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
+from digitnet.files import run_file_in
 from digitnet.folds import fold_problem
+from digitnet.rundir import saved_overrides
 from digitnet.stats import TEST_NAME, corrected_resampled_ttest
 
 
@@ -254,15 +256,6 @@ def _refuse(message: str) -> None:
     raise SystemExit(1)
 
 
-def saved_overrides(path: Path) -> list[str] | None:
-    """A job's .hydra/overrides.yaml as a list of strings; None where it is damaged (read_job names it)."""
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return saved if isinstance(saved, list) and all(isinstance(o, str) for o in saved) else None
-
-
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
@@ -334,9 +327,9 @@ class SweepSummaryCallback(Callback):
         from omegaconf import OmegaConf
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        ran_here = [name for name in ("plan.json", "cv_summary.json", "final.ckpt", "folds") if (sweep_dir / name).exists()]
+        ran_here = run_file_in(sweep_dir, sweeps=False)
         if ran_here:
-            _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here[0]}); choose a new hydra.sweep.dir")
+            _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here}); choose a new hydra.sweep.dir")
         saved = sweep_dir / "multirun.yaml"
         if not saved.is_file():
             return
