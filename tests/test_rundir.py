@@ -186,6 +186,53 @@ def test_an_interrupted_run_leaves_even_if_a_library_hangs_at_exit(tmp_path):
     assert "still not out 0.5 s after the interrupt; leaving" in log and "Thread 0x" in log
 
 
+HANGS_IN_SHUTDOWN = """
+import os, signal, sys, threading
+from pathlib import Path
+from digitnet import train
+train.EXIT_GRACE_SECONDS = 0.5
+train._interrupt.install(Path(sys.argv[1]))
+train._interrupt.kept = True
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+except KeyboardInterrupt:
+    threading.Event().wait(600)  # a library's shutdown that never ends, before digitnet's handler is reached
+"""
+
+
+def test_a_run_that_hangs_before_its_interrupt_handler_still_leaves(tmp_path):
+    """CI saw a run not exit within 120 s of a SIGTERM with no line printed: the grace timer starts in the signal
+    handler, so a hang inside Lightning's own shutdown ends too, with the run's one line and its exit code."""
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", HANGS_IN_SHUTDOWN, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 143 and time.time() - start < 30, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"digitnet.train: terminated (SIGTERM); rerun the same command to "
+                                                f"resume (finished folds are in {tmp_path})"]
+    assert "still not out 0.5 s after the interrupt; leaving" in (tmp_path / "train.log").read_text()
+
+
+SIGNAL_IN_A_FINALIZER = """
+import os, signal, sys, time
+from pathlib import Path
+from digitnet import train
+train._interrupt.install(Path(sys.argv[1]))
+class Tensor:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # the handler runs here, inside __del__, where Python only prints what it raises
+Tensor()
+time.sleep(60)  # training goes on
+"""
+
+
+def test_a_signal_that_lands_in_a_finalizer_still_ends_the_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_FINALIZER, str(tmp_path)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["digitnet.train: terminated (SIGTERM)"]  # no "Exception ignored"
+
+
 @pytest.mark.slow
 def test_a_blown_up_loss_is_divergence_and_chance_is_flagged(tmp_path, mnist_root):
     sweep = tmp_path / "sweep"

@@ -169,26 +169,76 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, a cluster's time limit): handled as Ctrl-C is, so that finished folds are kept."""
 
 
-_signals: list[int] = []
-
-
-def _terminate(signum, frame):
-    # Remembered apart from the exception: Lightning's fit turns any KeyboardInterrupt into its own exit.
-    _signals.append(signum)
-    raise Terminated
-
-
 EXIT_GRACE_SECONDS = 30.0  # a normal exit after an interrupt takes under 2 s on this CPU
 
 
-def _exit_within(seconds: float, code: int, log: Path) -> None:
-    """Leave with `code` at the latest `seconds` from now. Ctrl-C and SIGTERM land between any two Python lines, and
-    can leave a library holding a lock that its exit handler then waits on: CI once saw a run hang after printing
-    its SIGTERM line. Every fold is saved as it ends, so leaving early loses nothing finished; where each thread
-    stood goes to train.log for the bug report."""
+class _Interrupt:
+    """What a run says and does once Ctrl-C or SIGTERM arrives. The signal is remembered apart from the exception
+    (Lightning's fit turns any KeyboardInterrupt into its own exit). The grace timer starts in the handler: CI saw a
+    run neither print its line nor exit within 120 s of a SIGTERM, so it was held before main's `except` (in a
+    library's shutdown, or a __del__ that swallowed the exception)."""
+
+    def __init__(self):
+        self.signals: list[int] = []
+        self.run_dir: Path | None = None
+        self.kept = False  # the run dir holds this run (its lock was taken): a rerun resumes it
+        self.said = False
+
+    def install(self, run_dir: Path):
+        """Handle Ctrl-C and SIGTERM for a run into run_dir; returns what puts the previous handlers back."""
+        self.__init__()
+        self.run_dir = run_dir
+        # A signal the caller ignores stays ignored (`cmd &` ignores Ctrl-C in what it starts).
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(sig) is not signal.SIG_IGN}
+        unraisable = sys.unraisablehook
+
+        def leave_if_swallowed(info):
+            # A signal that lands in a __del__ (a tensor, a DataLoader iterator being collected) raises there, and
+            # Python prints "Exception ignored" and goes on training. Leave as the handler would have.
+            if isinstance(info.exc_value, KeyboardInterrupt) and self.signals:
+                self.say()
+                os._exit(self.code())
+            unraisable(info)
+
+        sys.unraisablehook = leave_if_swallowed
+
+        def restore():
+            sys.unraisablehook = unraisable
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def handle(self, signum, frame):
+        self.signals.append(signum)
+        if len(self.signals) == 1 and self.run_dir is not None:
+            _exit_within(EXIT_GRACE_SECONDS, self.code(), self.run_dir / "train.log", self.say)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def code(self) -> int:
+        return 143 if signal.SIGTERM in self.signals else 130
+
+    def say(self) -> None:
+        if not self.said:
+            self.said = True
+            what = "terminated (SIGTERM)" if signal.SIGTERM in self.signals else "interrupted"
+            kept = f"; rerun the same command to resume (finished folds are in {self.run_dir})" if self.kept else ""
+            print(f"{PROG}: {what}{kept}", file=sys.stderr, flush=True)
+
+
+_interrupt = _Interrupt()
+
+
+def _exit_within(seconds: float, code: int, log: Path, say=lambda: None) -> None:
+    """Leave with `code` at the latest `seconds` from now, after `say` (the run's interrupt line, if not yet
+    printed). Ctrl-C and SIGTERM land between any two Python lines, and can leave a library holding a lock that its
+    shutdown then waits on: CI saw runs hang after a SIGTERM. Every fold is saved as it ends, so leaving early loses
+    nothing finished; where each thread stood goes to train.log for the bug report."""
 
     def leave():
         try:
+            say()
             if log.parent.is_dir():
                 with open(log, "a") as f:
                     f.write(f"digitnet: still not out {seconds:g} s after the interrupt; leaving. The threads:\n")
@@ -204,7 +254,7 @@ def _exit_within(seconds: float, code: int, log: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    signal.signal(signal.SIGTERM, _terminate)
+    restore_handlers = _interrupt.install(run_dir)
     lock = None
     try:
         with exit_on_user_error(PROG):
@@ -214,19 +264,20 @@ def main(cfg: DictConfig) -> float | None:
                 rundir.check_not_in_a_sweep(run_dir)
             rundir.check_compatible(run_dir, plan)
             lock = rundir.RunDirLock(run_dir)
+            _interrupt.kept = True
             rundir.check_compatible(run_dir, plan)  # again, now that no other run can write here
             if plan.task == "final" and (run_dir / "final.ckpt").is_file():
                 return rundir.report_existing_final(run_dir)
             rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
             return execute(plan, arrays, run_dir).get("mean")
     except KeyboardInterrupt:
-        code, what = (143, "terminated (SIGTERM)") if _signals else (130, "interrupted")
-        kept = f"; rerun the same command to resume (finished folds are in {run_dir})" if lock else ""
-        print(f"{PROG}: {what}{kept}", file=sys.stderr)
-        _exit_within(EXIT_GRACE_SECONDS, code, run_dir / "train.log")
-        raise SystemExit(code) from None
+        if not _interrupt.signals:  # a KeyboardInterrupt without our handler (raised before it was set)
+            _interrupt.signals.append(signal.SIGINT)
+            _exit_within(EXIT_GRACE_SECONDS, 130, run_dir / "train.log")
+        _interrupt.say()
+        raise SystemExit(_interrupt.code()) from None
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        restore_handlers()
         if lock is None:
             rundir.remove_if_new_and_empty(run_dir)
         else:
