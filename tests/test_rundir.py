@@ -157,7 +157,9 @@ def test_sigterm_is_handled_as_ctrl_c(tmp_path, mnist_root, workers):
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"no exit 120 s after SIGTERM; train.log ends:\n{log_tail(tmp_path / 'run')}") from None
+        err = proc.communicate()[1]
+        raise AssertionError(f"no exit 120 s after SIGTERM; stderr ends:\n{err[-3000:]}\ntrain.log ends:\n"
+                             f"{log_tail(tmp_path / 'run')}") from None
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [f"digitnet.train: terminated (SIGTERM); rerun the same command to resume "
                                         f"(finished folds are in {tmp_path / 'run'})"]
