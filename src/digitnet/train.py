@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -174,20 +175,29 @@ EXIT_GRACE_SECONDS = 30.0  # a normal exit after an interrupt takes under 2 s on
 
 class _Interrupt:
     """What a run says and does once Ctrl-C or SIGTERM arrives. The signal is remembered apart from the exception
-    (Lightning's fit turns any KeyboardInterrupt into its own exit). The grace timer starts in the handler: CI saw a
-    run neither print its line nor exit within 120 s of a SIGTERM, so it was held before main's `except` (in a
-    library's shutdown, or a __del__ that swallowed the exception)."""
+    (Lightning's fit turns any KeyboardInterrupt into its own exit), and the handler sets a deadline: CI saw a run
+    neither print its line nor exit within 120 s of a SIGTERM, so something held it before main's `except` (a
+    library's shutdown, or a __del__ that swallowed the exception). Every fold is saved as it ends, so leaving at the
+    deadline loses nothing finished; where each thread stood goes to train.log for the bug report."""
 
     def __init__(self):
+        self.watchdog: threading.Thread | None = None
+        self.reset(None)
+
+    def reset(self, run_dir: Path | None) -> None:
         self.signals: list[int] = []
-        self.run_dir: Path | None = None
+        self.deadline: float | None = None
+        self.run_dir = run_dir
         self.kept = False  # the run dir holds this run (its lock was taken): a rerun resumes it
         self.said = False
 
     def install(self, run_dir: Path):
         """Handle Ctrl-C and SIGTERM for a run into run_dir; returns what puts the previous handlers back."""
-        self.__init__()
-        self.run_dir = run_dir
+        self.reset(run_dir)
+        # Started here, not in the handler: a signal can land while the main thread holds threading's own locks.
+        if self.watchdog is None:
+            self.watchdog = threading.Thread(target=self._watch, name="digitnet-interrupt-watchdog", daemon=True)
+            self.watchdog.start()
         # A signal the caller ignores stays ignored (`cmd &` ignores Ctrl-C in what it starts).
         previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)
                     if signal.getsignal(sig) is not signal.SIG_IGN}
@@ -197,7 +207,7 @@ class _Interrupt:
             # A signal that lands in a __del__ (a tensor, a DataLoader iterator being collected) raises there, and
             # Python prints "Exception ignored" and goes on training. Leave as the handler would have.
             if isinstance(info.exc_value, KeyboardInterrupt) and self.signals:
-                self.say()
+                self.say(held=True)
                 os._exit(self.code())
             unraisable(info)
 
@@ -211,44 +221,46 @@ class _Interrupt:
         return restore
 
     def handle(self, signum, frame):
-        self.signals.append(signum)
-        if len(self.signals) == 1 and self.run_dir is not None:
-            _exit_within(EXIT_GRACE_SECONDS, self.code(), self.run_dir / "train.log", self.say)
+        self.note(signum)
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def note(self, signum: int) -> None:
+        """Remember the interrupt; from now on the run leaves within EXIT_GRACE_SECONDS, whatever holds it."""
+        self.signals.append(signum)
+        if self.deadline is None:
+            self.deadline = time.monotonic() + EXIT_GRACE_SECONDS
 
     def code(self) -> int:
         return 143 if signal.SIGTERM in self.signals else 130
 
-    def say(self) -> None:
+    def say(self, held: bool = False) -> None:
         if not self.said:
             self.said = True
             what = "terminated (SIGTERM)" if signal.SIGTERM in self.signals else "interrupted"
             kept = f"; rerun the same command to resume (finished folds are in {self.run_dir})" if self.kept else ""
-            print(f"{PROG}: {what}{kept}", file=sys.stderr, flush=True)
+            if held:  # the held main thread may hold sys.stderr's lock: write to the descriptor itself
+                os.write(2, f"{PROG}: {what}{kept}\n".encode())
+            else:
+                print(f"{PROG}: {what}{kept}", file=sys.stderr, flush=True)
+
+    def _watch(self) -> None:
+        # Polls a plain attribute: nothing here waits on a lock that the interrupted main thread might hold.
+        while self.deadline is None or time.monotonic() < self.deadline:
+            time.sleep(0.1)
+        try:
+            self.say(held=True)
+            log = self.run_dir / "train.log" if self.run_dir else None
+            if log and log.parent.is_dir():
+                with open(log, "a") as f:
+                    f.write(f"digitnet: still not out {EXIT_GRACE_SECONDS:g} s after the interrupt; leaving. "
+                            "The threads:\n")
+                    f.flush()
+                    faulthandler.dump_traceback(file=f, all_threads=True)
+        finally:
+            os._exit(self.code())
 
 
 _interrupt = _Interrupt()
-
-
-def _exit_within(seconds: float, code: int, log: Path, say=lambda: None) -> None:
-    """Leave with `code` at the latest `seconds` from now, after `say` (the run's interrupt line, if not yet
-    printed). Ctrl-C and SIGTERM land between any two Python lines, and can leave a library holding a lock that its
-    shutdown then waits on: CI saw runs hang after a SIGTERM. Every fold is saved as it ends, so leaving early loses
-    nothing finished; where each thread stood goes to train.log for the bug report."""
-
-    def leave():
-        try:
-            say()
-            if log.parent.is_dir():
-                with open(log, "a") as f:
-                    f.write(f"digitnet: still not out {seconds:g} s after the interrupt; leaving. The threads:\n")
-                    faulthandler.dump_traceback(file=f, all_threads=True)
-        finally:
-            os._exit(code)
-
-    timer = threading.Timer(seconds, leave)
-    timer.daemon = True
-    timer.start()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
@@ -271,9 +283,8 @@ def main(cfg: DictConfig) -> float | None:
             rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
             return execute(plan, arrays, run_dir).get("mean")
     except KeyboardInterrupt:
-        if not _interrupt.signals:  # a KeyboardInterrupt without our handler (raised before it was set)
-            _interrupt.signals.append(signal.SIGINT)
-            _exit_within(EXIT_GRACE_SECONDS, 130, run_dir / "train.log")
+        if not _interrupt.signals:  # not from a signal (a library raised it): treated as Ctrl-C
+            _interrupt.note(signal.SIGINT)
         _interrupt.say()
         raise SystemExit(_interrupt.code()) from None
     finally:
