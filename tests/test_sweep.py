@@ -230,3 +230,12 @@ def test_a_launcher_that_cannot_run_is_one_line_before_any_file(tmp_path, launch
     result = run_cli("digitnet.train", "-m", "seed=1,2", *launcher, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     _refused_untouched(result, {}, message)
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=1,2"]])
+def test_an_unknown_hydra_group_choice_lists_the_choices(tmp_path, sweep):
+    result = run_cli("digitnet.train", *sweep, "hydra/launcher=nope", f"hydra.run.dir={tmp_path / 'run'}",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _refused_untouched(result, {}, "hydra/launcher=nope is unknown; use one of basic, ")
+    assert "Config search path" not in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
