@@ -226,6 +226,17 @@ def test_evaluate_out_where_nothing_can_be_written(tmp_path, capsys):
     assert len(err) == 1 and "cannot write in /proc" in err[0]
 
 
+
+def test_the_sweep_table_keeps_one_row_a_job_whatever_its_names(tmp_path):
+    from digitnet import summarize
+
+    for job, override in (("0", "hydra.job.name='a|b'"), ("1\nx", "data.root=/d/n\new")):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- {json.dumps(override)}\n")
+    assert summarize.main([str(tmp_path)]) == 0
+    rows = [line for line in (tmp_path / "sweep_summary.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and all(row.replace("\\|", "").count("|") == 11 for row in rows), rows
+
 @pytest.mark.parametrize("damage, message", [
     (lambda s: s.update(fold_scores=["a", "b"], mean="x"), "fold scores for 3 folds"),
     (lambda s: s.update(mean=float("nan")), "mean nan is not an accuracy"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
+from digitnet.errors import shown
 from digitnet.files import run_file_in
 from digitnet.folds import fold_problem
 from digitnet.rundir import saved_overrides
@@ -161,6 +162,11 @@ def _fmt_p(p):
     return "nan" if math.isnan(p) else f"{p:.3g}"
 
 
+def _cell(text) -> str:
+    """Text as one markdown table cell: a newline or a | in a job dir's name or an override would break the row."""
+    return shown(text).replace("|", "\\|")
+
+
 def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     """Write sweep_summary.csv/.md and sweep_boxplot.png into sweep_dir; return {'jobs': [...], 'best': ...}.
 
@@ -201,7 +207,7 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
         mark = "**" if j is best else ""
         folds = " ".join(_pct(s, 2) if s is not None else "–" for s in j["fold_scores"])
         lines.append(
-            f"| {j['job']} | {mark}{j['overrides']}{mark} | {j['status']} | {_pct(j['mean'])} | {_pct(j['std'])} "
+            f"| {_cell(j['job'])} | {mark}{_cell(j['overrides'])}{mark} | {j['status']} | {_pct(j['mean'])} | {_pct(j['std'])} "
             f"| {folds} | {_seconds(j['train_seconds'])} | {_wall(j)} "
             f"| {_signed_pct(j['delta_vs_best'])} | {_fmt_p(j['p_value'])} |"
         )
