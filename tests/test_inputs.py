@@ -83,6 +83,8 @@ def test_predict_survives_a_failure_inside_preprocessing(tmp_path, capsys, monke
     (["--batch-size", "-5"], "--batch-size -5: must be a positive whole number"),
     (["--out", "{tmp}"], "is a folder; give a file path such as"),
     (["--out", "{tmp}/afile/metrics.json"], "afile is a file, not a folder"),
+    (["--out", "{tmp}/a.json", "--out={tmp}/b.json"], "--out is given twice (--out and --out=/"),
+    (["--batch-size", "10", "--batch", "20"], "--batch-size is given twice (--batch-size and --batch); give it once"),
 ])
 def test_evaluate_bad_arguments_before_any_work(tmp_path, capsys, args, message):
     from digitnet import evaluate

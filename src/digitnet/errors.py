@@ -104,4 +104,21 @@ def argument_parser(prog: str, description: str):
             print(f"{prog}: error: {message} (see --help)", file=sys.stderr)
             raise SystemExit(1)
 
+        def parse_args(self, args=None, namespace=None):
+            # argparse lets the last of `--out a.json --out b.json` win silently; an option given twice is a slip.
+            argv = list(sys.argv[1:] if args is None else args)
+            argv = argv[:argv.index("--")] if "--" in argv else argv
+            for action in self._actions:
+                if action.option_strings and action.nargs != 0:
+                    given = [a for a in argv if a.startswith("-") and self._names(a.split("=")[0]) == [action]]
+                    if len(given) > 1:
+                        self.error(f"{action.option_strings[-1]} is given twice ({' and '.join(given)}); give it once")
+            return super().parse_args(args, namespace)
+
+        def _names(self, flag: str) -> list:
+            """The actions that `flag` names: exactly, or as the unique prefix argparse accepts (--out for --output)."""
+            exact = [a for a in self._actions if flag in a.option_strings]
+            return exact or [a for a in self._actions if flag.startswith("--") and len(flag) > 2
+                             and any(o.startswith(flag) for o in a.option_strings)]
+
     return OneLineParser(prog=f"python -m {prog}", description=description)
