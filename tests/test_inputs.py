@@ -229,6 +229,20 @@ def test_evaluate_out_where_nothing_can_be_written(tmp_path, capsys):
 
 
 
+
+@pytest.mark.parametrize("name", ["sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png"])
+def test_summarize_writes_all_or_nothing(tmp_path, capsys, name):
+    from digitnet import summarize
+
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (tmp_path / name).mkdir()
+    with pytest.raises(SystemExit) as stop:
+        summarize.main([str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1 and f"{tmp_path / name} is not a file" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["0", name])
+
 def test_the_sweep_table_keeps_one_row_a_job_whatever_its_names(tmp_path):
     from digitnet import summarize
 

@@ -239,3 +239,11 @@ def test_an_unknown_hydra_group_choice_lists_the_choices(tmp_path, sweep):
     _refused_untouched(result, {}, "hydra/launcher=nope is unknown; use one of basic, ")
     assert "Config search path" not in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_whose_summary_cannot_be_written_is_refused_before_any_job(tmp_path):
+    (tmp_path / "sweep" / "sweep_summary.md").mkdir(parents=True)
+    result = run_cli("digitnet.train", "-m", "seed=1,2", "cv.n_folds=2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _refused_untouched(result, {}, "sweep_summary.md is not a file, so the sweep's summary cannot be written; move it "
+                                   "away; nothing was run")
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["sweep_summary.md"]

@@ -167,6 +167,19 @@ def _cell(text) -> str:
     return shown(text).replace("|", "\\|")
 
 
+SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")
+
+
+def check_summary_writable(sweep_dir: Path) -> None:
+    """All of a sweep's summary files are written, or none: a folder in the place of one is refused first."""
+    from digitnet.errors import UserError
+
+    for name in SUMMARY_FILES:
+        if (sweep_dir / name).exists() and not (sweep_dir / name).is_file():
+            raise UserError(f"{shown(sweep_dir / name)} is not a file, so the sweep's summary cannot be written; "
+                            "move it away")
+
+
 def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     """Write sweep_summary.csv/.md and sweep_boxplot.png into sweep_dir; return {'jobs': [...], 'best': ...}.
 
@@ -176,6 +189,7 @@ def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
     from digitnet import report  # matplotlib and torch: not at import, since Hydra loads this module for every run
 
     sweep_dir = Path(sweep_dir)
+    check_summary_writable(sweep_dir)
     jobs = [read_job(d) for d in _job_dirs(sweep_dir)]
     # Show what varies per job; what every job shares is said once, above the table.
     common = set.intersection(*(set(j["override_list"]) for j in jobs)) if len(jobs) > 1 else set()
@@ -332,7 +346,13 @@ class SweepSummaryCallback(Callback):
     def _refuse_another_sweep(config) -> None:
         from omegaconf import OmegaConf
 
+        from digitnet.errors import UserError
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            check_summary_writable(sweep_dir)
+        except UserError as exc:
+            _refuse(f"{exc}; nothing was run")
         ran_here = run_file_in(sweep_dir, sweeps=False)
         if ran_here:
             _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here}); choose a new hydra.sweep.dir")
