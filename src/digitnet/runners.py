@@ -55,6 +55,7 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     the folds in progress); `finish` then reports it."""
     import multiprocessing
     import os
+    import signal
 
     from digitnet import workers
 
@@ -62,15 +63,21 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     unfinished = context.Value("i", len(folds))
     processes = min(plan.processes, len(folds))
     # Leaving the block, also by Ctrl-C or an error, terminates the workers: no fold goes on training unseen.
+    # Ctrl-C at a terminal reaches the whole process group, and a worker still importing would print a traceback:
+    # the workers start with SIGINT blocked (the mask survives exec), ignore it in workers.start, then unblock it.
+    # Here the block lasts only while the pool starts its processes; a Ctrl-C meanwhile is delivered after it.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         with context.Pool(processes, initializer=workers.start,
                           initargs=(plan, unfinished, os.getpid())) as pool:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for result in pool.imap_unordered(workers.train_fold, [(plan, store, fold) for fold in folds]):
                 if "error" in result:
                     raise UserError(f"fold {result['fold']} failed in its worker process ({result['error']}); the "
                                     "folds that finished are kept")
                 finish(result)
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # also when the pool could not start
         store.remove_partial_files()  # a worker terminated while saving leaves its temp file
 
 

@@ -57,6 +57,7 @@ def start(plan: RunPlan, unfinished, parent: int) -> None:
 
     # Ctrl-C is the parent's to handle: it terminates the workers, whose folds in progress are then lost anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent until it was ignored here
     _state.update(parent=parent, cores=plan.threads, workers=plan.processes, unfinished=unfinished)
     die_with_parent()
     _state["arrays"] = load_mnist(plan.data_root, download=False)
