@@ -175,9 +175,18 @@ def check_summary_writable(sweep_dir: Path) -> None:
     from digitnet.errors import UserError
 
     for name in SUMMARY_FILES:
-        if (sweep_dir / name).exists() and not (sweep_dir / name).is_file():
-            raise UserError(f"{shown(sweep_dir / name)} is not a file, so the sweep's summary cannot be written; "
-                            "move it away")
+        path = sweep_dir / name
+        if path.is_symlink():  # writing through it would change a file outside the sweep dir
+            raise UserError(f"{shown(path)} is a symbolic link, so the sweep's summary cannot be written; move it "
+                            "away")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{shown(path)} is not a file, so the sweep's summary cannot be written; move it away")
+        if path.exists():
+            try:
+                open(path, "ab").close()  # may it be written? (appends nothing; also root meets chattr +i here)
+            except OSError as exc:
+                raise UserError(f"{shown(path)} cannot be written ({exc.strerror}), so the sweep's summary cannot "
+                                "be; make it writable or move it away") from None
 
 
 def summarize(sweep_dir: str | Path, quiet: bool = False) -> dict:
@@ -382,3 +391,6 @@ class SweepSummaryCallback(Callback):
             summarize(config.hydra.sweep.dir)
         except UserError as exc:
             _refuse(f"{exc} (the jobs' results are kept in their dirs)")
+        except Exception as exc:  # noqa: BLE001 - Hydra would make it a warning and exit 0
+            _refuse(f"the sweep's summary could not be written ({type(exc).__name__}: {exc}); the jobs' results are "
+                    "kept in their dirs: python -m digitnet.summarize SWEEP_DIR writes it")
