@@ -57,7 +57,7 @@ def composition_error_line(exc: Exception) -> str:
         # a sweep or cast function given the wrong arguments, e.g. tag(a,0.1,0.2): Hydra's second line says which
         return (f"{lines[0].split(' ', 3)[-1]}: {lines[1].partition(': ')[2] or lines[1]} (Hydra's override "
                 "functions: https://hydra.cc/docs/advanced/override_grammar/extended)")
-    missing = re.search(r"Could not find '(.+)/([^/]+)'", lines[0])
+    missing = re.search(r"Could not find '(.+)/([^/]*)'", lines[0])
     if missing and any(line.startswith("Available options in") for line in lines):
         # a Hydra group of its own, e.g. hydra/launcher=nope (digitnet's groups are checked before composing)
         first = next(i for i, line in enumerate(lines) if line.startswith("Available options in")) + 1
