@@ -231,17 +231,30 @@ def test_evaluate_out_where_nothing_can_be_written(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png"])
-def test_summarize_writes_all_or_nothing(tmp_path, capsys, name):
+@pytest.mark.parametrize("kind, message", [
+    ("folder", "is not a file"),
+    ("link to a file outside", "is a symbolic link"),  # writing through it would change that file
+    ("dangling link", "is a symbolic link"),
+])
+def test_summarize_writes_all_or_nothing(tmp_path, capsys, name, kind, message):
     from digitnet import summarize
 
-    (tmp_path / "0" / ".hydra").mkdir(parents=True)
-    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
-    (tmp_path / name).mkdir()
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    outside = tmp_path / "outside.txt"
+    if kind == "folder":
+        (sweep / name).mkdir()
+    else:
+        if kind == "link to a file outside":
+            outside.write_text("keep")
+        (sweep / name).symlink_to(outside)
     with pytest.raises(SystemExit) as stop:
-        summarize.main([str(tmp_path)])
+        summarize.main([str(sweep)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert stop.value.code == 1 and len(err) == 1 and f"{tmp_path / name} is not a file" in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["0", name])
+    assert stop.value.code == 1 and len(err) == 1 and f"{sweep / name} {message}" in err[0], err
+    assert sorted(p.name for p in sweep.iterdir()) == sorted(["0", name])
+    assert outside.read_text() == "keep" if kind == "link to a file outside" else not outside.exists()
 
 def test_the_sweep_table_keeps_one_row_a_job_whatever_its_names(tmp_path):
     from digitnet import summarize

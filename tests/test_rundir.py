@@ -221,6 +221,71 @@ def test_a_signal_that_lands_in_a_finalizer_still_ends_the_run(tmp_path):
     assert proc.stderr.strip().splitlines() == ["digitnet.train: terminated (SIGTERM)"]  # no "Exception ignored"
 
 
+
+EARLY = """
+import os, signal, time
+from digitnet.train import _catch_signals_early
+_catch_signals_early()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(60)
+"""
+
+
+def test_a_signal_before_the_run_starts_is_one_line():
+    """A Ctrl-C or SIGTERM during the imports and checks before a run (the first half second) is its one line too:
+    it was a KeyboardInterrupt traceback, or a silent death by signal."""
+    proc = subprocess.run([sys.executable, "-c", EARLY], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 143 and proc.stderr == "digitnet.train: terminated (SIGTERM)\n", proc.stderr
+
+
+def test_an_error_after_an_interrupt_is_the_interrupt():
+    """A Ctrl-C that cuts an import short can surface as an ImportError on its retry (seen: pybind11's 'type is
+    already registered'): after a signal, an error is the interrupt's doing, not a bug to report."""
+    from digitnet.train import _Interrupt
+
+    run = _Interrupt()
+    with pytest.raises(ImportError), run.consequences():
+        raise ImportError("no signal: a real error stays itself")
+    run.note(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), run.consequences():
+        raise ImportError('generic_type: type "ObjSense" is already registered!')
+
+
+@pytest.mark.parametrize("task, line", [
+    ("cv", "digitnet.train: terminated (SIGTERM); rerun the same command to resume (finished folds are in RUN)"),
+    ("final", "digitnet.train: terminated (SIGTERM); the fit was not finished (nothing of it is kept): rerun the "
+              "same command to fit again"),
+])
+def test_the_interrupt_line_says_what_a_rerun_does(tmp_path, capsys, task, line):
+    from digitnet.train import _Interrupt
+
+    run = _Interrupt()
+    run.reset(tmp_path)
+    run.kept, run.task = True, task
+    run.note(signal.SIGTERM)
+    run.say()
+    run.say()  # said once
+    assert capsys.readouterr().err == line.replace("RUN", str(tmp_path)) + "\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_a_terminal_while_fold_workers_start_is_one_line(tmp_path, mnist_root):
+    """A terminal's Ctrl-C reaches the whole process group: fold workers still importing used to print their
+    tracebacks into the run's output."""
+    proc = subprocess.Popen([sys.executable, "-m", "digitnet.train", "data.limit=6000", "cv.n_folds=3",
+                             "cv.workers=2", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:
+        if "fold workers" in line or "task=cv" in line:
+            break
+    time.sleep(1.2)  # the pool has spawned its workers, which import torch and Lightning (5 lines here before)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        f"digitnet.train: interrupted; rerun the same command to resume (finished folds are in {tmp_path / 'run'})"
+    ], err
+
 @pytest.mark.slow
 def test_a_blown_up_loss_is_divergence_and_chance_is_flagged(tmp_path, mnist_root):
     sweep = tmp_path / "sweep"

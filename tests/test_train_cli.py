@@ -77,6 +77,12 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
     (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "
                                     "found); use a plain folder"),
     (["-m", "seed=1,2", "hydra.sweep.dir=out/${now:}"], "hydra.sweep.dir=out/${now:} cannot be resolved"),
+    (["-m", "seed=1,2", "hydra/launcher=joblib,basic"], "hydra/launcher=joblib,basic: Hydra's own settings cannot be "
+                                                        "swept; run one sweep for each value"),
+    (["hydra.job.chdir=true,false"], "hydra.job.chdir=true,false: Hydra's own settings cannot be swept"),
+    (["-m", "seed=1,2", "~hydra/launcher"], "~hydra/launcher: Hydra's own config groups cannot be removed; choose "
+                                            "one, e.g. hydra/launcher=basic"),
+    (["hydra/launcher="], "hydra/launcher= is unknown; use one of basic, "),
 ])
 def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
     from digitnet import train
