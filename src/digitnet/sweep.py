@@ -171,7 +171,8 @@ SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")
 
 
 def check_summary_writable(sweep_dir: Path) -> None:
-    """All of a sweep's summary files are written, or none: a folder in the place of one is refused first."""
+    """All of a sweep's summary files are written, or none: a folder, a link or an unwritable file in the place of
+    one is refused first."""
     from digitnet.errors import UserError
 
     for name in SUMMARY_FILES:
