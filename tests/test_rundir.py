@@ -170,17 +170,17 @@ def test_sigterm_is_handled_as_ctrl_c(tmp_path, mnist_root, workers):
 HANGS = """
 import os, signal, sys, threading, time
 from pathlib import Path
-from digitnet import train
-train.EXIT_GRACE_SECONDS = 0.5
-train._interrupt.install(Path(sys.argv[1]))
-train._interrupt.kept = True
+from digitnet import interrupts
+interrupts.EXIT_GRACE_SECONDS = 0.5
+interrupts.interrupt.install(Path(sys.argv[1]))
+interrupts.interrupt.kept = True
 threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: a normal exit would wait 600 s for it
 try:
     os.kill(os.getpid(), signal.SIGTERM)
 except KeyboardInterrupt:
     if sys.argv[2] == "in-shutdown":
         threading.Event().wait(600)  # a library's shutdown that never ends, before digitnet's handler is reached
-    train._interrupt.say()
+    interrupts.interrupt.say()
     raise SystemExit(143)  # as main does; the exit then waits for the thread
 """
 
@@ -203,8 +203,8 @@ def test_an_interrupted_run_leaves_whatever_holds_it(tmp_path, where):
 SIGNAL_IN_A_FINALIZER = """
 import os, signal, sys, time
 from pathlib import Path
-from digitnet import train
-train._interrupt.install(Path(sys.argv[1]))
+from digitnet import interrupts
+interrupts.interrupt.install(Path(sys.argv[1]))
 class Tensor:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -224,8 +224,8 @@ def test_a_signal_that_lands_in_a_finalizer_still_ends_the_run(tmp_path):
 
 EARLY = """
 import os, signal, time
-from digitnet.train import _catch_signals_early
-_catch_signals_early()
+from digitnet.interrupts import catch_early
+catch_early()
 os.kill(os.getpid(), signal.SIGTERM)
 time.sleep(60)
 """
@@ -241,9 +241,9 @@ def test_a_signal_before_the_run_starts_is_one_line():
 def test_an_error_after_an_interrupt_is_the_interrupt():
     """A Ctrl-C that cuts an import short can surface as an ImportError on its retry (seen: pybind11's 'type is
     already registered'): after a signal, an error is the interrupt's doing, not a bug to report."""
-    from digitnet.train import _Interrupt
+    from digitnet.interrupts import Interrupt
 
-    run = _Interrupt()
+    run = Interrupt()
     with pytest.raises(ImportError), run.consequences():
         raise ImportError("no signal: a real error stays itself")
     run.note(signal.SIGINT)
@@ -257,9 +257,9 @@ def test_an_error_after_an_interrupt_is_the_interrupt():
               "same command to fit again"),
 ])
 def test_the_interrupt_line_says_what_a_rerun_does(tmp_path, capsys, task, line):
-    from digitnet.train import _Interrupt
+    from digitnet.interrupts import Interrupt
 
-    run = _Interrupt()
+    run = Interrupt()
     run.reset(tmp_path)
     run.kept, run.task = True, task
     run.note(signal.SIGTERM)
