@@ -90,3 +90,13 @@ def test_hparams_are_plain_values():
     assert all(plain(v) for v in dict(model.hparams).values())
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.1
+
+
+def test_a_float64_run_reports_its_folds(tmp_path, synthetic_root):
+    """trainer.precision=64-true trained, then failed on its confusion matrix: float32 images into a float64 net."""
+    from conftest import plan_of
+    from digitnet.train import run
+
+    summary = run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1",
+                          "trainer.precision=64-true"), tmp_path / "run")
+    assert summary["n"] == 2 and all(sum(map(sum, f["confusion_matrix"])) > 0 for f in summary["folds"])

@@ -46,8 +46,10 @@ def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+    weight = next(model.parameters())  # trainer.precision=64-true leaves the net in float64
+    dtype = weight.dtype if x.is_floating_point() else x.dtype
+    return torch.cat([model(x[i : i + batch_size].to(weight.device, dtype)).float().cpu()
+                      for i in range(0, len(x), batch_size)])
 
 
 def confusion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
