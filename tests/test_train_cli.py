@@ -212,3 +212,12 @@ def test_run_in_process_reports_the_plan_it_ran(tmp_path, synthetic_root, capsys
     saved = json.loads((tmp_path / "run" / "folds" / "fold_0.json").read_text())
     assert saved["run_key"] == plan.fingerprint_fields()
     assert oct((tmp_path / "run" / "cv_summary.json").stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's 0600
+
+
+def test_an_optimizer_that_cannot_be_imported_leaves_no_trace(tmp_path):
+    """hydra.utils.get_class logged its failure to the console and into the run dir's train.log (a finished run's
+    log too) before digitnet's one line."""
+    result = run_cli("digitnet.train", "optimizer._target_=torch.optim.Foo", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and result.stdout == "" and result.stderr == (
+        "digitnet.train: error: optimizer._target_=torch.optim.Foo cannot be imported; choose optimizer=sgd|adam|adamw\n")
+    assert not (tmp_path / "run").exists()

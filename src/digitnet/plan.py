@@ -386,11 +386,12 @@ def _optimizer_values(cfg) -> dict:
 
 def _check_optimizer_builds(optimizer: dict, torch) -> None:
     """Build the optimizer once on a dummy parameter: a wrong class or key fails here, not inside the first fit."""
-    from hydra.utils import get_class
+    import importlib
 
     target = optimizer["_target_"]
-    try:
-        cls = get_class(target)
+    try:  # not hydra.utils.get_class: it logs its failure into the run's train.log and the console first
+        module, _, name = target.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
     except Exception:  # noqa: BLE001 - any import failure means the same to the user
         raise UserError(f"optimizer._target_={target} cannot be imported; choose optimizer=sgd|adam|adamw") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
