@@ -16,6 +16,9 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["model=deep", "model.name=resnet"], "model.name='resnet' is unknown"),
     (["~model"], "no model chosen; add model=baseline|batchnorm|deep|deepbn"),
     (["model=deep", "+model.dropout=0.3"], "model.dropout=0.3: model=deep has no dropout layers; use model=deepbn"),
+    (["+augment.degrees=5"], "augment.degrees=5 does nothing with augment=none; choose augment=affine, or drop it"),
+    (["scheduler=cosine", "+scheduler.pct_start=0.3"], "scheduler.pct_start=0.3 does nothing with scheduler=cosine; "
+                                                       "choose scheduler=onecycle"),
     (["model=deepbn", "model.dropout=1"], "model.dropout=1 must be a finite number in [0, 1)"),
     (["model=deepbn", "model.dropout=-0.1"], "model.dropout=-0.1 must be a finite number in [0, 1)"),
     (["model=deepbn", "data.batch_size=1"], "data.batch_size=1 with model=deepbn: BatchNorm needs at least 2"),

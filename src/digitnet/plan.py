@@ -357,15 +357,27 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
 def _augment_values(cfg) -> dict:
     name = _choice(cfg, "augment.name", AUGMENTS, " (augment=none|affine)") if _get(cfg, "augment", None) else "none"
     if name == "none":
+        _refuse_unused(cfg, "augment", "augment=affine")
         return {"name": "none"}
     return {"name": name, "degrees": _real(cfg, "augment.degrees", 0, 180), "scale": _real(cfg, "augment.scale", 0, 1,
             high_open=True), "shift": _real(cfg, "augment.shift", 0, 1)}
+
+
+def _refuse_unused(cfg, group: str, fix: str) -> None:
+    """`+augment.degrees=5` with augment=none would be silently ignored (as model.dropout on a net without dropout
+    is refused)."""
+    extra = sorted(k for k in (_get(cfg, group, None) or {}) if k != "name")
+    if extra:
+        raise UserError(f"{group}.{extra[0]}={_get(cfg, f'{group}.{extra[0]}', None)} does nothing with "
+                        f"{group}={_get(cfg, f'{group}.name', 'none')}; choose {fix}, or drop it")
 
 
 def _scheduler_values(cfg) -> dict:
     if not _get(cfg, "scheduler", None):
         return {"name": "none"}
     name = _choice(cfg, "scheduler.name", SCHEDULERS, " (scheduler=none|onecycle|cosine)")
+    if name != "onecycle":
+        _refuse_unused(cfg, "scheduler", "scheduler=onecycle")
     if name == "onecycle":
         return {"name": name, "pct_start": _real(cfg, "scheduler.pct_start", 0, 1, low_open=True, high_open=True,
                                                  default=0.25)}
