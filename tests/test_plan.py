@@ -16,6 +16,9 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["model=deep", "model.name=resnet"], "model.name='resnet' is unknown"),
     (["~model"], "no model chosen; add model=baseline|batchnorm|deep|deepbn"),
     (["model=deep", "+model.dropout=0.3"], "model.dropout=0.3: model=deep has no dropout layers; use model=deepbn"),
+    (["data.limit=3", "cv.n_folds=2"], "data.limit=3 with cv.n_folds=2 leaves a fold 1 training image(s); give "
+                                       "data.limit=4 or more"),
+    (["task=final", "data.limit=1"], "data.limit=1: one training image trains nothing; give data.limit=2 or more"),
     (["+augment.degrees=5"], "augment.degrees=5 does nothing with augment=none; choose augment=affine, or drop it"),
     (["scheduler=cosine", "+scheduler.pct_start=0.3"], "scheduler.pct_start=0.3 does nothing with scheduler=cosine; "
                                                        "choose scheduler=onecycle"),

@@ -13,6 +13,7 @@ second after Python starts (torch's import alone takes about as long on the 2-co
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -298,11 +299,22 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     if dropout and model != "deepbn":
         raise UserError(f"model.dropout={dropout}: model={model} has no dropout layers; use model=deepbn")
     cv_seed = _whole(cfg, "cv.seed", 0, SEED_LIMIT - 1, hint="a 32-bit seed")
+    # A training set of one image trains nothing (its one-image batch is dropped, for BatchNorm's sake).
     if task == "cv":
         if 0 < limit < n_folds:
             raise UserError(f"data.limit={limit} is smaller than cv.n_folds={n_folds}; each fold needs images")
+
+        def fewest_trained(n: int) -> int:  # KFold's largest validation fold holds ceil(n / k) images
+            return n - math.ceil(n / n_folds)
+
+        if 0 < limit and fewest_trained(limit) < 2:
+            enough = next(n for n in itertools.count(limit) if fewest_trained(n) >= 2)
+            raise UserError(f"data.limit={limit} with cv.n_folds={n_folds} leaves a fold {fewest_trained(limit)} "
+                            f"training image(s); give data.limit={enough} or more")
         if seed + n_folds - 1 >= SEED_LIMIT:
             raise UserError(f"seed={seed}: fold {n_folds - 1} would use seed {seed + n_folds - 1}, past 2**32 - 1")
+    elif limit == 1:
+        raise UserError("data.limit=1: one training image trains nothing; give data.limit=2 or more (0: all)")
     parallel = _auto_flag(cfg, "cv.parallel")
     cuda_graph = _auto_flag(cfg, "cv.cuda_graph")
     workers = _auto_whole(cfg, "cv.workers", "or auto (1: folds one after another)")
