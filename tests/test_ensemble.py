@@ -99,3 +99,18 @@ def test_partial_saves_are_removed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "folds" / "fold_3.ckpt", {"x": Interrupted()})
     assert not list((tmp_path / "folds").iterdir())
+
+
+def test_a_partly_finished_cv_run_says_its_ensemble_is_part_of_one(tmp_path, capsys, synthetic_root):
+    from conftest import plan_of
+    from digitnet.nets import cv_members
+    from digitnet.train import run
+
+    run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=3", "trainer.max_epochs=1", "cv.workers=1"), tmp_path)
+    capsys.readouterr()
+    for suffix in (".json", ".ckpt"):  # as a run interrupted in fold 1 leaves it
+        (tmp_path / "folds" / f"fold_1{suffix}").unlink()
+    assert [p.name for p in cv_members(tmp_path)] == ["fold_0.ckpt", "fold_2.ckpt"]
+    err = capsys.readouterr().err
+    assert err == (f"note: {tmp_path} has 2 of its 3 folds finished (not fold 1): the ensemble is of those 2; rerun "
+                   "the run's command to finish the others\n")

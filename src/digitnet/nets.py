@@ -9,6 +9,7 @@ import json
 import math
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -173,6 +174,12 @@ def cv_members(run_dir: Path) -> dict[Path, dict]:
     if len(keys) > 1:
         raise UserError(f"{run_dir}/folds holds folds of different configs (their run_key differs); keep one run's "
                         "folds in a run dir")
+    n_folds = next(((r.get("run_key") or {}).get("n_folds") for r in members.values()), None)
+    missing = [k for k in range(n_folds) if k not in results] if isinstance(n_folds, int) else []
+    if members and missing:  # an interrupted run: say that its ensemble is part of one
+        print(f"note: {run_dir} has {len(members)} of its {n_folds} folds finished (not fold "
+              f"{', '.join(map(str, missing))}): the ensemble is of those {len(members)}; rerun the run's command "
+              "to finish the others", file=sys.stderr)
     return members
 
 
