@@ -247,3 +247,14 @@ def test_a_sweep_whose_summary_cannot_be_written_is_refused_before_any_job(tmp_p
     _refused_untouched(result, {}, "sweep_summary.md is not a file, so the sweep's summary cannot be written; move it "
                                    "away; nothing was run")
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["sweep_summary.md"]
+
+
+@pytest.mark.parametrize("sweep, message", [
+    (["seed=1,1"], "sweep jobs 0 (seed=1) and 1 (seed=1) are the same run; give each value once; nothing was run"),
+    (["model=deep,baseline", "optimizer.lr=0.1,0.1"], "sweep jobs 0 (model=deep optimizer.lr=0.1) and 1 (model=deep "
+                                                       "optimizer.lr=0.1) are the same run"),
+])
+def test_a_sweep_that_would_train_one_run_twice_is_refused(tmp_path, sweep, message):
+    result = run_cli("digitnet.train", "-m", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _refused_untouched(result, {}, message)
+    assert not (tmp_path / "sweep").exists()

@@ -338,6 +338,7 @@ class SweepSummaryCallback(Callback):
             _refuse(f"hydra.sweep.subdir={subdir or ''} puts every job in the same folder; leave it out (each job "
                     "gets ${hydra.job.num}) or include ${hydra.job.num}")
         sweep_dir = Path(config.hydra.sweep.dir)
+        trains: dict[str, int] = {}  # a job's whole plan (also runner and workers: a speed sweep) -> its first job
         for number, overrides in enumerate(jobs):
             saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
             if subdir == "${hydra.job.num}" and saved.is_file():
@@ -346,11 +347,15 @@ class SweepSummaryCallback(Callback):
                     _refuse(f"{saved.parent.parent} holds the job `{' '.join(before)}`, not `{' '.join(overrides)}`; "
                             "rerun the sweep's own command to resume it, or choose a new hydra.sweep.dir")
             try:
-                make_plan(compose(config_name="config", overrides=overrides))
+                plan = make_plan(compose(config_name="config", overrides=overrides))
             except UserError as exc:
                 _refuse(f"sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run")
             except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
                 _refuse(f"sweep job {number} ({' '.join(overrides)}): {composition_error_line(exc)}; nothing was run")
+            same = trains.setdefault(json.dumps(plan.as_dict(), sort_keys=True, default=str), number)
+            if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2: the same training twice
+                _refuse(f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are the same "
+                        "run; give each value once; nothing was run")
 
     @staticmethod
     def _refuse_another_sweep(config) -> None:
