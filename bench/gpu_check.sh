@@ -1,25 +1,54 @@
 #!/usr/bin/env bash
-# Issue 13's GPU figures in one device call (not yet measured: no GPU has been lent to a session so far).
+# Issue 13's GPU figures in one device call: the CUDA-only tests, the seed protocol with the CUDA defaults (packed
+# folds + CUDA graph), task=final + evaluate + predict on the GPU, the 4-way bench at 1 epoch, then the seed protocol
+# run sequentially (the accuracy reference; last, since it is the slowest).
 # Prepare here (both folders stay out of git):
 #   mkdir -p .whl && cp ../shared/wheels/*.whl .whl/ && cp -r ../shared/data/mnist .mnist
 #   printf '/.whl/\n/.mnist/\n' >> .git/info/exclude
-# Then: device run with carry [".whl", ".mnist"], command `bash bench/gpu_check.sh`, timeout ~480 s; logs land in $OUT.
+# Then: device run with carry [".whl", ".mnist"], command `bash bench/gpu_check.sh`, timeout ~480 s. The whole log
+# and the runs' summaries come back in $OUT (8 files at most). A dry run on CPU, to check the script itself:
+#   DEV=cpu EXTRA="data.limit=600 trainer.max_epochs=1" OUT=/tmp/gpucheck bash bench/gpu_check.sh
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
-# (src alone works: from a checkout, the configs are read from conf/ beside src/.)
-export PYTHONUNBUFFERED=1 DIGITNET_DATA=${DIGITNET_DATA:-$PWD/.mnist} OUT=${OUT:-/tmp/out}
-nvidia-smi --query-gpu=name --format=csv,noheader
-T="model=deep trainer.accelerator=gpu trainer.enable_progress_bar=false"
-summary() { python3 -c "import json; d=json.load(open('$1/cv_summary.json')); print('$2: train s (5 folds)', d['train_seconds'], ' mean', round(100*d['mean'], 3), ' runner', d['plan']['runner'], ' graph', d['plan']['cuda_graph'])"; }
-# 1. The seed protocol through the CLI with the CUDA defaults (packed folds + CUDA graph), then sequential.
-/usr/bin/time -f "process wall %e s" python3 -m digitnet.train $T hydra.run.dir=$OUT/gpu_packed 2>&1 | tail -n 3
-summary $OUT/gpu_packed packed
-/usr/bin/time -f "process wall %e s" python3 -m digitnet.train $T cv.parallel=false hydra.run.dir=$OUT/gpu_sequential 2>&1 | tail -n 2
-summary $OUT/gpu_sequential sequential
-# 2. task=final on the GPU, then evaluate and predict with its checkpoint.
-python3 -m digitnet.train $T task=final hydra.run.dir=$OUT/gpu_final 2>&1 | tail -n 2
-python3 -m digitnet.evaluate $OUT/gpu_final | head -n 1
-python3 -m digitnet.predict $OUT/gpu_final samples/sample_image.png
-# 3. The four-way bench at 1 epoch, and the CUDA-only tests.
-python3 bench/cv_speed.py --quick --device cuda --only naive plain sequential parallel
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 5
+DEV=${DEV:-gpu} EXTRA=${EXTRA:-} OUT=${OUT:-/tmp/gpu_check_out}
+RUNS=$(mktemp -d)  # run dirs hold too many files (and folders too deep) to come back whole
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+if [ "$DEV" = gpu ]; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:src DIGITNET_DATA=${DIGITNET_DATA:-$PWD/.mnist}
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+fi
+export PYTHONUNBUFFERED=1
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())"
+T="model=deep trainer.accelerator=$DEV trainer.enable_progress_bar=false $EXTRA"
+step() { echo; echo "== $* ($(date +%T))"; }
+summary() {
+  python3 -c "import json; d=json.load(open('$RUNS/$1/cv_summary.json')); p=d['plan']
+print('$1: folds', d['n'], 'train s', round(d['train_seconds'], 1), 'mean', round(100*d['mean'], 3), 'fold acc', [round(100*s, 2) for s in d['fold_scores']], 'runner', p['runner'], 'graph', p['cuda_graph'], 'device', p['device'])" \
+    && cp "$RUNS/$1/cv_summary.json" "$OUT/$1.cv_summary.json"
+}
+
+step "1. CUDA-only tests"
+[ "$DEV" = gpu ] && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 15
+
+step "2. seed protocol, CUDA defaults (cv.parallel=auto, cv.cuda_graph=auto)"
+timeout 120 /usr/bin/time -f "process wall %e s" python3 -m digitnet.train $T hydra.run.dir=$RUNS/packed 2>&1 | tail -n 4
+summary packed
+
+step "3. task=final on the GPU, then evaluate and predict with its checkpoint"
+timeout 150 /usr/bin/time -f "process wall %e s" python3 -m digitnet.train $T task=final hydra.run.dir=$RUNS/final 2>&1 | tail -n 3
+cp "$RUNS/final/test_metrics.json" "$OUT/final.test_metrics.json"
+timeout 60 python3 -m digitnet.evaluate $RUNS/final 2>&1 | head -n 3
+timeout 60 python3 -m digitnet.predict $RUNS/final/final.ckpt samples/sample_image.png 2>&1 | tail -n 2
+
+step "4. the four-way bench, 1 epoch"
+timeout 150 python3 bench/cv_speed.py --quick --device $([ "$DEV" = gpu ] && echo cuda || echo cpu) \
+  --only naive plain sequential parallel ${BENCH_ARGS:-} 2>&1 | grep -v Warning
+
+step "5. seed protocol, sequential (cv.parallel=false): the accuracy reference"
+timeout ${SEQ_TIMEOUT:-210} /usr/bin/time -f "process wall %e s" python3 -m digitnet.train $T cv.parallel=false \
+  hydra.run.dir=$RUNS/sequential 2>&1 | tail -n 4
+summary sequential || python3 -c "import json, pathlib
+for f in sorted(pathlib.Path('$RUNS/sequential/folds').glob('fold_*.json')):
+    d = json.loads(f.read_text()); print(f.name, {k: d[k] for k in d if k in ('fold', 'score', 'seconds')})"
+step done

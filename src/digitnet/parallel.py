@@ -7,6 +7,11 @@ its own loss, and an elementwise optimizer (SGD, Adam, AdamW: plan.PACKABLE_OPTI
 its own optimizer would. Gradient clipping or accumulation would couple the folds; the plan refuses them here. Each fold starts from
 the same initial weights as in the sequential run (seeded seed + fold) and sees the same batches in the same order
 (the same DataLoaders, zipped).
+
+Evidence (one NVIDIA H200, torch 2.11, 2026-11-27; bench/gpu_check.sh): 20.0 s of training on an H200 for the seed
+protocol (deep net, 5 folds x 10 epochs, batch 32) packed with the CUDA graph, 41.9 s start to report; mean accuracy
+99.055% over 5 folds, against 99.043% for the same folds in 5 separate processes (118 s). Without the graph the
+packed run took more than 60 s.
 """
 
 from __future__ import annotations
