@@ -67,6 +67,11 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["optimizer._target_=torch.optim.Nope"], "optimizer._target_=torch.optim.Nope cannot be imported"),
     (["optimizer._target_=collections.OrderedDict"], "is not a torch.optim optimizer"),
     (["optimizer=adam", "optimizer.betas=[2,0.9]"], "torch.optim.Adam rejects"),
+    (["+optimizer.dampening=2"], "optimizer.dampening=2 must be a finite number in [0, 1]"),
+    (["+optimizer.maximize=true"], "optimizer.maximize=true would climb the loss"),
+    (["+trainer.min_epochs=11"], "trainer.min_epochs=11 is more than trainer.max_epochs=10, which wins"),
+    (["+trainer.max_steps=5", "+trainer.min_steps=6"], "trainer.min_steps=6 is more than trainer.max_steps=5"),
+    (["+trainer.max_time=00:00:01:00"], "trainer.max_time='00:00:01:00' would stop a fold wherever the clock says"),
 ])
 def test_bad_values_are_one_user_error(overrides, message):
     with pytest.raises(UserError) as err:
@@ -246,6 +251,27 @@ def test_plan_for_data_checks_fold_count_and_equal_folds():
     assert packed.for_data(60000) is packed
     uneven = packed.for_data(60001)
     assert uneven.runner == "sequential" and "do not split into 5 equal folds" in uneven.notes[-1]
+
+
+def test_plan_for_data_refuses_max_steps_that_end_a_fold_before_its_scoring_validation():
+    # 60000 images, 5 folds: 48000 training images a fold, 1500 steps an epoch at batch 32, 15000 in 10 epochs.
+    with pytest.raises(UserError, match=r"trainer.max_steps=14999 would stop a fold .* \(10 epoch\(s\) of 1500 steps"):
+        plan_of("+trainer.max_steps=14999").for_data(60000)
+    assert plan_of("+trainer.max_steps=15000").for_data(60000).trainer["max_steps"] == 15000
+    # 257 images, 2 folds: the larger training set is 129 images, 4 batches of 32 and a dropped last batch of one.
+    plan_of("+trainer.max_steps=4", "trainer.max_epochs=1", "cv.n_folds=2").for_data(257)
+    with pytest.raises(UserError, match="trainer.max_steps=3 "):
+        plan_of("+trainer.max_steps=3", "trainer.max_epochs=1", "cv.n_folds=2").for_data(257)
+    final = plan_of("task=final", "+trainer.max_steps=3", "+trainer.max_time=00:00:01:00")  # a fit scored after it
+    assert final.for_data(60000).trainer["max_steps"] == 3
+
+
+def test_a_batch_larger_than_a_training_fold_is_a_note():
+    plan = plan_of("data.batch_size=500", "cv.n_folds=2").for_data(300)
+    assert plan.notes[-1] == ("data.batch_size=500 is more than the 150 training images of a fold: each epoch is "
+                              "one batch of all of them")
+    assert plan_of("data.batch_size=150", "cv.n_folds=2").for_data(300).notes == ()
+    assert "of the fit" in plan_of("task=final", "data.batch_size=500").for_data(300).notes[-1]
 
 
 def test_lists_agree_with_the_libraries():

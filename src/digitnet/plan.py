@@ -134,6 +134,22 @@ class RunPlan:
         n = self.limit or n_images
         if self.task == "cv" and self.n_folds > n:
             raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
+        trained = n - math.ceil(n / self.n_folds) if self.task == "cv" else n  # the smallest training set
+        max_steps = self.trainer.get("max_steps", -1)
+        if self.task == "cv" and max_steps not in (None, -1):
+            # Lightning stops at max_steps even inside an epoch, and then skips that epoch's validation, which is
+            # the fold's score. A last batch of one image is dropped (data.MNISTDataModule), hence the // case.
+            largest = n - n // self.n_folds
+            per_epoch = largest // self.batch_size if largest % self.batch_size == 1 else -(-largest // self.batch_size)
+            needed = per_epoch * self.trainer["max_epochs"]
+            if max_steps < needed:
+                raise UserError(f"trainer.max_steps={max_steps} would stop a fold inside its training, before the "
+                                f"validation that scores it ({self.trainer['max_epochs']} epoch(s) of {per_epoch} "
+                                f"steps take {needed}); set trainer.max_epochs instead, or remove trainer.max_steps")
+        if self.batch_size > trained and not any(note.startswith("data.batch_size=") for note in self.notes):
+            note = (f"data.batch_size={self.batch_size} is more than the {trained} training images "
+                    f"{'of a fold' if self.task == 'cv' else 'of the fit'}: each epoch is one batch of all of them")
+            return replace(self, notes=(*self.notes, note)).for_data(n_images)
         if self.task == "cv" and self.runner == "packed" and n % self.n_folds:
             note = (f"folds one after another, not packed: {n} images do not split into {self.n_folds} equal folds "
                     f"(set data.limit to a multiple of {self.n_folds} to pack them)")
@@ -405,6 +421,10 @@ def _optimizer_values(cfg) -> dict:
         _real(cfg, "optimizer.momentum", 0, 1, high_open=True, hint="the tutorial uses 0.9")
     if "weight_decay" in optimizer:
         _real(cfg, "optimizer.weight_decay", 0)
+    if "dampening" in optimizer:  # torch takes any number; above 1 it turns the momentum's gradient term around
+        _real(cfg, "optimizer.dampening", 0, 1, hint="0 (the default) or up to 1")
+    if optimizer.get("maximize") is True:
+        raise UserError("optimizer.maximize=true would climb the loss instead of lowering it; remove the override")
     return optimizer
 
 
@@ -514,8 +534,15 @@ def _check_trainer_types(cfg, trainer: dict) -> None:
         raise UserError("trainer.limit_train_batches=0 / trainer.max_steps=0 would train nothing; remove the override")
     if trainer.get("limit_val_batches") == 0 and _get(cfg, "task", "cv") == "cv":
         raise UserError("trainer.limit_val_batches=0: CV scores each fold on its validation images; remove the override")
+    if trainer.get("max_time") is not None and _get(cfg, "task", "cv") == "cv":
+        raise UserError(f"trainer.max_time={trainer['max_time']!r} would stop a fold wherever the clock says, before "
+                        "the validation that scores it; set trainer.max_epochs instead (or use it with task=final)")
     if trainer.get("val_check_interval") == 0:
         raise UserError("trainer.val_check_interval=0 would validate nothing; remove the override")
+    for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
+        if (trainer.get(low) or 0) > trainer.get(high, -1) >= 0:  # max_steps=-1 (Lightning's default): no limit
+            raise UserError(f"trainer.{low}={trainer[low]} is more than trainer.{high}={trainer[high]}, which wins "
+                            f"(training stops at {high}); lower trainer.{low} or raise trainer.{high}")
     every = trainer.get("check_val_every_n_epoch") or 1
     if _get(cfg, "task", "cv") == "cv" and trainer["max_epochs"] % every:
         raise UserError(f"trainer.check_val_every_n_epoch={every} skips the last of trainer.max_epochs="
