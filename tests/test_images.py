@@ -191,3 +191,16 @@ def test_infinite_float_pixels_are_refused(tmp_path):
     Image.fromarray(a, mode="F").save(tmp_path / "inf.tif")
     with pytest.raises(ImageProblem, match="not numbers"):
         open_gray(tmp_path / "inf.tif")
+
+
+@pytest.mark.parametrize("suffix", ["gif", "tiff", "png"])
+def test_an_image_of_several_frames_is_refused_not_read_as_its_first(tmp_path, suffix):
+    seven, one = Image.new("L", (28, 28), 0), Image.new("L", (28, 28), 0)
+    seven.paste(255, (6, 6, 22, 9)), seven.paste(255, (18, 9, 21, 23))
+    one.paste(255, (13, 5, 16, 23))
+    path = tmp_path / f"two.{suffix}"
+    seven.save(path, save_all=True, append_images=[one])
+    with pytest.raises(ImageProblem, match=r"holds 2 frames \(.*\); digitnet reads one digit an image"):
+        open_gray(path)
+    one.save(tmp_path / f"one.{suffix}")
+    assert open_gray(tmp_path / f"one.{suffix}").shape == (28, 28)

@@ -52,7 +52,7 @@ def to_gray(img: Image.Image) -> np.ndarray:
 
 
 def open_gray(path: str | Path) -> np.ndarray:
-    """Read an image file (first frame) as grayscale floats, or raise ImageProblem with a one-line reason."""
+    """Read a one-frame image file as grayscale floats, or raise ImageProblem with a one-line reason."""
     if isinstance(path, (str, Path)) and Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
         raise ImageProblem("is not a regular file (a pipe or a device); pass an image file")
     try:
@@ -62,6 +62,11 @@ def open_gray(path: str | Path) -> np.ndarray:
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageProblem(f"is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} Mpx); "
                                        f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down")
+                frames = getattr(img, "n_frames", 1)
+                # A phone's JPEG (MPO) holds the photo and its previews: the first frame is the picture itself.
+                if frames > 1 and img.format != "MPO":
+                    raise ImageProblem(f"holds {frames} frames ({img.format}: an animation or several pages); "
+                                       "digitnet reads one digit an image: save the frame you want as its own file")
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
                 img.load()
