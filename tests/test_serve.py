@@ -182,3 +182,13 @@ def test_serve_cli_names_odd_paths_in_one_line(tmp_path, capsys):
             serve.main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_a_cut_off_upload_says_so(random_client):
+    sample = SAMPLE.read_bytes()
+    request = raw_multipart([('name="files"; filename="a.png"', sample), ('name="files"; filename="b.png"', sample)])
+    whole = request["content"]
+    assert random_client.post("/api/predict", **request).status_code == 200
+    for cut in (len(whole) - 4, len(whole) // 2, len(whole) // 4):  # inside the closing boundary, in b.png, in a.png
+        r = random_client.post("/api/predict", content=whole[:cut], headers=request["headers"])
+        assert r.status_code == 400 and "the upload was cut off" in r.json()["detail"], cut

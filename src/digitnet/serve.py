@@ -100,12 +100,16 @@ def create_app(ckpt: str | Path):
     def model_endpoint() -> dict:
         return info
 
-    async def limited(stream):
-        received = 0
+    async def limited(stream, boundary: str, seen: dict):
+        """The body, up to MAX_REQUEST_BYTES; seen["end"] says whether the closing boundary came (a body cut
+        short parses without error, minus its unfinished part)."""
+        received, closing, tail = 0, f"--{boundary}--".encode("latin-1", "replace"), b""
         async for chunk in stream:
             received += len(chunk)
             if received > MAX_REQUEST_BYTES:
                 raise HTTPException(413, f"request over {MAX_REQUEST_BYTES // 2**20} MB; send fewer or smaller files")
+            seen["end"] = seen.get("end") or closing in tail + chunk
+            tail = (tail + chunk)[-len(closing):]
             yield chunk
 
     @app.post("/api/predict", responses={400: {"description": "not a multipart request with files"},
@@ -123,14 +127,19 @@ def create_app(ckpt: str | Path):
                          if p.strip().lower().startswith("boundary=")), "")
         if media.strip().lower() != "multipart/form-data" or not boundary:
             raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
-        parser = InMemoryParser(request.headers, limited(request.stream()), max_files=MAX_FILES, max_fields=16,
-                                max_part_size=64 * 1024)
+        seen: dict = {}
+        parser = InMemoryParser(request.headers, limited(request.stream(), boundary, seen), max_files=MAX_FILES,
+                                max_fields=16, max_part_size=64 * 1024)
         try:
             form = await parser.parse()
         except MultiPartException as exc:
             raise HTTPException(413 if "Too many files" in str(exc) else 400, str(exc)) from None
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening any more; nothing to log either
+        if not seen.get("end"):
+            await form.close()
+            raise HTTPException(400, "the request ended before its multipart body did (no closing boundary): the "
+                                     "upload was cut off; send the files again")
         parts = form.getlist("files")
         if not parts:
             raise HTTPException(400, "no files: send one or more images in the multipart field `files`")
