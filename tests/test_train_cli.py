@@ -83,6 +83,8 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
     (["-m", "seed=1,2", "~hydra/launcher"], "~hydra/launcher: Hydra's own config groups cannot be removed; choose "
                                             "one, e.g. hydra/launcher=basic"),
     (["hydra/launcher="], "hydra/launcher= is unknown; use one of basic, "),
+    (["hydra/launcher=null"], "hydra/launcher=null: a config group needs a choice; use one of basic, joblib, "),
+    (["-m", "seed=1,2", "hydra/sweeper=null"], "hydra/sweeper=null: a config group needs a choice; use one of basic"),
 ])
 def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
     from digitnet import train

@@ -230,6 +230,7 @@ def check_composes(argv: list[str]) -> None:
             if sweep:
                 overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
             with _config_context():
+                _refuse_null_groups(parsed)
                 cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
                 for key in ("hydra.run.dir", "hydra.sweep.dir"):
                     value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
@@ -246,6 +247,19 @@ def check_composes(argv: list[str]) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
             raise UserError(composition_error_line(exc)) from None
+
+
+def _refuse_null_groups(parsed) -> None:
+    """hydra/launcher=null: Hydra's own line names no group and no choice ("Config group override must be a string
+    or a list. Got NoneType"). digitnet's own groups are checked before (check_group_choices)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from digitnet.errors import UserError
+
+    for override in parsed:
+        if "/" in override.key_or_group and not override.is_delete() and override.value() is None:
+            options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
+            raise UserError(f"{override.input_line}: a config group needs a choice; use one of {', '.join(options)}")
 
 
 def _refuse_repeated_keys(parsed) -> None:
