@@ -13,14 +13,19 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-PROG = "digitnet.train"
+PROG = "digitnet.train"  # train.py's name for itself in its lines
+
+
+def _what(signals: list[int]) -> tuple[str, int]:
+    """What the line says, and the exit code (128 + the signal, as a shell reports it): SIGTERM wins over Ctrl-C."""
+    return ("terminated (SIGTERM)", 143) if signal.SIGTERM in signals else ("interrupted", 130)
 
 
 def _leave_at_once(signum, frame):
     """Ctrl-C or SIGTERM outside a run (the imports, the checks before it, after it): nothing to keep; one line."""
     if interrupt.signals:  # a second signal while a run leaves on the first: it is leaving already
         return
-    what, code = ("terminated (SIGTERM)", 143) if signum == signal.SIGTERM else ("interrupted", 130)
+    what, code = _what([signum])
     os.write(2, f"{PROG}: {what}\n".encode())
     os._exit(code)
 
@@ -109,12 +114,12 @@ class Interrupt:
             self.deadline = time.monotonic() + EXIT_GRACE_SECONDS
 
     def code(self) -> int:
-        return 143 if signal.SIGTERM in self.signals else 130
+        return _what(self.signals)[1]
 
     def say(self, held: bool = False) -> None:
         if not self.said:
             self.said = True
-            what = "terminated (SIGTERM)" if signal.SIGTERM in self.signals else "interrupted"
+            what = _what(self.signals)[0]
             kept = ""
             if self.kept and self.task == "final":
                 kept = "; the fit was not finished (nothing of it is kept): rerun the same command to fit again"

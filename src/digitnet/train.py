@@ -29,7 +29,7 @@ from digitnet.errors import exit_on_user_error  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
 from digitnet.plan import RunPlan, make_plan  # noqa: E402
 
-PROG = "digitnet.train"
+PROG = interrupts.PROG
 # The configs ship inside the package (pyproject maps conf/ to digitnet.conf): editable installs, wheels, any cwd.
 # Run from a checkout without installing (PYTHONPATH=src), they are the checkout's conf/.
 _CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"
