@@ -98,27 +98,31 @@ def argument_parser(prog: str, description: str):
     exit 1; `--help` still shows the usage."""
     import argparse
 
+    class StoreOnce(argparse._StoreAction):  # argparse's default action, registered below under its public names
+        """argparse lets the last of `--out a.json --out b.json` win silently; an option given twice is a slip."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string is not None:
+                if self.dest in parser.given:
+                    parser.error(f"{self.option_strings[-1]} is given twice ({parser.given[self.dest]} and {values}); "
+                                 "give it once")
+                parser.given[self.dest] = values
+            super().__call__(parser, namespace, values, option_string)
+
     class OneLineParser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.given: dict = {}  # dest -> the value it was first given, in this parse
+            self.register("action", None, StoreOnce)
+            self.register("action", "store", StoreOnce)
+
         def error(self, message):
             sys.stdout.flush()
             print(f"{prog}: error: {message} (see --help)", file=sys.stderr)
             raise SystemExit(1)
 
-        def parse_args(self, args=None, namespace=None):
-            # argparse lets the last of `--out a.json --out b.json` win silently; an option given twice is a slip.
-            argv = list(sys.argv[1:] if args is None else args)
-            argv = argv[:argv.index("--")] if "--" in argv else argv
-            for action in self._actions:
-                if action.option_strings and action.nargs != 0:
-                    given = [a for a in argv if a.startswith("-") and self._names(a.split("=")[0]) == [action]]
-                    if len(given) > 1:
-                        self.error(f"{action.option_strings[-1]} is given twice ({' and '.join(given)}); give it once")
-            return super().parse_args(args, namespace)
-
-        def _names(self, flag: str) -> list:
-            """The actions that `flag` names: exactly, or as the unique prefix argparse accepts (--out for --output)."""
-            exact = [a for a in self._actions if flag in a.option_strings]
-            return exact or [a for a in self._actions if flag.startswith("--") and len(flag) > 2
-                             and any(o.startswith(flag) for o in a.option_strings)]
+        def parse_known_args(self, args=None, namespace=None):
+            self.given = {}
+            return super().parse_known_args(args, namespace)
 
     return OneLineParser(prog=f"python -m {prog}", description=description)
