@@ -98,7 +98,7 @@ def argument_parser(prog: str, description: str):
     exit 1; `--help` still shows the usage."""
     import argparse
 
-    class StoreOnce(argparse._StoreAction):  # argparse's default action, registered below under its public names
+    class StoreOnce(argparse.Action):  # argparse's default action ('store'), registered below in its place
         """argparse lets the last of `--out a.json --out b.json` win silently; an option given twice is a slip."""
 
         def __call__(self, parser, namespace, values, option_string=None):
@@ -107,7 +107,7 @@ def argument_parser(prog: str, description: str):
                     parser.error(f"{self.option_strings[-1]} is given twice ({parser.given[self.dest]} and {values}); "
                                  "give it once")
                 parser.given[self.dest] = values
-            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, self.dest, values)
 
     class OneLineParser(argparse.ArgumentParser):
         def __init__(self, *args, **kwargs):
