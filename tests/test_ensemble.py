@@ -111,6 +111,10 @@ def test_a_partly_finished_cv_run_says_its_ensemble_is_part_of_one(tmp_path, cap
     for suffix in (".json", ".ckpt"):  # as a run interrupted in fold 1 leaves it
         (tmp_path / "folds" / f"fold_1{suffix}").unlink()
     assert [p.name for p in cv_members(tmp_path)] == ["fold_0.ckpt", "fold_2.ckpt"]
+    assert capsys.readouterr().err == ""  # a library call prints nothing; the entry points say it, once
+    from digitnet import predict
+
+    assert predict.main([str(tmp_path), str(SAMPLE)]) == 0
     err = capsys.readouterr().err
     assert err == (f"note: {tmp_path} has 2 of its 3 folds finished (not fold 1): the ensemble is of those 2; rerun "
                    "the run's command to finish the others\n")

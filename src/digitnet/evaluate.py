@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         from digitnet.nets import Ensemble, load_model
 
         model = load_model([args.checkpoint])
+        for note in model.notes:
+            print(f"note: {note}", file=sys.stderr)
         out = args.out or (Path(args.checkpoint) / "ensemble_metrics.json" if isinstance(model, Ensemble) else None)
         figure_path = out and out.with_name("ensemble_confusion_matrix.png" if isinstance(model, Ensemble)
                                             else "confusion_matrix.png")

@@ -9,7 +9,6 @@ import json
 import math
 import pickle
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -174,13 +173,19 @@ def cv_members(run_dir: Path) -> dict[Path, dict]:
     if len(keys) > 1:
         raise UserError(f"{run_dir}/folds holds folds of different configs (their run_key differs); keep one run's "
                         "folds in a run dir")
-    n_folds = next(((r.get("run_key") or {}).get("n_folds") for r in members.values()), None)
-    missing = [k for k in range(n_folds) if k not in results] if isinstance(n_folds, int) else []
-    if members and missing:  # an interrupted run: say that its ensemble is part of one
-        print(f"note: {run_dir} has {len(members)} of its {n_folds} folds finished (not fold "
-              f"{', '.join(map(str, missing))}): the ensemble is of those {len(members)}; rerun the run's command "
-              "to finish the others", file=sys.stderr)
     return members
+
+
+def unfinished_note(run_dir: Path, members: dict[Path, dict]) -> str | None:
+    """What to tell the user when a CV run dir's ensemble is of some of its folds (an interrupted run)."""
+    n_folds = next(((r.get("run_key") or {}).get("n_folds") for r in members.values()), None)
+    done = {r.get("fold") for r in members.values()}
+    missing = [k for k in range(n_folds) if k not in done] if isinstance(n_folds, int) else []
+    if members and missing:
+        return (f"{run_dir} has {len(members)} of its {n_folds} folds finished (not fold "
+                f"{', '.join(map(str, missing))}): the ensemble is of those {len(members)}; rerun the run's command "
+                "to finish the others")
+    return None
 
 
 def _check_member(path: Path, model: nn.Module, result: dict) -> None:
@@ -201,11 +206,14 @@ def _check_member(path: Path, model: nn.Module, result: dict) -> None:
 
 def load_model(sources: list[str | Path]) -> nn.Module:
     """One checkpoint as itself; several (a CV run dir, or several files) as their Ensemble. A file named twice
-    (say, a run dir and one of its folds) is refused: it would count twice."""
-    members, names, seen = [], [], {}
+    (say, a run dir and one of its folds) is refused: it would count twice. The model's `notes` hold what the
+    caller should tell the user (an ensemble of an unfinished run's folds)."""
+    members, names, seen, notes = [], [], {}, []
     for source in sources:
         path = Path(source)
         results = cv_members(path) if path.is_dir() and not (path / "final.ckpt").is_file() else {}
+        if note := unfinished_note(path, results):
+            notes.append(note)
         for ckpt in model_checkpoints(source):
             real = ckpt.resolve()
             if real in seen:
@@ -216,7 +224,9 @@ def load_model(sources: list[str | Path]) -> nn.Module:
                 _check_member(ckpt, model, results[ckpt])
             members.append(model)
             names.append(str(ckpt))
-    return members[0] if len(members) == 1 else Ensemble(members, names).eval()
+    model = members[0] if len(members) == 1 else Ensemble(members, names).eval()
+    model.notes = notes
+    return model
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ScaledNet:

@@ -122,6 +122,8 @@ def main(argv=None) -> int:
             more.append(args.images.pop(0))
         check_image_args(args.images)
         model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
+        for note in model.notes:
+            print(f"note: {note}", file=sys.stderr)
         paths = expand_paths(args.images)
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")

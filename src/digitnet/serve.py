@@ -79,6 +79,8 @@ def create_app(ckpt: str | Path):
 
     ckpt = Path(ckpt)
     model = load_model([ckpt])
+    for note in model.notes:
+        print(f"note: {note}", file=sys.stderr)
     info = model_info(ckpt, model)
 
     class InMemoryParser(MultiPartParser):
