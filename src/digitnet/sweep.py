@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from digitnet.errors import shown
+from digitnet.errors import UserError, composition_error_line, shown
 from digitnet.files import run_file_in
-from digitnet.folds import fold_problem
+from digitnet.folds import _finite_fraction, fold_problem
 from digitnet.rundir import saved_overrides
 from digitnet.stats import TEST_NAME, corrected_resampled_ttest
 
@@ -31,22 +31,17 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        from digitnet.errors import UserError
-
         raise UserError(f"{path} is damaged or unreadable ({str(exc).splitlines()[0][:80]}); delete it (a fold file "
                         "retrains on the next run of that job) or rerun the job") from None
 
 
 def _damaged(path: Path, what: str):
-    from digitnet.errors import UserError
-
     return UserError(f"{path} is damaged ({what}); delete it (a fold file retrains on the next run of that job) or "
                      "rerun the job")
 
 
 def _check_summary(path: Path, s, plan) -> None:
     """cv_summary.json as the table needs it: accuracies in [0, 1] (or none), one per fold, folds that read right."""
-    from digitnet.folds import _finite_fraction, fold_problem
 
     if not isinstance(s, dict) or not isinstance(s.get("folds"), list) or not isinstance(s.get("fold_scores"), list):
         raise _damaged(path, "not a CV summary")
@@ -173,7 +168,6 @@ SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")
 def check_summary_writable(sweep_dir: Path) -> None:
     """All of a sweep's summary files are written, or none: a folder, a link or an unwritable file in the place of
     one is refused first."""
-    from digitnet.errors import UserError
 
     for name in SUMMARY_FILES:
         path = sweep_dir / name
@@ -256,8 +250,6 @@ def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from digitnet.errors import UserError
-
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(overrides)
     for override in parsed:
         if override.is_sweep_override() and not override.is_discrete_sweep():
@@ -322,7 +314,6 @@ class SweepSummaryCallback(Callback):
         from hydra.core.global_hydra import GlobalHydra
         from omegaconf import OmegaConf
 
-        from digitnet.errors import UserError, composition_error_line
         from digitnet.plan import make_plan
 
         if config.hydra.sweeper.get("_target_") != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
@@ -361,8 +352,6 @@ class SweepSummaryCallback(Callback):
     def _refuse_another_sweep(config) -> None:
         from omegaconf import OmegaConf
 
-        from digitnet.errors import UserError
-
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             check_summary_writable(sweep_dir)
@@ -391,8 +380,6 @@ class SweepSummaryCallback(Callback):
                     "the same hydra.sweep.subdir, or choose a new hydra.sweep.dir")
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from digitnet.errors import UserError
-
         try:
             summarize(config.hydra.sweep.dir)
         except UserError as exc:
