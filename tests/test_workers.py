@@ -1,6 +1,8 @@
 """cv.workers: folds in several processes give the sequential run's results, and split the cores between them."""
 
 import json
+import signal
+import sys
 import multiprocessing
 
 import pytest
@@ -47,3 +49,52 @@ def test_cores_are_split_between_the_folds_that_can_run(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+FIT_THAT_FAILS_AFTER_A_SIGTERM = """
+import os, signal, sys
+import lightning.pytorch as pl
+import torch
+from digitnet import workers
+
+if sys.argv[1] == "handler":
+    workers.leave_on_sigterm()
+
+class Net(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+class TermThenFail(pl.Callback):
+    def on_train_start(self, trainer, module):  # the pool's SIGTERM lands inside the fit, which then fails
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("the fit fails")
+
+data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)), batch_size=2)
+try:
+    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[TermThenFail()]).fit(Net(), data)
+except RuntimeError:
+    pass
+print("still alive: back in the pool's queue")
+"""
+
+
+def test_a_worker_leaves_on_sigterm_even_inside_a_fit_that_then_fails():
+    """The intermittent hang a hostile try found: the parent's SIGTERM landed inside a failing fit, Lightning's
+    handler only noted it, and the worker went back to waiting for tasks while the parent waited for it."""
+    import subprocess
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", FIT_THAT_FAILS_AFTER_A_SIGTERM, mode], capture_output=True,
+                              text=True, timeout=120)
+
+    assert "still alive" in run("lightning-only").stdout  # what happened before: the worker outlived its SIGTERM
+    with_handler = run("handler")
+    assert with_handler.returncode == 128 + signal.SIGTERM and "still alive" not in with_handler.stdout

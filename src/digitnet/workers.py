@@ -50,6 +50,18 @@ class ShareCores(pl.Callback):
             share_cores()
 
 
+def _leave(signum, frame) -> None:
+    os._exit(128 + signum)
+
+
+def leave_on_sigterm() -> None:
+    """The parent ends its pool with SIGTERM (after a Ctrl-C there, or a fold's error). Lightning's own SIGTERM
+    handler only notes the signal until the next batch; a fit that fails before then returned this worker to the
+    pool's queue, alive, and the parent waited for it forever. A handler of our own leaves at once; Lightning keeps
+    handlers it finds installed, and calls them after its own."""
+    signal.signal(signal.SIGTERM, _leave)
+
+
 def start(plan: RunPlan, unfinished, parent: int) -> None:
     """Pool initializer: each worker reads MNIST once and keeps it for the folds it trains."""
     from digitnet.data import load_mnist
@@ -58,6 +70,7 @@ def start(plan: RunPlan, unfinished, parent: int) -> None:
     # Ctrl-C is the parent's to handle: it terminates the workers, whose folds in progress are then lost anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent until it was ignored here
+    leave_on_sigterm()
     _state.update(parent=parent, cores=plan.threads, workers=plan.processes, unfinished=unfinished)
     die_with_parent()
     _state["arrays"] = load_mnist(plan.data_root, download=False)
@@ -72,9 +85,7 @@ def train_fold(task: tuple[RunPlan, FoldStore, int]) -> dict:
     try:
         try:
             result, weights = train(plan, _state["arrays"], fold, store.run_dir, callbacks=(ShareCores(),))
-        except KeyboardInterrupt:
-            # SIGINT is ignored here, so this is the parent terminating the pool (after a Ctrl-C there; Lightning
-            # turns the SIGTERM into an interrupted fit). Leave without a traceback: the parent says what happened.
+        except KeyboardInterrupt:  # SIGINT is ignored here; leave without a traceback: the parent says what happened
             os._exit(1)
         except Exception as exc:  # noqa: BLE001 - sent back as a value: the parent reports it in one line
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
