@@ -72,6 +72,13 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["+trainer.min_epochs=11"], "trainer.min_epochs=11 is more than trainer.max_epochs=10, which wins"),
     (["+trainer.max_steps=5", "+trainer.min_steps=6"], "trainer.min_steps=6 is more than trainer.max_steps=5"),
     (["+trainer.max_time=00:00:01:00"], "trainer.max_time='00:00:01:00' would stop a fold wherever the clock says"),
+    (["scheduler=onecycle", "optimizer._target_=torch.optim.Adagrad", "~optimizer.momentum"],
+     "scheduler=onecycle cannot drive torch.optim.Adagrad (optimizer must support momentum or beta1"),
+    (["+trainer.overfit_batches=1"], "trainer.overfit_batches=1: each fit would train on a few batches"),
+    (["+trainer.limit_val_batches=0.5"], "trainer.limit_val_batches=0.5 would score each fold on part of its"),
+    (["+trainer.limit_val_batches=1"], "trainer.limit_val_batches=1 would score each fold on part of its"),
+    (["+trainer.val_check_interval=2"], "trainer.val_check_interval=2: a fold's score is its validation at the end"),
+    (["+trainer.val_check_interval=0.5"], "trainer.val_check_interval=0.5: a fold's score is its validation at the"),
 ])
 def test_bad_values_are_one_user_error(overrides, message):
     with pytest.raises(UserError) as err:
@@ -264,6 +271,16 @@ def test_plan_for_data_refuses_max_steps_that_end_a_fold_before_its_scoring_vali
         plan_of("+trainer.max_steps=3", "trainer.max_epochs=1", "cv.n_folds=2").for_data(257)
     final = plan_of("task=final", "+trainer.max_steps=3", "+trainer.max_time=00:00:01:00")  # a fit scored after it
     assert final.for_data(60000).trainer["max_steps"] == 3
+
+
+def test_plan_for_data_refuses_a_limit_train_batches_fraction_that_leaves_no_batch():
+    # 300 images, 2 folds: 150 training images a fold, 5 batches of 32; Lightning refuses int(5 * 0.1) = 0 mid-fit.
+    with pytest.raises(UserError, match=r"limit_train_batches=0.1 leaves no batch of the 5 an epoch has; give at "
+                                        r"least 0.2"):
+        plan_of("+trainer.limit_train_batches=0.1", "cv.n_folds=2").for_data(300)
+    assert plan_of("+trainer.limit_train_batches=0.2", "cv.n_folds=2").for_data(300).n_folds == 2
+    for kept in ("1.0", "1", "0.2"):  # 1.0 all, 1 one batch
+        plan_of(f"+trainer.limit_val_batches={kept}", "task=final").for_data(300)
 
 
 def test_a_batch_larger_than_a_training_fold_is_a_note():

@@ -299,3 +299,22 @@ def test_a_blown_up_loss_is_divergence_and_chance_is_flagged(tmp_path, mnist_roo
     md = (sweep / "sweep_summary.md").read_text()
     assert "| diverged |" in md and "| ok, 3 at chance |" in md
     assert "Best job: 2 (optimizer.lr=0.05)" in result.stdout
+
+
+@pytest.mark.parametrize("task", ["cv", "final"])
+def test_a_run_dir_whose_run_finished_nothing_says_to_delete_it(tmp_path, task):
+    """A first try that failed (a bad trainer setting, say) left plan.json: "rerun with the same settings" would
+    fail again, so the line says the dir holds nothing finished."""
+    from conftest import plan_of
+    from digitnet.errors import UserError
+    from digitnet.files import write_json_atomic
+    from digitnet.rundir import check_compatible
+
+    write_json_atomic(tmp_path / "plan.json", plan_of(f"task={task}", "optimizer.lr=0.01").as_dict())
+    with pytest.raises(UserError, match=f"{tmp_path} holds a run of another config .* that finished nothing; delete "
+                                        "that dir to reuse it, or choose a new hydra.run.dir$"):
+        check_compatible(tmp_path, plan_of(f"task={task}", "optimizer.lr=0.05"))
+    if task == "final":
+        (tmp_path / "final.ckpt").write_bytes(b"")
+        with pytest.raises(UserError, match="rerun with the same settings to resume it"):
+            check_compatible(tmp_path, plan_of(f"task={task}", "optimizer.lr=0.05"))

@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from digitnet.augment import make_augment
 from digitnet.nets import build_net
+from digitnet.schedules import lr_scheduler
 
 
 def fit(trainer: pl.Trainer, model: pl.LightningModule, **data) -> None:
@@ -90,11 +91,5 @@ def optimization(module: pl.LightningModule, optimizer: dict, scheduler: dict | 
     name = (scheduler or {}).get("name", "none")
     if name == "none":
         return opt
-    total = int(module.trainer.estimated_stepping_batches)
-    if name == "onecycle":
-        # Warm up to the optimizer's lr for pct_start of the steps, then anneal (Smith's 1cycle).
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optimizer["lr"], total_steps=total,
-                                                    pct_start=scheduler.get("pct_start", 0.25))
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    sched = lr_scheduler(opt, optimizer["lr"], scheduler, int(module.trainer.estimated_stepping_batches))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -135,6 +135,13 @@ class RunPlan:
         if self.task == "cv" and self.n_folds > n:
             raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
         trained = n - math.ceil(n / self.n_folds) if self.task == "cv" else n  # the smallest training set
+        fraction = self.trainer.get("limit_train_batches")
+        if isinstance(fraction, float) and fraction < 1:
+            smallest = n - math.ceil(n / self.n_folds) if self.task == "cv" else n
+            batches = smallest // self.batch_size if smallest % self.batch_size == 1 else -(-smallest // self.batch_size)
+            if int(batches * fraction) < 1:  # Lightning's own rounding; it refuses 0 inside the fit
+                raise UserError(f"trainer.limit_train_batches={fraction} leaves no batch of the {batches} an epoch "
+                                f"has; give at least {1 / batches:.2g}, or a whole number of batches")
         max_steps = self.trainer.get("max_steps", -1)
         if self.task == "cv" and max_steps not in (None, -1):
             # Lightning stops at max_steps even inside an epoch, and then skips that epoch's validation, which is
@@ -343,7 +350,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     # Past the cheap checks: what needs torch.
     import torch
 
-    _check_optimizer_builds(optimizer, torch)
+    _check_optimizer_builds(optimizer, torch, scheduler)
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     cores = cores or torch.get_num_threads()
@@ -428,8 +435,9 @@ def _optimizer_values(cfg) -> dict:
     return optimizer
 
 
-def _check_optimizer_builds(optimizer: dict, torch) -> None:
-    """Build the optimizer once on a dummy parameter: a wrong class or key fails here, not inside the first fit."""
+def _check_optimizer_builds(optimizer: dict, torch, scheduler: dict) -> None:
+    """Build the optimizer, and the LR schedule on it, once on a dummy parameter: a wrong class or key, or an
+    optimizer the schedule cannot drive, fails here, not inside the first fit."""
     import importlib
 
     target = optimizer["_target_"]
@@ -457,6 +465,15 @@ def _check_optimizer_builds(optimizer: dict, torch) -> None:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"optimizer: {target} rejects {settings} ({detail}); fix or remove that key "
                         "(~optimizer.KEY), or choose optimizer=sgd|adam|adamw") from None
+    if scheduler["name"] != "none":
+        from digitnet.schedules import lr_scheduler
+
+        try:
+            lr_scheduler(built, optimizer["lr"], scheduler, total_steps=10)
+        except Exception as exc:  # noqa: BLE001 - OneCycleLR's ValueError for an optimizer without momentum
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"scheduler={scheduler['name']} cannot drive {target} ({detail}); choose "
+                            "optimizer=sgd|adam|adamw, or another scheduler") from None
 
 
 def _trainer_values(cfg) -> dict:
@@ -534,11 +551,22 @@ def _check_trainer_types(cfg, trainer: dict) -> None:
         raise UserError("trainer.limit_train_batches=0 / trainer.max_steps=0 would train nothing; remove the override")
     if trainer.get("limit_val_batches") == 0 and _get(cfg, "task", "cv") == "cv":
         raise UserError("trainer.limit_val_batches=0: CV scores each fold on its validation images; remove the override")
+    if trainer.get("overfit_batches"):
+        raise UserError(f"trainer.overfit_batches={trainer['overfit_batches']!r}: each fit would train on a few "
+                        "batches and be recorded as a real one; use data.limit for a small run")
+    val = trainer.get("limit_val_batches")  # 1.0 is all of them; the whole number 1 is one batch
+    if _get(cfg, "task", "cv") == "cv" and val is not None and (val != 1.0 or isinstance(val, int)):
+        raise UserError(f"trainer.limit_val_batches={trainer['limit_val_batches']!r} would score each fold on part of "
+                        "its validation images; remove the override (to go faster, lower data.limit)")
+    if trainer.get("val_check_interval") == 0:
+        raise UserError("trainer.val_check_interval=0 would validate nothing; remove the override")
+    interval = trainer.get("val_check_interval")
+    if _get(cfg, "task", "cv") == "cv" and interval is not None and (interval != 1.0 or isinstance(interval, int)):
+        raise UserError(f"trainer.val_check_interval={interval!r}: a fold's score is its validation at the end of "
+                        "its last epoch, so validation runs at epoch ends; use trainer.check_val_every_n_epoch")
     if trainer.get("max_time") is not None and _get(cfg, "task", "cv") == "cv":
         raise UserError(f"trainer.max_time={trainer['max_time']!r} would stop a fold wherever the clock says, before "
                         "the validation that scores it; set trainer.max_epochs instead (or use it with task=final)")
-    if trainer.get("val_check_interval") == 0:
-        raise UserError("trainer.val_check_interval=0 would validate nothing; remove the override")
     for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
         if (trainer.get(low) or 0) > trainer.get(high, -1) >= 0:  # max_steps=-1 (Lightning's default): no limit
             raise UserError(f"trainer.{low}={trainer[low]} is more than trainer.{high}={trainer[high]}, which wins "

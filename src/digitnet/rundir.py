@@ -51,12 +51,17 @@ def check_compatible(run_dir: Path, plan: RunPlan) -> None:
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
                         "hydra.run.dir") from None
+    # A run that failed or was stopped before it finished anything left only its plan and logs: say so, since the
+    # usual fix (rerun with the same settings) would fail again.
+    finished = (run_dir / "final.ckpt").exists() if saved.task == "final" else any((run_dir / "folds").glob("fold_*"))
+    nothing = "" if finished else " that finished nothing; delete that dir to reuse it, or choose a new hydra.run.dir"
     if saved.task != plan.task:
-        raise UserError(f"{run_dir} holds a task={saved.task} run; choose a new hydra.run.dir for task={plan.task}")
+        raise UserError(f"{run_dir} holds a task={saved.task} run" + (nothing or
+                        f"; choose a new hydra.run.dir for task={plan.task}"))
     if saved.fingerprint() != plan.fingerprint():
         changed = "; ".join(differences(saved.fingerprint_fields(), plan.fingerprint_fields())[:3])
-        raise UserError(f"{run_dir} holds a run of another config ({changed}); rerun with the same settings to resume "
-                        "it, or choose a new hydra.run.dir")
+        raise UserError(f"{run_dir} holds a run of another config ({changed})" + (nothing or
+                        "; rerun with the same settings to resume it, or choose a new hydra.run.dir"))
 
 
 class RunDirLock:

@@ -1,0 +1,15 @@
+"""The plan's LR schedules as torch schedulers, stepped every batch. Torch only: plan.py builds one on a dummy
+optimizer before any work, so that an optimizer a schedule cannot drive is refused in one line."""
+
+from __future__ import annotations
+
+import torch
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, lr: float, scheduler: dict, total_steps: int):
+    """scheduler: the plan's {"name": "onecycle" | "cosine", ...} ("none" has no scheduler)."""
+    if scheduler["name"] == "onecycle":
+        # Warm up to the optimizer's lr for pct_start of the steps, then anneal (Smith's 1cycle).
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps,
+                                                   pct_start=scheduler.get("pct_start", 0.25))
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
