@@ -442,3 +442,18 @@ def test_summarize_refuses_a_fold_file_of_another_fold(tmp_path, capsys, name, f
         summarize.main([str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("change", [set_hp("pixel_std", 1e-45),
+                                    lambda c: [w.mul_(1e37) for w in c["state_dict"].values()]])
+def test_evaluate_refuses_a_model_whose_outputs_are_not_finite(tmp_path, capsys, synthetic_root, change):
+    """Finite weights can still overflow: evaluate printed "> 9.800" and wrote "loss": NaN, which is not JSON."""
+    from digitnet import evaluate
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt", change)
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(ckpt), "--data-root", str(synthetic_root), "--out", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1, err
+    assert f"{ckpt}: the model's outputs are not finite (NaN or inf) for " in err[0]
+    assert not (tmp_path / "m.json").exists()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from digitnet.errors import UserError, argument_parser, exit_on_user_error
+from digitnet.errors import UserError, argument_parser, exit_on_user_error, shown
 from digitnet.files import check_writable_file, run_file_in
 
 PROG = "digitnet.evaluate"
@@ -58,7 +58,10 @@ def main(argv=None) -> int:
             check_writable_file(out, "the metrics file")
             check_writable_file(figure_path, "the confusion-matrix figure")
         arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True, settings=OPTION_SETTINGS)
-        metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
+        try:
+            metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
+        except UserError as exc:
+            raise UserError(f"{shown(args.checkpoint)}: {exc}") from None
         arch = model.hparams["arch"]
         metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
         if isinstance(model, Ensemble):

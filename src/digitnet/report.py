@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
 
+from digitnet.errors import UserError  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402,F401 - reports write JSON through it
 
 TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
@@ -162,6 +163,10 @@ def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tens
     from digitnet.data import to_unit
 
     logits = predict_logits(model, to_unit(x_uint8), batch_size)
+    if not torch.isfinite(logits).all():  # argmax of NaN is 0: the matrix would say "all zeros" and the loss NaN
+        bad = int((~torch.isfinite(logits).all(1)).sum())
+        raise UserError(f"the model's outputs are not finite (NaN or inf) for {bad} of the {len(y)} holdout images: "
+                        "its weights or pixel statistics are broken; retrain it, or use another checkpoint")
     matrix = multiclass_confusion_matrix(logits.argmax(1), y, num_classes=10)
     per_class = (matrix.diag().double() / matrix.sum(1).clamp(min=1)).tolist()
     return {
