@@ -318,3 +318,31 @@ def test_a_run_dir_whose_run_finished_nothing_says_to_delete_it(tmp_path, task):
         (tmp_path / "final.ckpt").write_bytes(b"")
         with pytest.raises(UserError, match="rerun with the same settings to resume it"):
             check_compatible(tmp_path, plan_of(f"task={task}", "optimizer.lr=0.05"))
+
+
+def test_a_run_dir_is_checked_for_its_place_kinds_and_writability_before_anything(tmp_path):
+    """A hostile try: a run inside another run's folds/ was accepted; plan.json, the lock or a fold file as a
+    folder gave "please report" after files had changed (a fold retrained over its checkpoint); an existing
+    read-only run dir (root passes access()) gave "please report"."""
+    from digitnet.errors import UserError
+    from digitnet.rundir import check_place
+
+    run = tmp_path / "run"
+    (run / "folds").mkdir(parents=True)
+    (run / "plan.json").write_text("{}")
+    check_place(run)
+    with pytest.raises(UserError, match=f"^{run / 'folds'} is inside the run dir {run}; choose a folder outside it$"):
+        check_place(run / "folds")
+    with pytest.raises(UserError, match="is inside the run dir"):
+        check_place(run / "folds" / "new" / "deeper")
+    for name in ("train.log", ".digitnet.lock", "folds/fold_1.json", "cv_summary.json"):
+        (run / name).mkdir()
+        with pytest.raises(UserError, match=f"^{run / name} is a folder, where digitnet keeps its own; remove it"):
+            check_place(run)
+        (run / name).rmdir()
+    (run / "tb").write_text("")
+    with pytest.raises(UserError, match=f"^{run / 'tb'} is not a folder, where digitnet keeps its own"):
+        check_place(run)
+    (run / "tb").unlink()
+    with pytest.raises(UserError, match=r"^/sys/kernel is not writable \(.*\); choose a folder you can write to$"):
+        check_place(Path("/sys/kernel"))

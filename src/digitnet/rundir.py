@@ -34,6 +34,41 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
                         "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)")
 
 
+# What a run dir may hold of digitnet's, and of which kind: anything else under these names was put there by hand.
+_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
+          ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+_FOLDERS = (".hydra", "folds", "tb")
+
+
+def check_place(run_dir: Path) -> None:
+    """Before anything is read or written: not inside another run's dir, digitnet's names of the right kind, and
+    the dir writable (tried for real: root passes access() on a read-only mount, or in /sys)."""
+    import tempfile
+
+    from digitnet.errors import shown
+    from digitnet.files import run_file_in
+
+    resolved = run_dir.resolve()
+    outer = next((p for p in resolved.parents if run_file_in(p, sweeps=False)), None)
+    if outer is not None:
+        raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
+    if not run_dir.is_dir():
+        return  # made by Hydra just before, or to be made: check_output_dirs tried making it
+    wrong = [run_dir / name for name in _FILES if (run_dir / name).exists() and not (run_dir / name).is_file()]
+    wrong += [run_dir / name for name in _FOLDERS if (run_dir / name).exists() and not (run_dir / name).is_dir()]
+    folds = run_dir / "folds"
+    if folds.is_dir():
+        wrong += [p for p in sorted(folds.glob("fold_*")) if not p.is_file()]
+    if wrong:
+        kind = "a folder" if wrong[0].is_dir() else "not a folder" if wrong[0].name in _FOLDERS else "not a plain file"
+        raise UserError(f"{shown(wrong[0])} is {kind}, where digitnet keeps its own; remove it (or choose a new "
+                        "hydra.run.dir)")
+    try:
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as exc:
+        raise UserError(f"{shown(run_dir)} is not writable ({exc.strerror}); choose a folder you can write to") from None
+
+
 def check_compatible(run_dir: Path, plan: RunPlan) -> None:
     """A run dir holds one config's results: refuse a plan that would mix in another (task or fingerprint)."""
     if plan.task == "cv":  # every saved fold readable and of this config (also those of an older digitnet)

@@ -180,6 +180,7 @@ def main(cfg: DictConfig) -> float | None:
             interrupt.task = plan.task
             plan, arrays = prepare(plan)
             # Nothing is written into run_dir before these pass, so a refused rerun leaves it as it was.
+            rundir.check_place(run_dir)
             if HydraConfig.get().mode == RunMode.RUN:
                 rundir.check_not_in_a_sweep(run_dir)
             rundir.check_compatible(run_dir, plan)
