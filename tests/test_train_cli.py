@@ -84,6 +84,7 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
                                             "one, e.g. hydra/launcher=basic"),
     (["hydra/launcher="], "hydra/launcher= is unknown; use one of basic, "),
     (["hydra/launcher=null"], "hydra/launcher=null: a config group needs a choice; use one of basic, joblib, "),
+    (["data.limit"], "data.limit: an override is key=value (e.g. data.limit=...); to remove a key write ~data.limit"),
     (["-m", "seed=1,2", "hydra/sweeper=null"], "hydra/sweeper=null: a config group needs a choice; use one of basic"),
 ])
 def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
@@ -223,3 +224,19 @@ def test_an_optimizer_that_cannot_be_imported_leaves_no_trace(tmp_path):
     assert result.returncode == 1 and result.stdout == "" and result.stderr == (
         "digitnet.train: error: optimizer._target_=torch.optim.Foo cannot be imported; choose optimizer=sgd|adam|adamw\n")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus-flag"], "unrecognized arguments: --bogus-flag (see --help; settings are key=value overrides)"),
+    (["-c", "bogus"], "argument --cfg/-c: invalid choice: 'bogus' (choose from 'job', 'hydra', 'all')"),
+    (["model=deep", "--multirun=yes"], "argument --multirun/-m: ignored explicit argument 'yes'"),
+])
+def test_a_bad_hydra_flag_is_one_line_and_exit_1(argv, message, capsys):
+    """Hydra's argparse printed its 8-line usage and exited 2; the other entry points give one line and 1."""
+    from digitnet import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.check_flags(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
+    train.check_flags(["--cfg", "job", "model=deep", "hydra.run.dir=x"])  # good ones pass

@@ -50,6 +50,18 @@ HYDRA_MODE_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-i", "--info", "-r", "--
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
 
+def check_flags(argv: list[str]) -> None:
+    """Hydra's own flags, parsed as Hydra will: a misspelled one (--bogus, -c bogus) is one line and exit 1, like
+    the other entry points' usage errors, not argparse's usage block and exit 2."""
+    if "--version" in argv:
+        return  # Hydra's parser prints the version and leaves: let Hydra do it
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.error = lambda message: _refuse(f"{message} (see --help; settings are key=value overrides)")
+    parser.parse_args(argv)
+
+
 def check_group_choices(argv: list[str]) -> None:
     """`model=foo` gets one line naming the choices, before Hydra's multi-line composition error."""
     if any(arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
@@ -290,6 +302,7 @@ def cli() -> None:
     """Console script `digitnet-train`."""
     interrupts.catch_early()
     argv = sys.argv[1:]
+    check_flags(argv)
     check_group_choices(argv)
     check_output_dirs(argv)
     check_composes(argv)
