@@ -119,6 +119,7 @@ def test_summarize_names_damaged_files_and_skips_foreign_jobs(tmp_path, capsys):
     for job in ("0", "1"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr=0.0{job}\n")
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     # job 1 is someone else's Hydra job: no plan, no folds. It gets a row, not a traceback.
     assert summarize.main([str(tmp_path)]) == 0
     assert "not started or failed" in (tmp_path / "sweep_summary.md").read_text()
@@ -243,6 +244,7 @@ def test_summarize_writes_all_or_nothing(tmp_path, capsys, name, kind, message):
     sweep = tmp_path / "sweep"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
     outside = tmp_path / "outside.txt"
     if kind == "folder":
         (sweep / name).mkdir()
@@ -254,7 +256,7 @@ def test_summarize_writes_all_or_nothing(tmp_path, capsys, name, kind, message):
         summarize.main([str(sweep)])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1 and len(err) == 1 and f"{sweep / name} {message}" in err[0], err
-    assert sorted(p.name for p in sweep.iterdir()) == sorted(["0", name])
+    assert sorted(p.name for p in sweep.iterdir()) == sorted(["0", "multirun.yaml", name])
     assert outside.read_text() == "keep" if kind == "link to a file outside" else not outside.exists()
 
 def test_the_sweep_table_keeps_one_row_a_job_whatever_its_names(tmp_path):
@@ -263,6 +265,7 @@ def test_the_sweep_table_keeps_one_row_a_job_whatever_its_names(tmp_path):
     for job, override in (("0", "hydra.job.name='a|b'"), ("1\nx", "data.root=/d/n\new")):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- {json.dumps(override)}\n")
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     assert summarize.main([str(tmp_path)]) == 0
     rows = [line for line in (tmp_path / "sweep_summary.md").read_text().splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and all(row.replace("\\|", "").count("|") == 11 for row in rows), rows
@@ -282,6 +285,7 @@ def test_summarize_checks_what_the_files_say(tmp_path, capsys, synthetic_root, d
     run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=3", "trainer.max_epochs=1", "cv.workers=1"), job)
     (job / ".hydra").mkdir()
     (job / ".hydra" / "overrides.yaml").write_text("- cv.n_folds=3\n")
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     path = job / "cv_summary.json"
     summary = json.loads(path.read_text())
     damage(summary)
@@ -438,6 +442,7 @@ def test_summarize_refuses_a_fold_file_of_another_fold(tmp_path, capsys, name, f
     result = {"fold": 0, "status": "ok", "score": 0.99, "history": [], "seconds": 1.0, "n_val": 1, "n_train": 4}
     (job / "folds" / "fold_0.json").write_text(json.dumps(result))
     (job / "folds" / name).write_text(json.dumps({**result, "fold": fold}))
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     with pytest.raises(SystemExit):
         summarize.main([str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -457,3 +462,25 @@ def test_evaluate_refuses_a_model_whose_outputs_are_not_finite(tmp_path, capsys,
     assert stop.value.code == 1 and len(err) == 1, err
     assert f"{ckpt}: the model's outputs are not finite (NaN or inf) for " in err[0]
     assert not (tmp_path / "m.json").exists()
+
+
+def test_summarize_refuses_a_folder_that_is_no_sweep_and_names_undecodable_job_files(tmp_path, capsys):
+    """A hostile try: `summarize outputs/DATE` (run dirs, no sweep) wrote a table with a "best job"; an
+    overrides.yaml of bytes ff fe 00 gave "please report"."""
+    from digitnet import summarize
+
+    for job in ("10-00-00", "11-00-00"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    with pytest.raises(SystemExit):
+        summarize.main([str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"digitnet.summarize: error: {tmp_path} has no multirun.yaml, so it is no sweep dir (it holds run "
+                   "dirs); pass the dir a `-m` run printed (outputs/multirun/DATE/TIME by default)"]
+    assert not list(tmp_path.glob("sweep_summary.*"))
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    (tmp_path / "10-00-00" / ".hydra" / "overrides.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SystemExit):
+        summarize.main([str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / '10-00-00' / '.hydra' / 'overrides.yaml'} is damaged" in err[0], err

@@ -22,6 +22,10 @@ def main(argv=None) -> int:
             raise UserError(f"{sweep_dir} is a file, not a folder; pass the dir a `-m` run printed")
         if not sweep_dir.is_dir():
             raise UserError(f"{sweep_dir}: no such folder; pass the dir a `-m` run printed")
+        if not (sweep_dir / "multirun.yaml").is_file():  # Hydra writes it as a sweep starts
+            hint = " (it holds run dirs)" if list(sweep_dir.glob("*/.hydra/overrides.yaml")) else ""
+            raise UserError(f"{sweep_dir} has no multirun.yaml, so it is no sweep dir{hint}; pass the dir a `-m` run "
+                            "printed (outputs/multirun/DATE/TIME by default)")
         if not list(sweep_dir.glob("*/.hydra/overrides.yaml")):
             raise UserError(f"{sweep_dir}: holds no Hydra job dirs (*/.hydra/overrides.yaml); is it a sweep dir?")
         from digitnet.sweep import summarize

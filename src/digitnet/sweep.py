@@ -63,7 +63,7 @@ def read_job(job_dir: Path) -> dict:
     path = job_dir / ".hydra" / "overrides.yaml"
     try:
         overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise _damaged(path, str(exc).splitlines()[0][:80]) from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise _damaged(path, "not a list of overrides")
