@@ -367,6 +367,8 @@ def test_a_model_counts_once_in_an_ensemble(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["{run}", "{img}", "{other}"], "other.ckpt: models come first; put it before the images"),
     (["{run}", "{img}", "{run}"], "is a run dir (it holds folds), not a folder of images"),
+    (["{run}", ""], "an image path is empty ('' among the images); name image files or folders"),
+    (["", "{img}"], "the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir"),
 ])
 def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, message):
     from digitnet import predict
@@ -484,3 +486,19 @@ def test_summarize_refuses_a_folder_that_is_no_sweep_and_names_undecodable_job_f
         summarize.main([str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / '10-00-00' / '.hydra' / 'overrides.yaml'} is damaged" in err[0], err
+
+
+def test_predict_leaves_out_the_run_dirs_inside_a_folder_of_images(tmp_path, capsys):
+    """`predict MODEL outputs` predicted the runs' learning curves and confusion matrices as digits."""
+    import shutil
+
+    from digitnet import predict
+
+    run = _cv_dir(tmp_path / "outs")
+    (run / "learning_curves.png").write_bytes(SAMPLE.read_bytes())
+    shutil.copy(SAMPLE, tmp_path / "outs" / "mine.png")
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    assert predict.main([str(ckpt), str(tmp_path / "outs")]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(tmp_path / "outs" / "mine.png")]
+    assert err == (f"note: left out 1 run dir(s) inside the folders given ({run}): their figures are no digits\n")

@@ -204,12 +204,24 @@ def as_is(gray: np.ndarray) -> np.ndarray:
     return gray.astype(np.float32)
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given; folders become their image files (recursively, sorted)."""
+def expand_paths(paths: list[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Files as given; folders become their image files (recursively, sorted), leaving out the run and sweep dirs
+    inside them (their learning curves and confusion matrices are no digits), which are added to `skipped`."""
+    import os
+
+    from digitnet.files import run_file_in
+
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
-        else:
+        if not p.is_dir():
             out.append(p)
+            continue
+        found = []
+        for root, dirs, files in os.walk(p):
+            runs = [d for d in dirs if run_file_in(Path(root) / d)]
+            dirs[:] = [d for d in dirs if d not in runs]
+            if skipped is not None:
+                skipped.extend(Path(root) / d for d in sorted(runs))
+            found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        out.extend(sorted(f for f in found if f.is_file()))
     return out

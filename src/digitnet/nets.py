@@ -210,6 +210,8 @@ def load_model(sources: list[str | Path]) -> nn.Module:
     caller should tell the user (an ensemble of an unfinished run's folds)."""
     members, names, seen, notes = [], [], {}, []
     for source in sources:
+        if not str(source).strip():  # Path("") is the working dir
+            raise UserError("the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir")
         path = Path(source)
         results = cv_members(path) if path.is_dir() and not (path / "final.ckpt").is_file() else {}
         if note := unfinished_note(path, results):

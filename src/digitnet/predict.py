@@ -104,6 +104,8 @@ def check_image_args(images: list[str]) -> None:
     if not images:
         raise UserError("no images given after the models; name image files or folders")
     for arg in images:
+        if not arg.strip():  # Path("") is the working dir: every image under it would be predicted
+            raise UserError("an image path is empty ('' among the images); name image files or folders")
         if arg.endswith(".ckpt"):
             raise UserError(f"{arg}: models come first; put it before the images (MODEL [MORE.ckpt ...] IMAGE ...)")
         held = run_file_in(Path(arg))
@@ -124,7 +126,11 @@ def main(argv=None) -> int:
         model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
-        paths = expand_paths(args.images)
+        skipped: list[Path] = []
+        paths = expand_paths(args.images, skipped)
+        if skipped:
+            print(f"note: left out {len(skipped)} run dir(s) inside the folders given ({shown(skipped[0])}"
+                  f"{', ...' if len(skipped) > 1 else ''}): their figures are no digits", file=sys.stderr)
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")
     rows, _, failed = predict_images(model, [(p, p) for p in paths], not args.no_preprocess, args.top_k,
