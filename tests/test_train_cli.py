@@ -108,8 +108,8 @@ def test_a_sweep_job_that_cannot_compose_is_one_line_before_any_job(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["model=glob(zz*)"], "model=glob(zz*) gives no value to sweep; model's choices: baseline, batchnorm, deep, deepbn"),
     (["optimizer.lr=range(0)"], "optimizer.lr=range(0) gives no value to sweep"),
-    (["model=range(1,3)"], "model=range(1,3) gives 1, which is not a model; model's choices: baseline,"),
-    (["model=sort(deep,zz)"], "model=sort(deep,zz) gives zz, which is not a model"),
+    (["model=range(1,3)"], "model=range(1,3) gives 1, which is not one of model's choices (baseline,"),
+    (["model=sort(deep,zz)"], "model=sort(deep,zz) gives zz, which is not one of model's choices"),
     (["optimizer.lr=range(1,3,0)"], "optimizer.lr=range(1,3,0): range() arg 3 must not be zero"),
     (["optimizer.lr=interval(0.001,0.1)"], "optimizer.lr=interval(0.001,0.1): the basic sweeper runs lists, range() "
                                            "and glob(), not interval(); list the values"),
@@ -205,7 +205,8 @@ def test_run_in_process_reports_the_plan_it_ran(tmp_path, synthetic_root, capsys
     from conftest import plan_of
     from digitnet.train import run
 
-    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1")
+    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1",
+                   "data.batch_size=10")  # a batch within a fold: no note, so the plan runs as made
     summary = run(plan, tmp_path / "run")
     assert summary["n"] == 2 and summary["plan"] == plan.as_dict() and summary["plan"]["runner"] == "sequential"
     out = capsys.readouterr().out
@@ -240,3 +241,26 @@ def test_a_bad_hydra_flag_is_one_line_and_exit_1(argv, message, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
     train.check_flags(["--cfg", "job", "model=deep", "hydra.run.dir=x"])  # good ones pass
+
+
+def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path, capsys):
+    """With --config-dir, a YAML syntax error was an 89-line traceback and an unknown choice Hydra's 14 lines."""
+    from digitnet import train
+
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "broken.yaml").write_text("lr: [0.1\nmomentum: 0.9\n")
+    (tmp_path / "optimizer" / "mine.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.2\n")
+    for argv, message in (
+            (["--config-dir", str(tmp_path), "optimizer=broken"],
+             f"{tmp_path / 'optimizer' / 'broken.yaml'}, line 2: not valid YAML (expected ',' or ']', but got ':'); "
+             "fix the file"),
+            ([f"--config-dir={tmp_path}", "optimizer=nosuch"],
+             "optimizer=nosuch is unknown; use one of adam, adamw, broken, mine, sgd"),
+            (["-cd", str(tmp_path), "optimizer=mine", "optimizer.lr=x"], None)):
+        if message is None:
+            train.check_composes(argv)  # composes; the bad value is make_plan's to refuse
+            continue
+        with pytest.raises(SystemExit) as exit_:
+            train.check_composes(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and err == f"digitnet.train: error: {message}\n", err

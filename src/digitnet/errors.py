@@ -41,6 +41,9 @@ _KEYS_OF_SOME_CHOICES = {"model.dropout": "only model=deepbn has dropout layers;
 
 def composition_error_line(exc: Exception) -> str:
     """Hydra's multi-line composition or override-parsing error as one line with its fix."""
+    mark = getattr(exc, "problem_mark", None)  # a YAML syntax error in a config file (a --config-dir's, say)
+    if mark is not None and getattr(exc, "problem", None):
+        return f"{mark.name}, line {mark.line + 1}: not valid YAML ({exc.problem}); fix the file"
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
     append = next((line.split(" use ")[-1] for line in lines[1:] if line.startswith("To append")), "")
     key = append.lstrip("+").partition("=")[0]

@@ -268,7 +268,8 @@ def sweep_jobs(overrides: list[str], config_loader) -> list[list[str]]:
             raise UserError(f"{override.input_line} gives no value to sweep{listed}")
         strange = [v for v in values if choices and v not in choices]
         if strange:
-            raise UserError(f"{override.input_line} gives {strange[0]}, which is not a {override.key_or_group}{listed}")
+            raise UserError(f"{override.input_line} gives {strange[0]}, which is not one of {override.key_or_group}'s "
+                            f"choices ({', '.join(choices)})")
     (jobs,) = BasicSweeper.split_arguments(parsed, None)
     return jobs
 

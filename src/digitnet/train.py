@@ -7,6 +7,7 @@ MNIST and hands the plan to the task: the fold loop (cv.py, with one of runners.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -219,15 +220,17 @@ def main(cfg: DictConfig) -> float | None:
 def check_composes(argv: list[str]) -> None:
     """Compose the command's config once before Hydra does: its composition and interpolation errors (a misspelled
     key, `~trainer`, an unset ${oc.env:...}) become one line instead of Hydra's several. Skipped for Hydra's
-    own flags and user config dirs, where Hydra's messages stand. A sweep's common config is composed as Hydra
-    composes it, without the swept values (each job is checked in sweep.SweepSummaryCallback)."""
+    own flags and --config-path/--config-name, where Hydra's messages stand; a --config-dir joins the search
+    path, as Hydra adds it. A sweep's common config is composed as Hydra composes it, without the swept values
+    (each job is checked in sweep.SweepSummaryCallback)."""
     modes = [arg for arg in argv if arg in HYDRA_MODE_FLAGS]
     if len(modes) > 1:
         _refuse(f"{' and '.join(modes)}: give one of --multirun (-m), --cfg (-c), --info (-i), --run (-r) and "
                 "--shell-completion (-sc)")
     sweep = [arg for arg in argv if arg in ("-m", "--multirun")] or [a for a in argv if a == "hydra.mode=MULTIRUN"]
     overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
-    if any(arg.startswith("-") or arg.split("=")[0] in USER_CONFIG_ARGS for arg in overrides):
+    overrides = _config_dir_as_search_path(overrides)
+    if overrides is None or any(arg.startswith("-") for arg in overrides):  # --config-path, --cfg, ...: Hydra's
         return
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -260,6 +263,28 @@ def check_composes(argv: list[str]) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
             raise UserError(composition_error_line(exc)) from None
+
+
+def _config_dir_as_search_path(args: list[str]) -> list[str] | None:
+    """`--config-dir DIR` (-cd) as the override `hydra.searchpath=[file://DIR]`, which composes the same (Hydra puts
+    DIR after the packaged configs either way); None where the search path is also set otherwise."""
+    out, given = [], []
+    i = 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag in ("--config-dir", "-cd"):
+            if not eq:
+                i += 1
+                value = args[i] if i < len(args) else ""
+            given.append(value)
+        else:
+            out.append(args[i])
+        i += 1
+    if not given:
+        return out
+    if len(given) > 1 or any(a.lstrip("+").startswith("hydra.searchpath") for a in out):
+        return None
+    return [*out, f"hydra.searchpath=[{json.dumps('file://' + os.path.abspath(given[0]))}]"]
 
 
 def _refuse_null_groups(parsed) -> None:
