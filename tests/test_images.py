@@ -204,3 +204,10 @@ def test_an_image_of_several_frames_is_refused_not_read_as_its_first(tmp_path, s
         open_gray(path)
     one.save(tmp_path / f"one.{suffix}")
     assert open_gray(tmp_path / f"one.{suffix}").shape == (28, 28)
+
+
+def test_a_colour_mode_pil_cannot_turn_grey_is_named_as_such(tmp_path):
+    Image.new("LAB", (40, 40)).save(tmp_path / "lab.tif")  # a valid file, not a damaged one
+    with pytest.raises(ImageProblem, match=r"^its colour mode is not supported \(conversion from LAB to .*\); save it "
+                                           r"as RGB or grayscale$"):
+        open_gray(tmp_path / "lab.tif")

@@ -69,6 +69,7 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["optimizer=adam", "optimizer.betas=[2,0.9]"], "torch.optim.Adam rejects"),
     (["+optimizer.dampening=2"], "optimizer.dampening=2 must be a finite number in [0, 1]"),
     (["+optimizer.maximize=true"], "optimizer.maximize=true would climb the loss"),
+    (["optimizer=adam", "+optimizer.eps=0"], "optimizer.eps=0 must be a finite number > 0; Adam's default is 1e-8"),
     (["+trainer.min_epochs=11"], "trainer.min_epochs=11 is more than trainer.max_epochs=10, which wins"),
     (["+trainer.max_steps=5", "+trainer.min_steps=6"], "trainer.min_steps=6 is more than trainer.max_steps=5"),
     (["+trainer.max_time=00:00:01:00"], "trainer.max_time='00:00:01:00' would stop a fold wherever the clock says"),

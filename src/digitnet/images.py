@@ -83,7 +83,10 @@ def open_gray(path: str | Path) -> np.ndarray:
     except PermissionError:
         raise ImageProblem("cannot be read (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageProblem(f"damaged or truncated image ({str(exc).splitlines()[0][:120]})") from None
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if detail.startswith("conversion from"):  # a colour mode PIL reads but cannot turn grey, such as LAB
+            raise ImageProblem(f"its colour mode is not supported ({detail}); save it as RGB or grayscale") from None
+        raise ImageProblem(f"damaged or truncated image ({detail})") from None
 
 
 def _flatten_illumination(gray: np.ndarray) -> np.ndarray:

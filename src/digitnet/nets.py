@@ -245,8 +245,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise UserError(f"{path}: refused, it holds objects other than plain weights and values ({first})") from None
+        # torch's text says how to load it anyway (unsafe here) in terminal bold; keep only what it found.
+        found = re.search(r"Unsupported (?:global: GLOBAL [\w.]+|operand \S+)", str(exc))
+        what = f" ({found.group(0).strip()})" if found else ""
+        raise UserError(f"{path}: refused, it holds objects other than plain weights and values{what}; digitnet "
+                        "checkpoints hold only those") from None
     except Exception as exc:  # noqa: BLE001 - zip/format errors of every kind mean "not a checkpoint"
         raise UserError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}); pass a digitnet .ckpt") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:

@@ -428,6 +428,8 @@ def _optimizer_values(cfg) -> dict:
         _real(cfg, "optimizer.momentum", 0, 1, high_open=True, hint="the tutorial uses 0.9")
     if "weight_decay" in optimizer:
         _real(cfg, "optimizer.weight_decay", 0)
+    if "eps" in optimizer:  # 0 divides by zero wherever a gradient is 0: every fold diverged
+        _real(cfg, "optimizer.eps", 0, low_open=True, hint="Adam's default is 1e-8")
     if "dampening" in optimizer:  # torch takes any number; above 1 it turns the momentum's gradient term around
         _real(cfg, "optimizer.dampening", 0, 1, hint="0 (the default) or up to 1")
     if optimizer.get("maximize") is True:
