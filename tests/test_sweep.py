@@ -173,6 +173,20 @@ def test_a_sweep_dir_keeps_its_own_sweep(tmp_path, damage, argv, message):
     assert not (sweep / "2").exists() and not (sweep / "sweep_summary.md").exists()
 
 
+@pytest.mark.parametrize("subdir, message", [
+    ("${model.name}", "hydra.sweep.subdir=${model.name} gives jobs 0 and 1 the same folder ({sweep}/baseline); "
+                      "include ${hydra.job.num} in it; nothing was run"),
+    ("${hydra.job.num}/..", "hydra.sweep.subdir=${hydra.job.num}/.. puts job 0 at {sweep}, not in a folder of its own "
+                            "inside the sweep dir"),
+])
+def test_a_sweep_subdir_that_resolves_to_a_shared_folder_is_refused(tmp_path, subdir, message):
+    """Only a constant subdir was caught: job 1 then failed on job 0's folds, with a rerun hint wrong for a sweep."""
+    sweep = tmp_path / "s"
+    result = run_cli("digitnet.train", "-m", "seed=1,2", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={sweep}")
+    _refused_untouched(result, {}, message.replace("{sweep}", str(sweep)))
+    assert not sweep.exists()
+
+
 def test_a_sweep_subdir_shared_by_every_job_is_refused(tmp_path):
     result = run_cli("digitnet.train", "-m", "seed=1,2", "hydra.sweep.subdir=same", f"hydra.sweep.dir={tmp_path / 's'}")
     _refused_untouched(result, {}, "hydra.sweep.subdir=same puts every job in the same folder; leave it out")

@@ -279,6 +279,21 @@ def _refuse(message: str) -> None:
     raise SystemExit(1)
 
 
+def _job_dir(sweep_dir: Path, overrides: list[str], number: int) -> Path | None:
+    """Where job `number` will run: hydra.sweep.subdir resolved as the launcher resolves it (job.num set, and
+    job.override_dirname, which composing sets). None where it cannot be worked out before the job starts."""
+    from hydra import compose
+    from omegaconf import OmegaConf, open_dict
+
+    try:
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.job.num = number
+        return (sweep_dir / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))).resolve()
+    except Exception:  # noqa: BLE001 - a resolver that needs the running job (${now:}, ${hydra:...}): Hydra's then
+        return None
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
@@ -331,7 +346,17 @@ class SweepSummaryCallback(Callback):
                     "gets ${hydra.job.num}) or include ${hydra.job.num}")
         sweep_dir = Path(config.hydra.sweep.dir)
         trains: dict[str, int] = {}  # a job's whole plan (also runner and workers: a speed sweep) -> its first job
+        places: dict[Path, int] = {}  # a job's folder -> its job
+        hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed: ${...} too
         for number, overrides in enumerate(jobs):
+            place = (_job_dir(sweep_dir, [*hydra_overrides, *overrides], number)
+                     if len(jobs) > 1 and "${" in str(subdir) else None)
+            if place is not None and (place == sweep_dir.resolve() or sweep_dir.resolve() not in place.parents):
+                _refuse(f"hydra.sweep.subdir={subdir} puts job {number} at {place}, not in a folder of its own inside "
+                        f"the sweep dir; use a subdir such as ${{hydra.job.num}}; nothing was run")
+            if place is not None and places.setdefault(place, number) != number:
+                _refuse(f"hydra.sweep.subdir={subdir} gives jobs {places[place]} and {number} the same folder "
+                        f"({place}); include ${{hydra.job.num}} in it; nothing was run")
             saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
             if subdir == "${hydra.job.num}" and saved.is_file():
                 before = saved_overrides(saved)
