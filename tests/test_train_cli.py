@@ -264,3 +264,17 @@ def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path,
             train.check_composes(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 1 and err == f"digitnet.train: error: {message}\n", err
+
+
+def test_with_hydra_job_chdir_a_relative_data_root_is_the_callers(tmp_path):
+    """hydra.job.chdir=true moved the run into its run dir, and data.root=mn was looked for there ("MNIST files
+    missing in mn" while ./mn held them)."""
+    from conftest import compose_cfg
+    from digitnet.train import _root_from_caller
+
+    cfg = compose_cfg("data.root=mn")
+    _root_from_caller(cfg, str(tmp_path))
+    assert cfg.data.root == str(tmp_path / "mn")
+    cfg = compose_cfg("data.root=/abs/mn")
+    _root_from_caller(cfg, str(tmp_path))
+    assert cfg.data.root == "/abs/mn"

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # python -m digitnet.train: from before the imports 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from digitnet import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import exit_on_user_error  # noqa: E402
@@ -189,6 +189,8 @@ def main(cfg: DictConfig) -> float | None:
     lock = None
     try:
         with exit_on_user_error(PROG), interrupt.consequences():
+            if HydraConfig.get().job.chdir:  # Hydra moved into the run dir: a relative data.root means the caller's
+                _root_from_caller(cfg, HydraConfig.get().runtime.cwd)
             plan = make_plan(cfg)
             interrupt.task = plan.task
             plan, arrays = prepare(plan)
@@ -215,6 +217,15 @@ def main(cfg: DictConfig) -> float | None:
             rundir.remove_if_new_and_empty(run_dir)
         else:
             lock.release()
+
+
+def _root_from_caller(cfg: DictConfig, cwd: str) -> None:
+    from omegaconf import open_dict
+
+    root = OmegaConf.select(cfg, "data.root", throw_on_resolution_failure=False)
+    if isinstance(root, str) and root.strip() and not os.path.isabs(root):
+        with open_dict(cfg):
+            cfg.data.root = os.path.join(cwd, root)
 
 
 def check_composes(argv: list[str]) -> None:
