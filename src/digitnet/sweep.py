@@ -303,6 +303,12 @@ class SweepSummaryCallback(Callback):
             self._refuse_another_sweep(config)
             self._check_launcher(config)
             self._check_every_job(config)
+            from omegaconf import OmegaConf
+
+            typed = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
+            if any(o.lstrip("+").startswith("hydra.run.dir=") for o in typed):
+                print(f"note: hydra.run.dir is for single runs; this sweep's jobs go under hydra.sweep.dir="
+                      f"{config.hydra.sweep.dir}", flush=True)
         except Exception as exc:  # noqa: BLE001 - a check that breaks must not let the sweep run unchecked
             _refuse(f"the sweep's jobs could not be checked ({type(exc).__name__}: {exc}); nothing was run")
 

@@ -205,6 +205,11 @@ def main(cfg: DictConfig) -> float | None:
             if plan.task == "final" and (run_dir / "final.ckpt").is_file():
                 return rundir.report_existing_final(run_dir)
             rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
+            typed = OmegaConf.to_container(HydraConfig.get().overrides.hydra, resolve=False)
+            if HydraConfig.get().mode == RunMode.RUN and any(o.lstrip("+").startswith("hydra.sweep.dir=") for o in typed):
+                from digitnet.logs import say
+
+                say(f"note: hydra.sweep.dir is for sweeps (-m); this run goes to {run_dir}")
             return execute(plan, arrays, run_dir).get("mean")
     except KeyboardInterrupt:
         if not interrupt.signals:  # not from a signal (a library raised it): treated as Ctrl-C

@@ -50,16 +50,19 @@ class ShareCores(pl.Callback):
             share_cores()
 
 
-def _leave(signum, frame) -> None:
-    os._exit(128 + signum)
-
-
 def leave_on_sigterm() -> None:
-    """The parent ends its pool with SIGTERM (after a Ctrl-C there, or a fold's error). Lightning's own SIGTERM
-    handler only notes the signal until the next batch; a fit that fails before then returned this worker to the
-    pool's queue, alive, and the parent waited for it forever. A handler of our own leaves at once; Lightning keeps
-    handlers it finds installed, and calls them after its own."""
-    signal.signal(signal.SIGTERM, _leave)
+    """The parent ends its pool with SIGTERM (after a Ctrl-C there, or a fold's error), and a worker must then die
+    at once, whatever it is doing. Lightning's fit replaces SIGTERM's default with a Python handler that only notes
+    the signal until the next batch: a fit that failed before then sent the worker back to the pool's queue, alive,
+    and the parent waited for it forever (3 of 13 tries of a hostile test). A Python handler of our own is no cure:
+    the kernel may hand the signal to one of torch's or TensorBoard's threads while the main thread sleeps in the
+    queue's semaphore, where Python never runs the handler (seen: a finished run hung in Pool.terminate). So the
+    default stays, and Lightning's connector installs nothing in a worker (lightning 2.6: register_signal_handlers;
+    teardown then restores nothing, since it recorded nothing)."""
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _SignalConnector.register_signal_handlers = lambda self: None
 
 
 def start(plan: RunPlan, unfinished, parent: int) -> None:
