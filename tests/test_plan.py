@@ -73,6 +73,8 @@ from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINE
     (["+trainer.min_epochs=11"], "trainer.min_epochs=11 is more than trainer.max_epochs=10, which wins"),
     (["+trainer.max_steps=5", "+trainer.min_steps=6"], "trainer.min_steps=6 is more than trainer.max_steps=5"),
     (["+trainer.max_time=00:00:01:00"], "trainer.max_time='00:00:01:00' would stop a fold wherever the clock says"),
+    (["task=final", "+trainer.max_time=00:00:00:00"], "trainer.max_time='00:00:00:00' leaves no time to train"),
+    (["task=final", "+trainer.max_time={minutes:-1}"], "trainer.max_time={'minutes': -1} leaves no time to train"),
     (["scheduler=onecycle", "optimizer._target_=torch.optim.Adagrad", "~optimizer.momentum"],
      "scheduler=onecycle cannot drive torch.optim.Adagrad (optimizer must support momentum or beta1"),
     (["+trainer.overfit_batches=1"], "trainer.overfit_batches=1: each fit would train on a few batches"),
@@ -270,6 +272,11 @@ def test_plan_for_data_refuses_max_steps_that_end_a_fold_before_its_scoring_vali
     plan_of("+trainer.max_steps=4", "trainer.max_epochs=1", "cv.n_folds=2").for_data(257)
     with pytest.raises(UserError, match="trainer.max_steps=3 "):
         plan_of("+trainer.max_steps=3", "trainer.max_epochs=1", "cv.n_folds=2").for_data(257)
+    # Steps are optimizer steps of the batches an epoch trains on (a second hostile try: these were refused).
+    for extra, steps in (("+trainer.limit_train_batches=0.5", 2), ("+trainer.limit_train_batches=2", 2),
+                         ("+trainer.accumulate_grad_batches=2", 3)):
+        plan_of(extra, f"+trainer.max_steps={steps}", "trainer.max_epochs=1", "cv.n_folds=2").for_data(300)
+    plan_of("+trainer.max_steps=null", "+trainer.min_steps=3").for_data(300)  # null is no limit (was a TypeError)
     final = plan_of("task=final", "+trainer.max_steps=3", "+trainer.max_time=00:00:01:00")  # a fit scored after it
     assert final.for_data(60000).trainer["max_steps"] == 3
 

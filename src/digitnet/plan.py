@@ -135,19 +135,27 @@ class RunPlan:
         if self.task == "cv" and self.n_folds > n:
             raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
         trained = n - math.ceil(n / self.n_folds) if self.task == "cv" else n  # the smallest training set
+        def full_batches(images: int) -> int:  # a last batch of one image is dropped (data.MNISTDataModule)
+            return images // self.batch_size if images % self.batch_size == 1 else -(-images // self.batch_size)
+
+        def batches(images: int) -> int:  # what an epoch trains on: limit_train_batches as Lightning applies it
+            limit = self.trainer.get("limit_train_batches")
+            if isinstance(limit, float):
+                return int(full_batches(images) * limit)
+            return min(full_batches(images), limit) if isinstance(limit, int) and not isinstance(limit, bool) else \
+                full_batches(images)
+
         fraction = self.trainer.get("limit_train_batches")
-        if isinstance(fraction, float) and fraction < 1:
-            smallest = n - math.ceil(n / self.n_folds) if self.task == "cv" else n
-            batches = smallest // self.batch_size if smallest % self.batch_size == 1 else -(-smallest // self.batch_size)
-            if int(batches * fraction) < 1:  # Lightning's own rounding; it refuses 0 inside the fit
-                raise UserError(f"trainer.limit_train_batches={fraction} leaves no batch of the {batches} an epoch "
-                                f"has; give at least {1 / batches:.2g}, or a whole number of batches")
+        if isinstance(fraction, float) and batches(trained) < 1:  # Lightning refuses 0 inside the fit
+            raise UserError(f"trainer.limit_train_batches={fraction} leaves no batch of the {full_batches(trained)} an "
+                            f"epoch has; give at least {1 / full_batches(trained):.2g}, or a whole number of batches")
         max_steps = self.trainer.get("max_steps", -1)
         if self.task == "cv" and max_steps not in (None, -1):
             # Lightning stops at max_steps even inside an epoch, and then skips that epoch's validation, which is
-            # the fold's score. A last batch of one image is dropped (data.MNISTDataModule), hence the // case.
-            largest = n - n // self.n_folds
-            per_epoch = largest // self.batch_size if largest % self.batch_size == 1 else -(-largest // self.batch_size)
+            # the fold's score. Its steps are optimizer steps: one per accumulate_grad_batches batches, and one for
+            # an epoch's remainder.
+            accumulate = self.trainer.get("accumulate_grad_batches") or 1
+            per_epoch = -(-batches(n - n // self.n_folds) // accumulate)  # the largest training set
             needed = per_epoch * self.trainer["max_epochs"]
             if max_steps < needed:
                 raise UserError(f"trainer.max_steps={max_steps} would stop a fold inside its training, before the "
@@ -531,6 +539,22 @@ _TRAINER_FRACTIONS = ("limit_train_batches", "limit_val_batches", "limit_test_ba
                       "overfit_batches", "val_check_interval")
 
 
+def _seconds(max_time) -> float | None:
+    """Lightning's max_time ("DD:HH:MM:SS" or a dict of timedelta's arguments) in seconds; None if unreadable
+    (Lightning's own check then speaks)."""
+    import datetime
+
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+            return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+        if isinstance(max_time, dict):
+            return datetime.timedelta(**max_time).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
 def _check_trainer_types(cfg, trainer: dict) -> None:
     for key in _TRAINER_FLAGS:
         if key in trainer and trainer[key] is not None and not isinstance(trainer[key], bool):
@@ -566,11 +590,16 @@ def _check_trainer_types(cfg, trainer: dict) -> None:
     if _get(cfg, "task", "cv") == "cv" and interval is not None and (interval != 1.0 or isinstance(interval, int)):
         raise UserError(f"trainer.val_check_interval={interval!r}: a fold's score is its validation at the end of "
                         "its last epoch, so validation runs at epoch ends; use trainer.check_val_every_n_epoch")
+    if trainer.get("max_time") is not None and _seconds(trainer["max_time"]) is not None and \
+            _seconds(trainer["max_time"]) <= 0:
+        raise UserError(f"trainer.max_time={trainer['max_time']!r} leaves no time to train; give a positive time "
+                        "(DD:HH:MM:SS), or remove it")
     if trainer.get("max_time") is not None and _get(cfg, "task", "cv") == "cv":
         raise UserError(f"trainer.max_time={trainer['max_time']!r} would stop a fold wherever the clock says, before "
                         "the validation that scores it; set trainer.max_epochs instead (or use it with task=final)")
     for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
-        if (trainer.get(low) or 0) > trainer.get(high, -1) >= 0:  # max_steps=-1 (Lightning's default): no limit
+        top = trainer.get(high)  # max_steps=-1 or null (Lightning's default): no limit
+        if top is not None and (trainer.get(low) or 0) > top >= 0:
             raise UserError(f"trainer.{low}={trainer[low]} is more than trainer.{high}={trainer[high]}, which wins "
                             f"(training stops at {high}); lower trainer.{low} or raise trainer.{high}")
     every = trainer.get("check_val_every_n_epoch") or 1
