@@ -344,5 +344,16 @@ def test_a_run_dir_is_checked_for_its_place_kinds_and_writability_before_anythin
     with pytest.raises(UserError, match=f"^{run / 'tb'} is not a folder, where digitnet keeps its own"):
         check_place(run)
     (run / "tb").unlink()
-    with pytest.raises(UserError, match=r"^/sys/kernel is not writable \(.*\); choose a folder you can write to$"):
+    with pytest.raises(UserError, match=r"^/sys/kernel is not writable \(.*\); choose a folder you can write to"):
         check_place(Path("/sys/kernel"))
+    # A second hostile try: the figures' names too, a dangling link, and a run dir that holds another run.
+    (run / "samples.png").mkdir()
+    with pytest.raises(UserError, match="samples.png is a folder"):
+        check_place(run)
+    (run / "samples.png").rmdir()
+    (run / "train.log").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="train.log is not a plain file"):
+        check_place(run)
+    (run / "train.log").unlink()
+    with pytest.raises(UserError, match=f"^{tmp_path} holds the run dir {run}; choose a folder of its own$"):
+        check_place(tmp_path)

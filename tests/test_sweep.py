@@ -174,15 +174,18 @@ def test_a_sweep_dir_keeps_its_own_sweep(tmp_path, damage, argv, message):
 
 
 @pytest.mark.parametrize("subdir, message", [
-    ("${model.name}", "hydra.sweep.subdir=${model.name} gives jobs 0 and 1 the same folder ({sweep}/baseline); "
-                      "include ${hydra.job.num} in it; nothing was run"),
+    ("${model.name}", "hydra.sweep.subdir=${model.name} puts jobs 0 and 1 in the same folder or one inside the other "
+                      "({sweep}/baseline); include ${hydra.job.num} in it; nothing was run"),
     ("${hydra.job.num}/..", "hydra.sweep.subdir=${hydra.job.num}/.. puts job 0 at {sweep}, not in a folder of its own "
                             "inside the sweep dir"),
+    ("${oc.env:DIGITNET_NO_SUCH_VAR}", "hydra.sweep.subdir=${oc.env:DIGITNET_NO_SUCH_VAR} cannot be resolved"),
+    ("${data.root}", "puts jobs 0 and 1 in the same folder or one inside the other"),  # data.root=dd,dd/e
 ])
 def test_a_sweep_subdir_that_resolves_to_a_shared_folder_is_refused(tmp_path, subdir, message):
     """Only a constant subdir was caught: job 1 then failed on job 0's folds, with a rerun hint wrong for a sweep."""
     sweep = tmp_path / "s"
-    result = run_cli("digitnet.train", "-m", "seed=1,2", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={sweep}")
+    swept = "data.root=dd,dd/e" if "data.root" in subdir else "seed=1,2"
+    result = run_cli("digitnet.train", "-m", swept, *TINY, f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={sweep}")
     _refused_untouched(result, {}, message.replace("{sweep}", str(sweep)))
     assert not sweep.exists()
 
@@ -277,3 +280,12 @@ def test_a_sweep_that_would_train_one_run_twice_is_refused(tmp_path, mnist_root,
     _refused_untouched(result, {}, message)
     assert "are the same run; give each value once; nothing was run" in result.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_dir_inside_a_run_dir_is_refused_before_hydra_writes_into_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plan.json").write_text("{}")
+    result = run_cli("digitnet.train", "-m", "seed=1,2", *TINY, f"hydra.sweep.dir={run / 'sweep'}")
+    _refused_untouched(result, {}, f"{run / 'sweep'} is inside the run dir {run}; choose a hydra.sweep.dir outside it")
+    assert sorted(p.name for p in run.iterdir()) == ["plan.json"]

@@ -36,7 +36,8 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
 
 # What a run dir may hold of digitnet's, and of which kind: anything else under these names was put there by hand.
 _FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
-          ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+          ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "learning_curves.png", "cv_boxplot.png",
+          "samples.png", "confusion_matrix.png", "ensemble_metrics.json", "ensemble_confusion_matrix.png")
 _FOLDERS = (".hydra", "folds", "tb")
 
 
@@ -54,8 +55,14 @@ def check_place(run_dir: Path) -> None:
         raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
     if not run_dir.is_dir():
         return  # made by Hydra just before, or to be made: check_output_dirs tried making it
-    wrong = [run_dir / name for name in _FILES if (run_dir / name).exists() and not (run_dir / name).is_file()]
-    wrong += [run_dir / name for name in _FOLDERS if (run_dir / name).exists() and not (run_dir / name).is_dir()]
+    # A run here would strand a run below: that one could no longer be resumed (it would be inside this one).
+    below = [p for child in sorted(run_dir.iterdir()) if child.is_dir() and child.name not in _FOLDERS
+             for p in (child, *sorted(c for c in child.iterdir() if c.is_dir())) if run_file_in(p, sweeps=False)]
+    if below:
+        raise UserError(f"{shown(run_dir)} holds the run dir {shown(below[0])}; choose a folder of its own")
+    lexists = os.path.lexists  # a dangling link is there too, and no file
+    wrong = [run_dir / name for name in _FILES if lexists(run_dir / name) and not (run_dir / name).is_file()]
+    wrong += [run_dir / name for name in _FOLDERS if lexists(run_dir / name) and not (run_dir / name).is_dir()]
     folds = run_dir / "folds"
     if folds.is_dir():
         wrong += [p for p in sorted(folds.glob("fold_*")) if not p.is_file()]
@@ -63,10 +70,14 @@ def check_place(run_dir: Path) -> None:
         kind = "a folder" if wrong[0].is_dir() else "not a folder" if wrong[0].name in _FOLDERS else "not a plain file"
         raise UserError(f"{shown(wrong[0])} is {kind}, where digitnet keeps its own; remove it (or choose a new "
                         "hydra.run.dir)")
-    try:
-        tempfile.TemporaryFile(dir=run_dir).close()
-    except OSError as exc:
-        raise UserError(f"{shown(run_dir)} is not writable ({exc.strerror}); choose a folder you can write to") from None
+    folders = [run_dir, *(run_dir / name for name in _FOLDERS if (run_dir / name).is_dir())]
+    folders += [p for p in sorted((run_dir / "tb").glob("*")) if p.is_dir()]
+    for folder in folders:  # where this run will write: its files, the folds, the TensorBoard runs
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise UserError(f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to, or "
+                            "make it writable") from None
 
 
 def check_compatible(run_dir: Path, plan: RunPlan) -> None:

@@ -290,8 +290,12 @@ def _job_dir(sweep_dir: Path, overrides: list[str], number: int) -> Path | None:
         with open_dict(cfg):
             cfg.hydra.job.num = number
         return (sweep_dir / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))).resolve()
-    except Exception:  # noqa: BLE001 - a resolver that needs the running job (${now:}, ${hydra:...}): Hydra's then
-        return None
+    except Exception as exc:  # noqa: BLE001 - a resolver that needs the running job (${hydra:...}): Hydra's then
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "HydraConfig was not set" in first:
+            return None
+        raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") if "cfg" in locals() else "?"
+        raise UserError(f"hydra.sweep.subdir={raw} cannot be resolved ({first})") from None
 
 
 class SweepSummaryCallback(Callback):
@@ -347,7 +351,7 @@ class SweepSummaryCallback(Callback):
         except Exception as exc:  # noqa: BLE001 - Hydra's parse errors and the sweep functions' own (range step 0)
             _refuse(f"{composition_error_line(exc)}; nothing was run")
         subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-        if len(jobs) > 1 and "${" not in str(subdir or ""):
+        if len(jobs) > 1 and "${" not in str(subdir or "") and str(subdir or "").strip("./"):
             _refuse(f"hydra.sweep.subdir={subdir or ''} puts every job in the same folder; leave it out (each job "
                     "gets ${hydra.job.num}) or include ${hydra.job.num}")
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -355,14 +359,21 @@ class SweepSummaryCallback(Callback):
         places: dict[Path, int] = {}  # a job's folder -> its job
         hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed: ${...} too
         for number, overrides in enumerate(jobs):
-            place = (_job_dir(sweep_dir, [*hydra_overrides, *overrides], number)
-                     if len(jobs) > 1 and "${" in str(subdir) else None)
+            try:
+                place = _job_dir(sweep_dir, [*hydra_overrides, *overrides], number) if subdir != "${hydra.job.num}" \
+                    else None
+            except UserError as exc:
+                _refuse(f"{exc}; nothing was run")
             if place is not None and (place == sweep_dir.resolve() or sweep_dir.resolve() not in place.parents):
                 _refuse(f"hydra.sweep.subdir={subdir} puts job {number} at {place}, not in a folder of its own inside "
                         f"the sweep dir; use a subdir such as ${{hydra.job.num}}; nothing was run")
-            if place is not None and places.setdefault(place, number) != number:
-                _refuse(f"hydra.sweep.subdir={subdir} gives jobs {places[place]} and {number} the same folder "
-                        f"({place}); include ${{hydra.job.num}} in it; nothing was run")
+            if place is not None:
+                other = next((k for p, k in places.items() if p == place or p in place.parents or place in p.parents),
+                             None)
+                if other is not None:
+                    _refuse(f"hydra.sweep.subdir={subdir} puts jobs {other} and {number} in the same folder or one "
+                            f"inside the other ({place}); include ${{hydra.job.num}} in it; nothing was run")
+                places[place] = number
             saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
             if subdir == "${hydra.job.num}" and saved.is_file():
                 before = saved_overrides(saved)
@@ -392,6 +403,9 @@ class SweepSummaryCallback(Callback):
         ran_here = run_file_in(sweep_dir, sweeps=False)
         if ran_here:
             _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here}); choose a new hydra.sweep.dir")
+        outer = next((p for p in sweep_dir.resolve().parents if run_file_in(p, sweeps=False)), None)
+        if outer is not None:  # found here, before Hydra writes multirun.yaml into it
+            _refuse(f"{sweep_dir} is inside the run dir {outer}; choose a hydra.sweep.dir outside it")
         saved = sweep_dir / "multirun.yaml"
         if not saved.is_file():
             return
