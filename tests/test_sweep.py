@@ -73,6 +73,10 @@ def test_summarize_rejects_a_non_sweep_dir(tmp_path):
     result = run_cli("digitnet.summarize", tmp_path)
     assert result.returncode == 1
     assert "has no multirun.yaml, so it is no sweep dir;" in result.stderr and result.stderr.count("\n") == 1
+    (tmp_path / "multirun.yaml").mkdir()
+    result = run_cli("digitnet.summarize", tmp_path)
+    assert "multirun.yaml is not a file" in result.stderr and result.stderr.count("\n") == 1
+    (tmp_path / "multirun.yaml").rmdir()
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")  # a sweep that never started a job
     result = run_cli("digitnet.summarize", tmp_path)
     assert "holds no Hydra job dirs" in result.stderr and result.stderr.count("\n") == 1

@@ -85,6 +85,7 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
     (["hydra/launcher="], "hydra/launcher= is unknown; use one of basic, "),
     (["hydra/launcher=null"], "hydra/launcher=null: a config group needs a choice; use one of basic, joblib, "),
     (["data.limit"], "data.limit: an override is key=value (e.g. data.limit=...); to remove a key write ~data.limit"),
+    (["+data.limit"], "to remove a key write ~data.limit"),
     (["-m", "seed=1,2", "hydra/sweeper=null"], "hydra/sweeper=null: a config group needs a choice; use one of basic"),
 ])
 def test_composition_errors_are_one_line_with_the_fix(argv, message, capsys):
@@ -231,6 +232,11 @@ def test_an_optimizer_that_cannot_be_imported_leaves_no_trace(tmp_path):
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag (see --help; settings are key=value overrides)"),
     (["-c", "bogus"], "argument --cfg/-c: invalid choice: 'bogus' (choose from 'job', 'hydra', 'all')"),
     (["model=deep", "--multirun=yes"], "argument --multirun/-m: ignored explicit argument 'yes'"),
+    (["--multi", "data.limit=300", "-c", "job"], "--multirun and --cfg: give one of them"),  # was a traceback
+    (["--info=config", "-c", "job"], "--cfg and --info: give one of them"),
+    (["-cd", "no/such/dir", "optimizer=x"], "--config-dir no/such/dir: no such folder"),
+    (["data.limit=3", "--config-dir", ".", "optimizer=x"], "unrecognized arguments: optimizer=x: Hydra's flags "
+                                                          "(--config-dir, --cfg, ...) come before the key=value"),
 ])
 def test_a_bad_hydra_flag_is_one_line_and_exit_1(argv, message, capsys):
     """Hydra's argparse printed its 8-line usage and exited 2; the other entry points give one line and 1."""

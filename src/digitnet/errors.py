@@ -55,7 +55,7 @@ def composition_error_line(exc: Exception) -> str:
         return f"{lines[0].rstrip('.')}: no such key; check the spelling, or add one with {append}"
     if lines[0].startswith("Error parsing override '") and len(lines) > 1 and lines[1].startswith("missing EQUAL"):
         key = lines[0].split("'", 1)[1].rstrip("'")
-        return f"{key}: an override is key=value (e.g. {key}=...); to remove a key write ~{key}"
+        return f"{key}: an override is key=value (e.g. {key}=...); to remove a key write ~{key.lstrip('+~')}"
     if "LexerNoViableAlt" in lines[0] or "mismatched input" in lines[0] or "extraneous input" in lines[0]:
         return (f"cannot parse the override {lines[0].split(': ', 1)[-1]}; quote values with spaces or special "
                 "characters (Hydra's override syntax: key='a value')")

@@ -22,6 +22,9 @@ def main(argv=None) -> int:
             raise UserError(f"{sweep_dir} is a file, not a folder; pass the dir a `-m` run printed")
         if not sweep_dir.is_dir():
             raise UserError(f"{sweep_dir}: no such folder; pass the dir a `-m` run printed")
+        if (sweep_dir / "multirun.yaml").exists() and not (sweep_dir / "multirun.yaml").is_file():
+            raise UserError(f"{sweep_dir / 'multirun.yaml'} is not a file (Hydra writes its sweep's config there); "
+                            "remove it, or pass the dir a `-m` run printed")
         if not (sweep_dir / "multirun.yaml").is_file():  # Hydra writes it as a sweep starts
             hint = " (it holds run dirs)" if list(sweep_dir.glob("*/.hydra/overrides.yaml")) else ""
             raise UserError(f"{sweep_dir} has no multirun.yaml, so it is no sweep dir{hint}; pass the dir a `-m` run "

@@ -59,8 +59,20 @@ def check_flags(argv: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
     parser = get_args_parser()
-    parser.error = lambda message: _refuse(f"{message} (see --help; settings are key=value overrides)")
-    parser.parse_args(argv)
+
+    def error(message: str) -> None:
+        if message.startswith("unrecognized arguments") and "=" in message:  # flags after key=value overrides
+            _refuse(f"{message}: Hydra's flags (--config-dir, --cfg, ...) come before the key=value overrides")
+        _refuse(f"{message} (see --help; settings are key=value overrides)")
+
+    parser.error = error
+    args = parser.parse_args(argv)
+    modes = [flag for flag, given in (("--multirun", args.multirun), ("--cfg", args.cfg), ("--info", args.info),
+                                      ("--run", args.run), ("--shell-completion", args.shell_completion)) if given]
+    if len(modes) > 1:  # also as prefixes (--multi) or --cfg=job; Hydra's own line is a traceback
+        _refuse(f"{' and '.join(modes)}: give one of them")
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        _refuse(f"--config-dir {args.config_dir}: no such folder; give the folder that holds your config groups")
 
 
 def check_group_choices(argv: list[str]) -> None:
