@@ -22,6 +22,11 @@ def run_file_in(folder: Path, *, sweeps: bool = True) -> str | None:
     return next((name for name in names if (Path(folder) / name).exists()), None)
 
 
+def enclosing_run(path: Path) -> Path | None:
+    """The run dir (a single run's) that `path` lies inside, if any: nothing of another run goes in there."""
+    return next((p for p in Path(path).resolve().parents if run_file_in(p, sweeps=False)), None)
+
+
 def write_json_atomic(path: Path, data) -> None:
     """Temp file + rename: a reader (or a resumed run) never sees half a file, even after Ctrl-C. The file gets the
     permissions a plain open() would give (mkstemp's are 0600)."""

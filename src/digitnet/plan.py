@@ -135,19 +135,18 @@ class RunPlan:
         if self.task == "cv" and self.n_folds > n:
             raise UserError(f"cv.n_folds={self.n_folds} is more than the {n} training images; lower cv.n_folds")
         trained = n - math.ceil(n / self.n_folds) if self.task == "cv" else n  # the smallest training set
+        limit = self.trainer.get("limit_train_batches")
+
         def full_batches(images: int) -> int:  # a last batch of one image is dropped (data.MNISTDataModule)
             return images // self.batch_size if images % self.batch_size == 1 else -(-images // self.batch_size)
 
         def batches(images: int) -> int:  # what an epoch trains on: limit_train_batches as Lightning applies it
-            limit = self.trainer.get("limit_train_batches")
             if isinstance(limit, float):
                 return int(full_batches(images) * limit)
-            return min(full_batches(images), limit) if isinstance(limit, int) and not isinstance(limit, bool) else \
-                full_batches(images)
+            return min(full_batches(images), limit) if isinstance(limit, int) else full_batches(images)
 
-        fraction = self.trainer.get("limit_train_batches")
-        if isinstance(fraction, float) and batches(trained) < 1:  # Lightning refuses 0 inside the fit
-            raise UserError(f"trainer.limit_train_batches={fraction} leaves no batch of the {full_batches(trained)} an "
+        if isinstance(limit, float) and batches(trained) < 1:  # Lightning refuses 0 inside the fit
+            raise UserError(f"trainer.limit_train_batches={limit} leaves no batch of the {full_batches(trained)} an "
                             f"epoch has; give at least {1 / full_batches(trained):.2g}, or a whole number of batches")
         max_steps = self.trainer.get("max_steps", -1)
         if self.task == "cv" and max_steps not in (None, -1):
@@ -590,8 +589,7 @@ def _check_trainer_types(cfg, trainer: dict) -> None:
     if _get(cfg, "task", "cv") == "cv" and interval is not None and (interval != 1.0 or isinstance(interval, int)):
         raise UserError(f"trainer.val_check_interval={interval!r}: a fold's score is its validation at the end of "
                         "its last epoch, so validation runs at epoch ends; use trainer.check_val_every_n_epoch")
-    if trainer.get("max_time") is not None and _seconds(trainer["max_time"]) is not None and \
-            _seconds(trainer["max_time"]) <= 0:
+    if (seconds := _seconds(trainer.get("max_time"))) is not None and seconds <= 0:
         raise UserError(f"trainer.max_time={trainer['max_time']!r} leaves no time to train; give a positive time "
                         "(DD:HH:MM:SS), or remove it")
     if trainer.get("max_time") is not None and _get(cfg, "task", "cv") == "cv":

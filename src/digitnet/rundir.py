@@ -47,10 +47,9 @@ def check_place(run_dir: Path) -> None:
     import tempfile
 
     from digitnet.errors import shown
-    from digitnet.files import run_file_in
+    from digitnet.files import enclosing_run, run_file_in
 
-    resolved = run_dir.resolve()
-    outer = next((p for p in resolved.parents if run_file_in(p, sweeps=False)), None)
+    outer = enclosing_run(run_dir)
     if outer is not None:
         raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
     if not run_dir.is_dir():

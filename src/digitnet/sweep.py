@@ -16,7 +16,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from digitnet.errors import UserError, composition_error_line, shown
-from digitnet.files import run_file_in
+from digitnet.files import enclosing_run, run_file_in
 from digitnet.folds import _finite_fraction, fold_problem
 from digitnet.rundir import saved_overrides
 from digitnet.stats import TEST_NAME, corrected_resampled_ttest
@@ -279,7 +279,7 @@ def _refuse(message: str) -> None:
     raise SystemExit(1)
 
 
-def _job_dir(sweep_dir: Path, overrides: list[str], number: int) -> Path | None:
+def _job_dir(sweep_dir: Path, overrides: list[str], number: int, subdir: str) -> Path | None:
     """Where job `number` will run: hydra.sweep.subdir resolved as the launcher resolves it (job.num set, and
     job.override_dirname, which composing sets). None where it cannot be worked out before the job starts."""
     from hydra import compose
@@ -294,8 +294,7 @@ def _job_dir(sweep_dir: Path, overrides: list[str], number: int) -> Path | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "HydraConfig was not set" in first:
             return None
-        raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir") if "cfg" in locals() else "?"
-        raise UserError(f"hydra.sweep.subdir={raw} cannot be resolved ({first})") from None
+        raise UserError(f"hydra.sweep.subdir={subdir} cannot be resolved ({first})") from None
 
 
 class SweepSummaryCallback(Callback):
@@ -360,8 +359,8 @@ class SweepSummaryCallback(Callback):
         hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed: ${...} too
         for number, overrides in enumerate(jobs):
             try:
-                place = _job_dir(sweep_dir, [*hydra_overrides, *overrides], number) if subdir != "${hydra.job.num}" \
-                    else None
+                place = (_job_dir(sweep_dir, [*hydra_overrides, *overrides], number, subdir)
+                         if subdir != "${hydra.job.num}" else None)
             except UserError as exc:
                 _refuse(f"{exc}; nothing was run")
             if place is not None and (place == sweep_dir.resolve() or sweep_dir.resolve() not in place.parents):
@@ -403,7 +402,7 @@ class SweepSummaryCallback(Callback):
         ran_here = run_file_in(sweep_dir, sweeps=False)
         if ran_here:
             _refuse(f"{sweep_dir} is the run dir of a single run (it holds {ran_here}); choose a new hydra.sweep.dir")
-        outer = next((p for p in sweep_dir.resolve().parents if run_file_in(p, sweeps=False)), None)
+        outer = enclosing_run(sweep_dir)
         if outer is not None:  # found here, before Hydra writes multirun.yaml into it
             _refuse(f"{sweep_dir} is inside the run dir {outer}; choose a hydra.sweep.dir outside it")
         saved = sweep_dir / "multirun.yaml"
