@@ -10,10 +10,11 @@ from digitnet.errors import UserError
 
 
 @pytest.mark.parametrize("name, expected", [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254),
-                                            ("deepbn", 188_810)])
+                                            ("deepbn", 188_810), ("vgg", 198_122)])
 def test_parameter_counts(name, expected):
     # baseline and deep: the tutorial's Keras summaries; batchnorm = baseline + 2*32 + 2*100 (gamma, beta);
-    # deepbn = deep with a Dense128 head (+28*1024 + 28 + 28*10) + 2*(32+64+64+128) BatchNorm weights.
+    # deepbn = deep with a Dense128 head (+28*1024 + 28 + 28*10) + 2*(32+64+64+128) BatchNorm weights;
+    # vgg = deepbn + a Conv32 (32*32*9 + 32) + its BatchNorm (2*32), on 4x4x64 features as deepbn.
     assert count_parameters(build_net(name)) == expected
 
 

@@ -1,4 +1,4 @@
-"""The tutorial's three nets, digitnet's deepbn, their initialisation, and loading a checkpoint for inference.
+"""The tutorial's three nets, digitnet's deepbn and vgg, their initialisation, and loading a checkpoint for inference.
 
 Kept free of Lightning so that `digitnet.predict` starts fast; the LightningModule lives in models.py.
 """
@@ -21,8 +21,9 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3), nn.ReLU()]
 
 
-def _head(n_in: int, batchnorm: bool = False) -> list[nn.Module]:
-    return [nn.Flatten(), nn.Linear(n_in, 100), nn.ReLU(), *([nn.BatchNorm1d(100)] if batchnorm else []), nn.Linear(100, 10)]
+def _head(n_in: int, batchnorm: bool = False, width: int = 100) -> list[nn.Module]:
+    return [nn.Flatten(), nn.Linear(n_in, width), nn.ReLU(), *([nn.BatchNorm1d(width)] if batchnorm else []),
+            nn.Linear(width, 10)]
 
 
 def baseline() -> nn.Sequential:
@@ -52,9 +53,20 @@ def deepbn(dropout: float = 0.0) -> nn.Sequential:
     )
 
 
-NETS = {"baseline": baseline, "batchnorm": batchnorm, "deep": deep, "deepbn": deepbn}
+def vgg() -> nn.Sequential:
+    # VGG-style: two blocks of two 3x3 convs (32, 32 | 64, 64), BatchNorm after every hidden activation, a Dense128
+    # head (198,122 parameters). The extra full-resolution conv makes it 9.8M multiply-adds an image against deep's
+    # 5.5M: 33 s an epoch of 60k on this project's 2 CPU cores against 22 s (bare train steps, batch 32 or 128).
+    return nn.Sequential(
+        *_conv(1, 32), nn.BatchNorm2d(32), *_conv(32, 32), nn.BatchNorm2d(32), nn.MaxPool2d(2),
+        *_conv(32, 64), nn.BatchNorm2d(64), *_conv(64, 64), nn.BatchNorm2d(64), nn.MaxPool2d(2),
+        *_head(64 * 4 * 4, batchnorm=True, width=128),
+    )
+
+
+NETS = {"baseline": baseline, "batchnorm": batchnorm, "deep": deep, "deepbn": deepbn, "vgg": vgg}
 DROPOUT_NETS = ("deepbn",)  # the nets that take model.dropout
-BATCHNORM_NETS = ("batchnorm", "deepbn")  # these need 2 or more images a training batch
+BATCHNORM_NETS = ("batchnorm", "deepbn", "vgg")  # these need 2 or more images a training batch
 
 
 def build_net(name: str, dropout: float = 0.0) -> nn.Sequential:

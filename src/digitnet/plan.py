@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitnet.errors import UserError
 
 TASKS = ("cv", "final")
-ARCHS = ("baseline", "batchnorm", "deep", "deepbn")  # nets.NETS, checked equal by a test
+ARCHS = ("baseline", "batchnorm", "deep", "deepbn", "vgg")  # nets.NETS, checked equal by a test
 SCALINGS = ("normalize", "center", "standardize")
 RUNNERS = ("sequential", "packed", "processes")
 AUGMENTS = ("none", "affine")  # augment.py
@@ -322,7 +322,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     scaling = _choice(cfg, "data.scaling", SCALINGS)
 
     n_folds = _whole(cfg, "cv.n_folds", 2, MAX_COUNT, hint="k-fold CV needs at least 2 folds (default 5)")
-    if model in ("batchnorm", "deepbn") and batch_size < 2:
+    if model in ("batchnorm", "deepbn", "vgg") and batch_size < 2:
         raise UserError(f"data.batch_size=1 with model={model}: BatchNorm needs at least 2 images a batch; use "
                         "data.batch_size=2 or more (the tutorial's is 32)")
     dropout = _real(cfg, "model.dropout", 0, 1, high_open=True, default=0.0, hint="a rate in [0, 1), e.g. 0.25")
