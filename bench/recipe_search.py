@@ -39,7 +39,7 @@ CANDIDATES = {
     "vgg lr0.2 30ep": ("model=vgg optimizer.lr=0.2 trainer.max_epochs=30", 36 * 30),
     "deepbn lr0.2 40ep": ("model=deepbn optimizer.lr=0.2 trainer.max_epochs=40", 24 * 40),
 }
-BASE = "experiment=best data.batch_size=128 trainer.enable_progress_bar=false"
+BASE = "experiment=best data.batch_size=128"  # in a log: a line per epoch, so a stopped run shows how far it got
 BUDGET_S = 15 * 60
 
 
@@ -55,23 +55,45 @@ def merged(*groups: list[str]) -> list[str]:
     return list(by_key.values())
 
 
-def launch(out: Path, name: str, overrides: list[str], timeout: float) -> tuple[subprocess.Popen, float]:
+# --serial: one run at a time. Several processes on one GPU are time-sliced, and a step that waits for the GPU (the
+# augmentation's per-step host-to-device copy) waits for every other process's slice: 6 CVs at once on an H200 had
+# not finished 24 epochs in 250 s (2026-11-27).
+SERIAL = False
+DEADLINE = float("inf")
+
+
+def launch(out: Path, name: str, overrides: list[str], timeout: float) -> tuple[subprocess.Popen, float] | None:
+    timeout = min(timeout, DEADLINE - time.perf_counter() - 10)
+    if timeout < 30:
+        print(f"  {name}: skipped, {timeout + 10:.0f} s left before the deadline", flush=True)
+        return None
     log = open(out / f"{name}.log", "w")
     command = ["timeout", str(int(timeout)), sys.executable, "-m", "digitnet.train", *overrides,
                f"hydra.run.dir={out / name}"]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
+    job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
+    if SERIAL:
+        wait_all({name: job})
+    return job
+
+
+WALLS: dict[str, float] = {}  # each run's seconds, start to exit
 
 
 def wait_all(jobs: dict) -> dict[str, float]:
-    walls = {}
-    for name, (process, start) in jobs.items():
+    for name, job in jobs.items():
+        if job is None or name in WALLS:
+            continue
+        process, start = job
         process.wait()
+        walls = WALLS
         walls[name] = round(time.perf_counter() - start, 1)
         tail = (process.args[-1].split("=", 1)[1])
-        if process.returncode:
-            print(f"  {name}: exit {process.returncode}; log tail: "
-                  f"{Path(tail + '.log').read_text()[-300:].strip()!r}", flush=True)
-    return walls
+        lines = [line for line in Path(tail + ".log").read_text().splitlines() if "epoch" in line]
+        metrics = Path(tail) / "test_metrics.json"
+        holdout = f"; holdout {100 * json.loads(metrics.read_text())['accuracy']:.2f}%" if metrics.is_file() else ""
+        print(f"  {name}: exit {process.returncode} after {walls[name]} s{holdout}; last epoch line: "
+              f"{lines[-1] if lines else None}", flush=True)
+    return WALLS
 
 
 def main() -> None:
@@ -80,15 +102,20 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path(os.environ.get("OUT", ".")) / "recipe_search.json")
     parser.add_argument("--cv-timeout", type=float, default=240)
     parser.add_argument("--final-timeout", type=float, default=200)
+    parser.add_argument("--serial", action="store_true", help="one run at a time (a GPU: see SERIAL)")
+    parser.add_argument("--deadline", type=float, default=float("inf"), help="seconds from the start; no run past it")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--only", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     parser.add_argument("overrides", nargs="*", help="added to every run (trainer.accelerator=gpu, data.root=...)")
     args = parser.parse_args()
+    global SERIAL, DEADLINE
+    SERIAL, DEADLINE = args.serial, time.perf_counter() + args.deadline
     out = args.out or Path(tempfile.mkdtemp(prefix="digitnet-recipe-search-"))
     out.mkdir(parents=True, exist_ok=True)
     base = [*BASE.split(), *args.overrides]
     report: dict = {"base": base, "candidates": {}}
 
-    print(f"== 1. {len(args.only)} 5-fold CVs at once ({time.strftime('%T')}); runs in {out}", flush=True)
+    print(f"== 1. {len(args.only)} 5-fold CVs {'one at a time' if SERIAL else 'at once'} ({time.strftime('%T')}); runs in {out}", flush=True)
     jobs = {f"cv_{slug(n)}": launch(out, f"cv_{slug(n)}", merged(base, CANDIDATES[n][0].split(), args.overrides),
                                     args.cv_timeout)
             for n in args.only}
@@ -97,7 +124,7 @@ def main() -> None:
     for n in args.only:
         summary_path = out / f"cv_{slug(n)}" / "cv_summary.json"
         entry = report["candidates"][n] = {"overrides": CANDIDATES[n][0], "cpu_fit_s_predicted": CANDIDATES[n][1],
-                                           "cv_wall_s": walls[f"cv_{slug(n)}"]}
+                                           "cv_wall_s": walls.get(f"cv_{slug(n)}")}
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             if summary["status"] == "ok" and not summary["n_diverged"] and summary["n"] == 5:
@@ -123,31 +150,33 @@ def main() -> None:
     report.update(best=best, best_in_budget=best_in_budget)
     print(f"picked on CV: best {best!r}; best within {BUDGET_S // 60} CPU minutes {best_in_budget!r}", flush=True)
 
-    print(f"\n== 2. 3 seeds of task=final for {picks}, and every fold ensemble, at once ({time.strftime('%T')})",
+    print(f"\n== 2. every fold ensemble on the holdout, then task=final seeds {args.seeds} for {picks} ({time.strftime('%T')})",
           flush=True)
-    jobs = {f"final_{slug(n)}_seed{s}": launch(out, f"final_{slug(n)}_seed{s}",
-                                               merged(base, CANDIDATES[n][0].split(), args.overrides,
-                                                      ["task=final", f"seed={s}"]),
-                                               args.final_timeout)
-            for n in picks for s in (1, 2, 3)}
     root = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data.root=")]
     evaluations = {n: subprocess.Popen([sys.executable, "-m", "digitnet.evaluate", str(out / f"cv_{slug(n)}"),
                                         *(["--data-root", root[-1]] if root else [])],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in scores}
-    walls = wait_all(jobs)
     for n, process in evaluations.items():
         process.wait()
         metrics = out / f"cv_{slug(n)}" / "ensemble_metrics.json"
         if metrics.is_file():
             report["candidates"][n]["ensemble_holdout"] = 100 * json.loads(metrics.read_text())["accuracy"]
+            print(f"  {n}: fold ensemble on the holdout {report['candidates'][n]['ensemble_holdout']:.2f}%", flush=True)
+    Path(args.report).write_text(json.dumps(report, indent=1))
+    jobs = {f"final_{slug(n)}_seed{s}": launch(out, f"final_{slug(n)}_seed{s}",
+                                               merged(base, CANDIDATES[n][0].split(), args.overrides,
+                                                      ["task=final", f"seed={s}"]),
+                                               args.final_timeout)
+            for s in args.seeds for n in picks}
+    walls = wait_all(jobs)
     for n in picks:
         finals = []
-        for s in (1, 2, 3):
+        for s in args.seeds:
             metrics = out / f"final_{slug(n)}_seed{s}" / "test_metrics.json"
             if metrics.is_file():
                 m = json.loads(metrics.read_text())
                 finals.append({"seed": s, "holdout": 100 * m["accuracy"], "train_s": m.get("train_seconds"),
-                               "process_s": walls[f"final_{slug(n)}_seed{s}"]})
+                               "process_s": walls.get(f"final_{slug(n)}_seed{s}")})
         report["candidates"][n]["finals"] = finals
     print("\n| candidate | CV mean % | fold ensemble, holdout % | task=final holdout % (seeds 1 2 3) | mean |")
     print("|---|---|---|---|---|")
