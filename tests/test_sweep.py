@@ -243,6 +243,14 @@ def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
 
 @pytest.mark.parametrize("launcher, message", [
     (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 runs no job; give a number"),
+    (["hydra/launcher=joblib", "hydra.launcher.backend=bogus"], "hydra.launcher.backend=bogus: Hydra's joblib launcher "
+                                                                 "always runs loky"),
+    (["hydra/launcher=joblib", "hydra.launcher.prefer=bogus"], "hydra.launcher: prefer=bogus is not a valid backend "
+                                                                "hint"),
+    (["hydra/launcher=joblib", "hydra.launcher.batch_size=0"], "hydra.launcher: batch_size must be 'auto' or a "
+                                                                "positive integer"),
+    (["hydra/launcher=joblib", "hydra.launcher.verbose=x"], "hydra.launcher.verbose=x: Value 'x' of type 'str' could "
+                                                             "not be converted to Integer; give a value of that type"),
     (["hydra/launcher=submitit_slurm"], "hydra/launcher=submitit_slurm needs SLURM, and this machine has no srun"),
 ])
 def test_a_launcher_that_cannot_run_is_one_line_before_any_file(tmp_path, launcher, message):
@@ -293,3 +301,14 @@ def test_a_sweep_dir_inside_a_run_dir_is_refused_before_hydra_writes_into_it(tmp
     result = run_cli("digitnet.train", "-m", "seed=1,2", *TINY, f"hydra.sweep.dir={run / 'sweep'}")
     _refused_untouched(result, {}, f"{run / 'sweep'} is inside the run dir {run}; choose a hydra.sweep.dir outside it")
     assert sorted(p.name for p in run.iterdir()) == ["plan.json"]
+
+
+def test_a_sweep_job_whose_config_file_is_not_utf8_names_the_file(tmp_path):
+    """The sweep check printed Python's "'utf-8' codec can't decode byte 0xe9" and no file."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "latin.yaml").write_bytes("name: deep # caf\u00e9\n".encode("latin-1"))
+    result = run_cli("digitnet.train", f"--config-dir={tmp_path / 'conf'}", "-m", "model=latin,deep",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _refused_untouched(result, {}, f"sweep job 0 (model=latin): {tmp_path / 'conf' / 'model' / 'latin.yaml'}: not "
+                                   "UTF-8 text (byte 0xe9 at offset 16); save it as UTF-8; nothing was run")
+    assert not (tmp_path / "sweep").exists()

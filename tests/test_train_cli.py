@@ -256,12 +256,16 @@ def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path,
     (tmp_path / "optimizer").mkdir()
     (tmp_path / "optimizer" / "broken.yaml").write_text("lr: [0.1\nmomentum: 0.9\n")
     (tmp_path / "optimizer" / "mine.yaml").write_text("_target_: torch.optim.SGD\nlr: 0.2\n")
+    # Hydra's UnicodeDecodeError named no file.
+    (tmp_path / "optimizer" / "latin.yaml").write_bytes("_target_: torch.optim.SGD # caf\u00e9\n".encode("latin-1"))
     for argv, message in (
             (["--config-dir", str(tmp_path), "optimizer=broken"],
              f"{tmp_path / 'optimizer' / 'broken.yaml'}, line 2: not valid YAML (expected ',' or ']', but got ':'); "
              "fix the file"),
             ([f"--config-dir={tmp_path}", "optimizer=nosuch"],
-             "optimizer=nosuch is unknown; use one of adam, adamw, broken, mine, sgd"),
+             "optimizer=nosuch is unknown; use one of adam, adamw, broken, latin, mine, sgd"),
+            (["-cd", str(tmp_path), "optimizer=latin"],
+             f"{tmp_path / 'optimizer' / 'latin.yaml'}: not UTF-8 text (byte 0xe9 at offset 31); save it as UTF-8"),
             (["-cd", str(tmp_path), "optimizer=mine", "optimizer.lr=x"], None)):
         if message is None:
             train.check_composes(argv)  # composes; the bad value is make_plan's to refuse

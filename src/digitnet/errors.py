@@ -45,6 +45,9 @@ def composition_error_line(exc: Exception) -> str:
     if mark is not None and getattr(exc, "problem", None):
         return f"{mark.name}, line {mark.line + 1}: not valid YAML ({exc.problem}); fix the file"
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    cause = str(exc.__cause__ or "").strip().splitlines()
+    if lines[0].startswith("Error merging override ") and cause:  # a typed Hydra key: OmegaConf says what it takes
+        return f"{lines[0].removeprefix('Error merging override ')}: {cause[0].rstrip('.')}; give a value of that type"
     append = next((line.split(" use ")[-1] for line in lines[1:] if line.startswith("To append")), "")
     key = append.lstrip("+").partition("=")[0]
     if key in _KEYS_OF_SOME_CHOICES:
@@ -72,6 +75,22 @@ def composition_error_line(exc: Exception) -> str:
     if lines[0].startswith("Ambiguous value for argument"):
         return f"{lines[0].rstrip('.')}: to sweep, add -m (--multirun) before the overrides"
     return lines[0]
+
+
+def undecodable_yaml(folders) -> str | None:
+    """The line naming the first YAML file under `folders` that is not UTF-8 (Hydra's UnicodeDecodeError names none)."""
+    from pathlib import Path
+
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                return (f"{shown(path)}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
+                        "save it as UTF-8")
+            except OSError:
+                continue
+    return None
 
 
 def shown(path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from digitnet.errors import UserError, composition_error_line, shown
+from digitnet.errors import UserError, composition_error_line, shown, undecodable_yaml
 from digitnet.files import enclosing_run, run_file_in
 from digitnet.folds import _finite_fraction, fold_problem
 from digitnet.rundir import saved_overrides
@@ -297,6 +297,22 @@ def _job_dir(sweep_dir: Path, overrides: list[str], number: int, subdir: str) ->
         raise UserError(f"hydra.sweep.subdir={subdir} cannot be resolved ({first})") from None
 
 
+def _config_folders(config) -> list[Path]:
+    """The folders the sweep's configs come from (the packaged ones, a --config-dir, hydra.searchpath)."""
+    from importlib import resources
+
+    folders = []
+    for source in config.hydra.runtime.config_sources:
+        if source.schema == "file":
+            folders.append(Path(source.path))
+        elif source.schema == "pkg" and source.provider != "hydra":
+            try:
+                folders.append(Path(str(resources.files(source.path))))
+            except (ModuleNotFoundError, TypeError):
+                continue
+    return folders
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
@@ -322,12 +338,37 @@ class SweepSummaryCallback(Callback):
 
         launcher = config.hydra.launcher
         target = str(launcher.get("_target_", ""))
-        if target.endswith("JoblibLauncher") and launcher.get("n_jobs") == 0:
-            _refuse("hydra.launcher.n_jobs=0 runs no job; give a number of parallel jobs (1, 2, ...) or -1 for one per "
-                    "core")
+        if target.endswith("JoblibLauncher"):
+            SweepSummaryCallback._check_joblib(launcher)
         if target.endswith(".SlurmLauncher") and shutil.which("srun") is None:
             _refuse("hydra/launcher=submitit_slurm needs SLURM, and this machine has no srun; run the sweep on the "
                     "cluster's login node, or leave the launcher out to run the jobs here")
+
+    @staticmethod
+    def _check_joblib(launcher) -> None:
+        """The joblib launcher's options, checked by joblib's own Parallel before any job: its ValueError would come
+        after multirun.yaml, with a traceback."""
+        from omegaconf import OmegaConf
+
+        options = {k: v for k, v in OmegaConf.to_container(launcher, resolve=True).items() if k != "_target_"}
+        backend = options.pop("backend", None)
+        if backend not in (None, "loky"):
+            _refuse(f"hydra.launcher.backend={backend}: Hydra's joblib launcher always runs loky (its own processes) "
+                    "and would ignore it; leave hydra.launcher.backend out")
+        if options.get("n_jobs") == 0:
+            _refuse("hydra.launcher.n_jobs=0 runs no job; give a number of parallel jobs (1, 2, ...) or -1 for one per "
+                    "core")
+        for key in ("n_jobs", "verbose"):
+            value = options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                _refuse(f"hydra.launcher.{key}={value} is not a whole number; e.g. hydra.launcher.{key}="
+                        f"{2 if key == 'n_jobs' else 0}")
+        import joblib
+
+        try:
+            joblib.Parallel(backend="loky", **options)
+        except (TypeError, ValueError) as exc:
+            _refuse(f"hydra.launcher: {str(exc).splitlines()[0]} (joblib.Parallel's options); fix that value")
 
     @staticmethod
     def _check_every_job(config) -> None:
@@ -384,7 +425,9 @@ class SweepSummaryCallback(Callback):
             except UserError as exc:
                 _refuse(f"sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run")
             except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
-                _refuse(f"sweep job {number} ({' '.join(overrides)}): {composition_error_line(exc)}; nothing was run")
+                line = (isinstance(exc, UnicodeDecodeError) and undecodable_yaml(_config_folders(config))
+                        or composition_error_line(exc))
+                _refuse(f"sweep job {number} ({' '.join(overrides)}): {line}; nothing was run")
             same = trains.setdefault(json.dumps(plan.as_dict(), sort_keys=True, default=str), number)
             if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2: the same training twice
                 _refuse(f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are the same "

@@ -289,8 +289,21 @@ def check_composes(argv: list[str]) -> None:
                                             "plain folder, or keys that exist, e.g. outputs/${model.name}") from None
         except UserError:
             raise
+        except UnicodeDecodeError as exc:  # a config file in another encoding: the error names no file
+            raise UserError(_undecodable_config(overrides) or f"a config file is not UTF-8 text ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
             raise UserError(composition_error_line(exc)) from None
+
+
+def _undecodable_config(overrides: list[str]) -> str | None:
+    """The line naming the first YAML file that is not UTF-8, in the packaged configs or a --config-dir."""
+    from digitnet.errors import undecodable_yaml
+
+    folders = [Path(str(resources.files("digitnet.conf"))) if _INSTALLED else _CHECKOUT_CONF]
+    for override in overrides:
+        if override.startswith("hydra.searchpath="):
+            folders += [Path(p) for p in re.findall(r'file://([^",\]]+)', override)]
+    return undecodable_yaml(folders)
 
 
 def _config_dir_as_search_path(args: list[str]) -> list[str] | None:
