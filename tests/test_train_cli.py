@@ -73,7 +73,6 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
                                                          "optimizer.lr=0.3); give it once"),
     (["Model=deep"], "Could not override 'Model': no such key; keys are lower case: model=deep"),
     (["model=baseline", "model.name=deep"], "model.name=deep: the net is chosen with the model group; write model=deep"),
-    (["-m", "--cfg", "job", "model=baseline,deep"], "-m and --cfg: give one of --multirun (-m), --cfg (-c)"),
     (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "
                                     "found); use a plain folder"),
     (["-m", "seed=1,2", "hydra.sweep.dir=out/${now:}"], "hydra.sweep.dir=out/${now:} cannot be resolved"),
@@ -234,6 +233,7 @@ def test_an_optimizer_that_cannot_be_imported_leaves_no_trace(tmp_path):
     (["model=deep", "--multirun=yes"], "argument --multirun/-m: ignored explicit argument 'yes'"),
     (["--multi", "data.limit=300", "-c", "job"], "--multirun and --cfg: give one of them"),  # was a traceback
     (["--info=config", "-c", "job"], "--cfg and --info: give one of them"),
+    (["-m", "--cfg", "job", "model=baseline,deep"], "--multirun and --cfg: give one of them"),
     (["-cd", "no/such/dir", "optimizer=x"], "--config-dir no/such/dir: no such folder"),
     (["data.limit=3", "--config-dir", ".", "optimizer=x"], "unrecognized arguments: optimizer=x: Hydra's flags "
                                                           "(--config-dir, --cfg, ...) come before the key=value"),

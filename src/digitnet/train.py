@@ -45,9 +45,10 @@ def _config_context():
     if _INSTALLED:
         return initialize_config_module("digitnet.conf", version_base="1.3")
     return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
+
+
 GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "experiment")  # conf/ minus hydra/
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
-HYDRA_MODE_FLAGS = ("-m", "--multirun", "-c", "--cfg", "-i", "--info", "-r", "--run", "-sc", "--shell-completion")
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
 
@@ -251,10 +252,6 @@ def check_composes(argv: list[str]) -> None:
     own flags and --config-path/--config-name, where Hydra's messages stand; a --config-dir joins the search
     path, as Hydra adds it. A sweep's common config is composed as Hydra composes it, without the swept values
     (each job is checked in sweep.SweepSummaryCallback)."""
-    modes = [arg for arg in argv if arg in HYDRA_MODE_FLAGS]
-    if len(modes) > 1:
-        _refuse(f"{' and '.join(modes)}: give one of --multirun (-m), --cfg (-c), --info (-i), --run (-r) and "
-                "--shell-completion (-sc)")
     sweep = [arg for arg in argv if arg in ("-m", "--multirun")] or [a for a in argv if a == "hydra.mode=MULTIRUN"]
     overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
     overrides = _config_dir_as_search_path(overrides)
