@@ -108,6 +108,15 @@ def test_final_never_overwrites(tmp_path, mnist_root):
     one_error_line(cv, "holds a task=final run; choose a new hydra.run.dir for task=cv")
     assert snapshot(tmp_path / "final") == before
     assert len(list((tmp_path / "final" / "tb" / "final").glob("events.out.tfevents.*"))) == 1
+    # Stopped between saving final.ckpt and scoring it: the rerun scores the saved model, and fits nothing.
+    scored = (tmp_path / "final" / "test_metrics.json").read_text()
+    (tmp_path / "final" / "test_metrics.json").unlink()
+    (tmp_path / "final" / "confusion_matrix.png").unlink()
+    rescored = run_cli("digitnet.train", *args)
+    assert rescored.returncode == 0 and "saved but not scored" in rescored.stdout, rescored.stderr[-2000:]
+    assert json.loads(scored)["accuracy"] == json.loads((tmp_path / "final" / "test_metrics.json").read_text())["accuracy"]
+    assert (tmp_path / "final" / "confusion_matrix.png").is_file() and snapshot(tmp_path / "final")["final.ckpt"] == \
+        before["final.ckpt"]
 
 
 def start_run(run_dir, mnist_root, *extra):
@@ -255,10 +264,16 @@ def test_an_error_after_an_interrupt_is_the_interrupt():
     ("cv", "digitnet.train: terminated (SIGTERM); rerun the same command to resume (finished folds are in RUN)"),
     ("final", "digitnet.train: terminated (SIGTERM); the fit was not finished (nothing of it is kept): rerun the "
               "same command to fit again"),
+    # Stopped after the save and before the holdout: it said "nothing is kept", and the rerun never scored it.
+    ("final saved", "digitnet.train: terminated (SIGTERM); the fit had finished and RUN/final.ckpt is saved: rerun "
+                    "the same command to score it on the holdout"),
 ])
 def test_the_interrupt_line_says_what_a_rerun_does(tmp_path, capsys, task, line):
     from digitnet.interrupts import Interrupt
 
+    if task == "final saved":
+        task = "final"
+        (tmp_path / "final.ckpt").write_bytes(b"")
     run = Interrupt()
     run.reset(tmp_path)
     run.kept, run.task = True, task

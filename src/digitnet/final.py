@@ -31,18 +31,31 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     except Diverged as exc:
         raise UserError(f"the final fit diverged ({exc}); lower optimizer.lr") from None
     train_seconds = time.perf_counter() - start
+    trainer.save_checkpoint(run_dir / "final.ckpt")
+    return _score(plan, arrays, run_dir, model, n_train=len(dm.train_y), train_seconds=round(train_seconds, 2),
+                  start=start)
+
+
+def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
+    """A final fit that was stopped after saving final.ckpt and before scoring it: score the saved model now."""
+    from digitnet.nets import load_checkpoint
+
+    try:
+        model = load_checkpoint(run_dir / "final.ckpt")
+    except UserError as exc:
+        raise UserError(f"{exc}; delete it to fit the final model again") from None
+    say(f"The final model of this config was saved but not scored (the run was stopped): scoring "
+        f"{run_dir / 'final.ckpt'} on the holdout")
+    n_train = len(arrays.train_y) if plan.limit <= 0 else min(plan.limit, len(arrays.train_y))
+    return _score(plan, arrays, run_dir, model, n_train=n_train, scored_after_a_stop=True,
+                  start=time.perf_counter())
+
+
+def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
     ckpt = run_dir / "final.ckpt"
-    trainer.save_checkpoint(ckpt)
     metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)
-    metrics.update(
-        model=plan.model,
-        task="final",
-        checkpoint=str(ckpt),
-        n_train=len(dm.train_y),
-        train_seconds=round(train_seconds, 2),
-        wall_seconds=round(time.perf_counter() - start, 2),
-        plan=plan.as_dict(),
-    )
+    metrics.update(model=plan.model, task="final", checkpoint=str(ckpt), **facts,
+                   wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
     report.write_holdout_report(run_dir, metrics, f"{plan.model}: holdout confusion matrix")
     say(f"> {100 * metrics['accuracy']:.3f}")
     say(f"Checkpoint: {ckpt}")

@@ -121,7 +121,11 @@ class Interrupt:
             self.said = True
             what = _what(self.signals)[0]
             kept = ""
-            if self.kept and self.task == "final":
+            if self.kept and self.task == "final" and (self.run_dir / "final.ckpt").exists():
+                # stopped after the fit and its save: the rerun scores the saved model (train.py, final.score_saved)
+                kept = (f"; the fit had finished and {self.run_dir / 'final.ckpt'} is saved: rerun the same command to "
+                        "score it on the holdout")
+            elif self.kept and self.task == "final":
                 kept = "; the fit was not finished (nothing of it is kept): rerun the same command to fit again"
             elif self.kept:
                 kept = f"; rerun the same command to resume (finished folds are in {self.run_dir})"

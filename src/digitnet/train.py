@@ -216,6 +216,10 @@ def main(cfg: DictConfig) -> float | None:
             interrupt.kept = True
             rundir.check_compatible(run_dir, plan)  # again, now that no other run can write here
             if plan.task == "final" and (run_dir / "final.ckpt").is_file():
+                if not (run_dir / "test_metrics.json").exists():  # stopped between saving and scoring it
+                    from digitnet.final import score_saved
+
+                    return score_saved(plan, arrays, run_dir).get("mean")  # None, as execute's for task=final
                 return rundir.report_existing_final(run_dir)
             rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
             typed = OmegaConf.to_container(HydraConfig.get().overrides.hydra, resolve=False)
