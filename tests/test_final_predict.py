@@ -135,14 +135,23 @@ class Payload:
         return (exec, ("open(__import__('os').environ['PAYLOAD_MARK'], 'w').write('ran')",))
 
 
-@pytest.mark.parametrize("kind", ["not-a-checkpoint", "code-payload", "unknown-arch", "missing"])
+@pytest.mark.parametrize("kind", ["not-a-checkpoint", "truncated", "code-payload", "old-pickle", "unknown-arch",
+                                  "bad-scaling", "missing"])
 def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
+    import zipfile
+
     ckpt, mark = tmp_path / "model.ckpt", tmp_path / "payload_ran"
     if kind == "not-a-checkpoint":
-        ckpt.write_bytes(b"PK\x03\x04 garbage" * 10)
+        with zipfile.ZipFile(ckpt, "w") as archive:
+            archive.writestr("notes.txt", "a zip, but no torch checkpoint")
         expect = "not a PyTorch checkpoint"
-    elif kind == "code-payload":
-        torch.save({"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()}, ckpt, pickle_protocol=2)
+    elif kind == "truncated":  # said "not a PyTorch checkpoint; pass a digitnet .ckpt", a wrong fix
+        save_plain_checkpoint(ckpt, arch="baseline")
+        ckpt.write_bytes(ckpt.read_bytes()[:5000])
+        expect = "a damaged or truncated checkpoint"
+    elif kind in ("code-payload", "old-pickle"):  # protocol 4: torch's 2-line warning came before the refusal
+        torch.save({"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()}, ckpt,
+                   pickle_protocol=2 if kind == "code-payload" else 4, _use_new_zipfile_serialization=kind != "old-pickle")
         expect = "refused, it holds objects other than plain weights"
     elif kind == "unknown-arch":
         save_plain_checkpoint(ckpt, arch="baseline")
@@ -150,6 +159,12 @@ def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
         state["hyper_parameters"]["arch"] = "resnet50"
         torch.save(state, ckpt)
         expect = "names unknown architecture 'resnet50'"
+    elif kind == "bad-scaling":  # was accepted, and evaluate printed scaling=bogus
+        save_plain_checkpoint(ckpt, arch="baseline")
+        state = torch.load(ckpt, weights_only=True)
+        state["hyper_parameters"]["scaling"] = "bogus"
+        torch.save(state, ckpt)
+        expect = "hyper_parameters scaling='bogus' is unknown (digitnet writes one of normalize, center, standardize)"
     else:
         ckpt = tmp_path / "nope.ckpt"
         expect = "no such checkpoint file"

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import plan_of
 from digitnet.errors import UserError
-from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, TRAINER_ARGS, RunPlan
+from digitnet.plan import ARCHS, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, SCALINGS, TRAINER_ARGS, RunPlan
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -304,11 +304,12 @@ def test_lists_agree_with_the_libraries():
 
     from lightning.pytorch import Trainer
 
-    from digitnet.nets import NETS
+    from digitnet.nets import NETS, SCALINGS as CHECKPOINT_SCALINGS
     from digitnet.runners import RUNNERS
 
     assert set(inspect.signature(Trainer.__init__).parameters) - {"self"} == TRAINER_ARGS
     assert tuple(NETS) == ARCHS
+    assert CHECKPOINT_SCALINGS == SCALINGS
     assert set(RUNNERS) == {"sequential", "packed", "processes"}
     assert isinstance(plan_of(), RunPlan)
 

@@ -9,6 +9,8 @@ import json
 import math
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -67,6 +69,7 @@ def vgg() -> nn.Sequential:
 NETS = {"baseline": baseline, "batchnorm": batchnorm, "deep": deep, "deepbn": deepbn, "vgg": vgg}
 DROPOUT_NETS = ("deepbn",)  # the nets that take model.dropout
 BATCHNORM_NETS = ("batchnorm", "deepbn", "vgg")  # these need 2 or more images a training batch
+SCALINGS = ("normalize", "center", "standardize")  # plan.SCALINGS (kept out of this light module), checked equal
 
 
 def build_net(name: str, dropout: float = 0.0) -> nn.Sequential:
@@ -255,7 +258,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch's zip format, or an old-style pickle
         raise UserError(f"{path}: not a PyTorch checkpoint; pass a digitnet .ckpt")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of old pickle protocols in 2 lines; the refusal below says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's text says how to load it anyway (unsafe here) in terminal bold; keep only what it found.
         found = re.search(r"Unsupported (?:global: GLOBAL [\w.]+|operand \S+)", str(exc))
@@ -263,6 +268,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: refused, it holds objects other than plain weights and values{what}; digitnet "
                         "checkpoints hold only those") from None
     except Exception as exc:  # noqa: BLE001 - zip/format errors of every kind mean "not a checkpoint"
+        if magic[:2] == b"PK" and not zipfile.is_zipfile(path):  # a zip cut short or corrupted: a damaged checkpoint
+            raise UserError(f"{path}: a damaged or truncated checkpoint ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:80] if str(exc) else 'unreadable'}); copy it again, or "
+                            "retrain it") from None
         raise UserError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}); pass a digitnet .ckpt") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise UserError(f"{path}: not a digitnet checkpoint (no state_dict and hyper_parameters)")
@@ -288,6 +297,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: hyper_parameters pixel_std={hp['pixel_std']} must be > 0; the file is damaged")
     if not isinstance(hp.get("scaling", "normalize"), str):
         raise UserError(f"{path}: hyper_parameters scaling={hp['scaling']!r} is not a name; the file is damaged")
+    if hp.get("scaling", "normalize") not in SCALINGS:
+        raise UserError(f"{path}: hyper_parameters scaling={hp['scaling'][:40]!r} is unknown (digitnet writes one of "
+                        f"{', '.join(SCALINGS)}); the file is damaged")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise UserError(f"{path}: state_dict must map names to tensors; the file is damaged")
     for key, value in state.items():
