@@ -43,7 +43,7 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
         raw = torch.load(path, map_location="cpu", weights_only=True)
         hp = raw["hyper_parameters"]
         assert hp["arch"] == "baseline" and hp["scaling"] == "standardize" and hp["optimizer"] == plan.optimizer
-        assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"]
+        assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"] and hp["fold"] == fold
         # The saved net reproduces the fold's validation confusion matrix.
         from digitnet.data import load_mnist
         from digitnet.report import confusion
@@ -76,6 +76,15 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
     folds = sorted(str(p) for p in (run_dir / "folds").glob("fold_*.ckpt"))
     assert predict.main([folds[0], *folds[1:], str(SAMPLE), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_dir  # several checkpoints: the same ensemble
+
+    # Fold nets swapped between folds (their pixel statistics alike under normalize) went unnoticed.
+    a, b = run_dir / "folds" / "fold_0.ckpt", run_dir / "folds" / "fold_1.ckpt"
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([str(run_dir), "--data-root", str(mnist_root)])
+    assert exit_.value.code == 1 and "its fold is 1, but fold_0.json says 0" in capsys.readouterr().err
 
 
 def test_partial_saves_are_removed(tmp_path):

@@ -218,17 +218,48 @@ def test_fingerprint_covers_the_trainer_and_skips_only_the_listed_keys():
     assert len(NOT_IN_FINGERPRINT) <= 16  # a short explicit list
 
 
+def fold_checkpoint(arch: str = "baseline", fold: int = 0) -> dict:
+    """A finished fold's net, as the runners save it (nets.checkpoint_dict)."""
+    from digitnet.nets import build_net, checkpoint_dict
+
+    return checkpoint_dict(build_net(arch), {"arch": arch, "scaling": "normalize", "pixel_mean": 0.0,
+                                             "pixel_std": 1.0, "fold": fold})
+
+
 def test_resume_refuses_folds_of_another_trainer_setting(tmp_path):
     from digitnet.folds import FoldStore
 
     fp32 = FoldStore.for_plan(tmp_path, plan_of())
     result = {"fold": 0, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}
-    fp32.save(result)
+    fp32.save(result, fold_checkpoint())
     assert fp32.load(0) == result
     assert FoldStore.for_plan(tmp_path, plan_of("trainer.enable_progress_bar=false", "cv.workers=1")).load(0)
     with pytest.raises(UserError) as err:
         FoldStore.for_plan(tmp_path, plan_of("trainer.precision=bf16-mixed")).load(0)
     assert "fold_0.json was trained with another config (trainer.precision='32-true' there, 'bf16-mixed' now)" in str(err.value)
+
+
+def test_resume_refuses_a_finished_fold_whose_net_is_missing_damaged_or_another_folds(tmp_path):
+    """Resume said "(fold 1, finished earlier)" with fold_1.ckpt gone or truncated; evaluate then failed."""
+    from digitnet.folds import FoldStore
+
+    store = FoldStore.for_plan(tmp_path, plan_of())
+    result = {"fold": 1, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}
+    store.save(result, fold_checkpoint(fold=1))
+    assert store.load(1) == result
+    ckpt, retrain = store.checkpoint(1), f"delete {store.path(1)} and rerun: that fold trains again"
+    good = ckpt.read_bytes()
+    for damage, message in ((lambda: ckpt.write_bytes(good[:3000]), "a damaged or truncated checkpoint"),
+                            (ckpt.unlink, "is missing, though fold_1.json says the fold finished"),
+                            (lambda: store.save(result, fold_checkpoint(fold=0)), "holds the net of fold 0, not of "
+                                                                                   "fold 1 (files swapped?)")):
+        damage()
+        with pytest.raises(UserError) as err:
+            store.load(1)
+        assert message in str(err.value) and str(err.value).endswith(retrain), err.value
+    diverged = {**result, "fold": 2, "status": "diverged", "reason": "loss nan"}
+    store.save(diverged)  # a diverged fold has no net to check
+    assert store.load(2) == diverged
 
 
 def test_run_dirs_from_before_dropout_resume_and_refusals_name_config_keys(tmp_path):
@@ -240,7 +271,7 @@ def test_run_dirs_from_before_dropout_resume_and_refusals_name_config_keys(tmp_p
     assert "dropout" not in plan_of("model=deepbn").fingerprint_fields()
     older = FoldStore(tmp_path, {k: v for k, v in plan_of("model=deepbn").fingerprint_fields().items() if k != "dropout"})
     result = {"fold": 0, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}
-    older.save(result)
+    older.save(result, fold_checkpoint("deepbn"))
     assert FoldStore.for_plan(tmp_path, plan_of("model=deepbn")).load(0) == result
     with pytest.raises(UserError, match=r"another config \(model.dropout=0.0 there, 0.25 now\)"):
         FoldStore.for_plan(tmp_path, plan_of("model=deepbn", "model.dropout=0.25")).load(0)

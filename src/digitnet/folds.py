@@ -76,7 +76,25 @@ class FoldStore:
             raise UserError(f"{path} was trained with another config ({what}); rerun with the same settings to resume "
                             "it, or choose a new hydra.run.dir")
         saved.pop("run_key")
+        if saved["status"] == "ok":
+            self._check_checkpoint(fold, path)
         return saved
+
+    def _check_checkpoint(self, fold: int, result_path: Path) -> None:
+        """A finished fold's net must be there and load: resume said "finished earlier", and evaluate failed after."""
+        from digitnet.nets import load_checkpoint
+
+        checkpoint = self.checkpoint(fold)
+        retrain = f"delete {result_path} and rerun: that fold trains again"
+        if not checkpoint.exists():
+            raise UserError(f"{checkpoint} is missing, though {result_path.name} says the fold finished; {retrain}")
+        try:
+            net = load_checkpoint(checkpoint)
+        except UserError as exc:
+            raise UserError(f"{exc}; {retrain}") from None
+        if net.hparams.get("fold", fold) != fold:
+            raise UserError(f"{checkpoint} holds the net of fold {net.hparams['fold']}, not of fold {fold} (files "
+                            f"swapped?); put it back, or {retrain}")
 
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""

@@ -207,7 +207,7 @@ def _check_member(path: Path, model: nn.Module, result: dict) -> None:
     """A fold's net must be the one its result describes: same architecture, scaling and pixel statistics."""
     hp, key = model.hparams, result.get("run_key") if isinstance(result.get("run_key"), dict) else {}
     expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
-                "pixel_std": result.get("pixel_std")}
+                "pixel_std": result.get("pixel_std"), "fold": result.get("fold") if "fold" in hp else None}
     for name, value in expected.items():
         if value is None:
             continue
@@ -312,7 +312,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise UserError(f"{path}: weights hold NaN or infinite values ({key}); the model diverged or the file is "
                             "damaged")
     # Only the keys a net needs, as plain values: a stray key (say, "self") cannot reach the constructor.
-    plain = {k: hp[k] for k in ("scaling", "optimizer") if k in hp}
+    plain = {k: hp[k] for k in ("scaling", "optimizer", "fold") if k in hp}
     model = ScaledNet(arch, scaling["pixel_mean"], scaling["pixel_std"], **plain)
     try:
         model.load_state_dict(state)

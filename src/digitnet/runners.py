@@ -46,7 +46,7 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
         result = fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
                              logger.experiment, plan.eval_batch_size) | {"parallel_seconds": round(seconds, 3)}
         logger.finalize("success")
-        store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm)) if status == "ok" else None)
+        store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm, k)) if status == "ok" else None)
         finish(result)
 
 

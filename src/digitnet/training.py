@@ -88,10 +88,11 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     return result
 
 
-def fold_hparams(plan: RunPlan, dm: MNISTDataModule) -> dict:
-    """A fold model's checkpoint hparams: what final.ckpt holds (plain values)."""
+def fold_hparams(plan: RunPlan, dm: MNISTDataModule, fold: int) -> dict:
+    """A fold model's checkpoint hparams: what final.ckpt holds (plain values), and its fold (so that fold files
+    swapped between folds are noticed: nets.cv_members)."""
     return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
-            "pixel_std": dm.pixel_std, "dropout": plan.dropout}
+            "pixel_std": dm.pixel_std, "dropout": plan.dropout, "fold": fold}
 
 
 def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()):
@@ -113,5 +114,5 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
                          plan.eval_batch_size)
     trainer.logger.finalize("success")
-    weights = checkpoint_dict(model.net, fold_hparams(plan, dm)) if result["status"] == "ok" else None
+    weights = checkpoint_dict(model.net, fold_hparams(plan, dm, fold)) if result["status"] == "ok" else None
     return result, weights
