@@ -249,6 +249,12 @@ def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
                                                                 "hint"),
     (["hydra/launcher=joblib", "hydra.launcher.batch_size=0"], "hydra.launcher: batch_size must be 'auto' or a "
                                                                 "positive integer"),
+    (["hydra/launcher=joblib", "+hydra.launcher.bogus=1"], "hydra.launcher.bogus is not an option of the joblib "
+                                                            "launcher (those are n_jobs, backend, "),
+    (["hydra/launcher=joblib", "hydra.launcher.timeout=-1"], "hydra.launcher.timeout=-1.0: give seconds > 0 for each "
+                                                               "job, or null for no limit"),
+    (["hydra/launcher=joblib", "hydra.launcher.pre_dispatch=xyz"], "hydra.launcher: 'xyz' is not a valid or supported "
+                                                                    "arithmetic expression"),
     (["hydra/launcher=joblib", "hydra.launcher.verbose=x"], "hydra.launcher.verbose=x: Value 'x' of type 'str' could "
                                                              "not be converted to Integer; give a value of that type"),
     (["hydra/launcher=submitit_slurm"], "hydra/launcher=submitit_slurm needs SLURM, and this machine has no srun"),

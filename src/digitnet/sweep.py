@@ -350,7 +350,16 @@ class SweepSummaryCallback(Callback):
         after multirun.yaml, with a traceback."""
         from omegaconf import OmegaConf
 
+        import dataclasses
+
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
         options = {k: v for k, v in OmegaConf.to_container(launcher, resolve=True).items() if k != "_target_"}
+        known = [f.name for f in dataclasses.fields(JobLibLauncherConf) if f.name != "_target_"]
+        for key in options:
+            if key not in known:  # Hydra and joblib pass it on silently, and nothing reads it
+                _refuse(f"hydra.launcher.{key} is not an option of the joblib launcher (those are {', '.join(known)}); "
+                        "remove it")
         backend = options.pop("backend", None)
         if backend not in (None, "loky"):
             _refuse(f"hydra.launcher.backend={backend}: Hydra's joblib launcher always runs loky (its own processes) "
@@ -363,9 +372,15 @@ class SweepSummaryCallback(Callback):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 _refuse(f"hydra.launcher.{key}={value} is not a whole number; e.g. hydra.launcher.{key}="
                         f"{2 if key == 'n_jobs' else 0}")
+        timeout = options.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            _refuse(f"hydra.launcher.timeout={timeout}: give seconds > 0 for each job, or null for no limit")
         import joblib
+        from joblib._utils import eval_expr  # how Parallel reads pre_dispatch, once the jobs are already starting
 
         try:
+            if isinstance(options.get("pre_dispatch"), str):
+                eval_expr(options["pre_dispatch"].replace("n_jobs", "2"))
             joblib.Parallel(backend="loky", **options)
         except (TypeError, ValueError) as exc:
             _refuse(f"hydra.launcher: {str(exc).splitlines()[0]} (joblib.Parallel's options); fix that value")
