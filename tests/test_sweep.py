@@ -225,6 +225,21 @@ def test_summary_errors_at_the_sweeps_end_are_one_line(tmp_path, capsys):
         SweepSummaryCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err.count("\n") == 1 and "overrides.yaml is damaged" in err, err
+    assert "rerun the sweep's own command (it writes it again)" in err and "fold file" not in err, err
+
+
+def test_summarize_refuses_a_job_that_ran_but_lost_its_overrides(tmp_path):
+    """A job dir without .hydra/ was left out of the table without a word, and another job named the best."""
+    sweep = tmp_path / "sweep"
+    before = _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
+    (sweep / "0" / "plan.json").write_text("{}")
+    (sweep / "0" / ".hydra" / "overrides.yaml").unlink()
+    (sweep / "0" / ".hydra").rmdir()
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result = run_cli("digitnet.summarize", sweep)
+    _refused_untouched(result, before, f"{sweep / '0' / '.hydra' / 'overrides.yaml'} is missing, so which job "
+                                       f"{sweep / '0'} ran is unknown; rerun the sweep's own command")
+    assert not (sweep / "sweep_summary.md").exists()
 
 
 def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):

@@ -24,6 +24,12 @@ from digitnet.stats import TEST_NAME, corrected_resampled_ttest
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    for folder in sorted(sweep_dir.iterdir()):
+        if folder.is_dir() and folder not in jobs and run_file_in(folder, sweeps=False):
+            # a job that ran, whose overrides are gone: left out, the table would name another job the best
+            raise UserError(f"{folder / '.hydra' / 'overrides.yaml'} is missing, so which job {folder} ran is unknown; "
+                            "rerun the sweep's own command (it writes it again), or move that folder out of the sweep "
+                            "dir")
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
@@ -38,6 +44,10 @@ def _read_json(path: Path):
 def _damaged(path: Path, what: str):
     return UserError(f"{path} is damaged ({what}); delete it (a fold file retrains on the next run of that job) or "
                      "rerun the job")
+
+
+def _damaged_overrides(path: Path, what: str):
+    return UserError(f"{path} is damaged ({what}); rerun the sweep's own command (it writes it again)")
 
 
 def _check_summary(path: Path, s, plan) -> None:
@@ -64,9 +74,9 @@ def read_job(job_dir: Path) -> dict:
     try:
         overrides = yaml.safe_load(path.read_text()) or []
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _damaged(path, str(exc).splitlines()[0][:80]) from None
+        raise _damaged_overrides(path, str(exc).splitlines()[0][:80]) from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise _damaged(path, "not a list of overrides")
+        raise _damaged_overrides(path, "not a list of overrides")
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": overrides}
     plan_path = job_dir / "plan.json"  # what ran; a job that failed its checks has none
