@@ -66,7 +66,9 @@ class DigitClassifier(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         # Epoch totals accumulate on the device and are logged once, on the last batch: one self.log costs ~1 ms.
-        self.train_loss.update(loss.detach(), len(y))
+        # One value an image, so a short last batch counts by its size: MeanMetric(nan_strategy="disable") drops
+        # update()'s weight argument (torchmetrics 1.9), which made train_loss a mean of batch means.
+        self.train_loss.update(loss.detach().expand(len(y)))
         self.train_acc.update(logits, y)
         if self.trainer.is_last_batch:
             self.log("train_loss", self.train_loss, on_step=False, on_epoch=True)
