@@ -27,6 +27,22 @@ def test_missing_files_name_them_and_the_fix(tmp_path):
         load_mnist(tmp_path, download=False)
 
 
+@pytest.mark.parametrize("download", [True, False])
+def test_a_folder_or_broken_link_in_a_files_place_is_named(tmp_path, download):
+    """A folder named t10k-images-idx3-ubyte.gz was an IsADirectoryError ("please report it"): the cleanup of the
+    failed download tried to unlink it."""
+    make_synthetic_mnist(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").mkdir()
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz is not a file \(a folder or a broken link\)"):
+        load_mnist(tmp_path, download=download)
+    assert (tmp_path / "t10k-images-idx3-ubyte.gz").is_dir()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").rmdir()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"is not a file \(a folder or a broken link\)"):
+        load_mnist(tmp_path, download=download)
+
+
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("Name or service not known")

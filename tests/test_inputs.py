@@ -369,6 +369,9 @@ def test_a_model_counts_once_in_an_ensemble(tmp_path):
     (["{run}", "{img}", "{run}"], "is a run dir (it holds folds), not a folder of images"),
     (["{run}", ""], "an image path is empty ('' among the images); name image files or folders"),
     (["", "{img}"], "the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir"),
+    # The image first: it said "no images given after the models", not that the image was read as the model.
+    (["{img}", "{other}"], "no images after the models: {img} was read as the model; the model comes first ({other} "
+                           "{img})"),
 ])
 def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, message):
     from digitnet import predict
@@ -378,7 +381,7 @@ def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, mes
     with pytest.raises(SystemExit) as exit_:
         predict.main([a.format(run=run, img=SAMPLE, other=other) for a in args])
     err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.count("\n") == 1 and message in err, err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and message.format(img=SAMPLE, other=other) in err, err
 
 
 @pytest.mark.parametrize("out, message", [

@@ -73,6 +73,8 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
                                                          "optimizer.lr=0.3); give it once"),
     (["Model=deep"], "Could not override 'Model': no such key; keys are lower case: model=deep"),
     (["model=baseline", "model.name=deep"], "model.name=deep: the net is chosen with the model group; write model=deep"),
+    (["model.name=resnet"], "model.name=resnet: the net is chosen with the model group; write "
+                            "model=baseline|batchnorm|deep|deepbn|vgg"),  # it said "write model=resnet", unknown too
     (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "
                                     "found); use a plain folder"),
     (["-m", "seed=1,2", "hydra.sweep.dir=out/${now:}"], "hydra.sweep.dir=out/${now:} cannot be resolved"),

@@ -118,6 +118,11 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
         raise UserError(f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files")
     wanted = [stem for stem in _FILES if not holdout_only or stem.startswith("t10k")]
     missing = [stem for stem in wanted if _find(root, stem) is None]
+    for stem in missing:
+        for name in (stem + ".gz", stem):
+            if (root / name).exists() or (root / name).is_symlink():  # a folder or a dangling link in its place
+                raise UserError(f"{root / name} is not a file (a folder or a broken link); put the MNIST file "
+                                "there in its place")
     if missing and download:
         created = root  # the topmost folder this call makes: removed again if the download fails
         while not created.parent.exists():

@@ -122,6 +122,9 @@ def main(argv=None) -> int:
         more = []
         while args.images and args.images[0].endswith(".ckpt"):
             more.append(args.images.pop(0))
+        if more and not args.images and not args.checkpoint.endswith(".ckpt") and not Path(args.checkpoint).is_dir():
+            raise UserError(f"no images after the models: {args.checkpoint} was read as the model; the model comes "
+                            f"first ({' '.join(more)} {args.checkpoint})")
         check_image_args(args.images)
         model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
         for note in model.notes:

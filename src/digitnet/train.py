@@ -361,8 +361,11 @@ def _refuse_repeated_keys(parsed) -> None:
             raise UserError(f"{key.lstrip('+~')} is given twice ({seen[key]} and {override.input_line}); give it once")
         seen[key] = override.input_line
         if key.lstrip("+~") == "model.name":
-            raise UserError(f"{override.input_line}: the net is chosen with the model group; write "
-                            f"model={override.get_value_element_as_str()} instead")
+            from digitnet.plan import ARCHS
+
+            value = override.get_value_element_as_str() if not override.is_delete() else ""
+            fix = f"write model={value} instead" if value in ARCHS else f"write model={'|'.join(ARCHS)}"
+            raise UserError(f"{override.input_line}: the net is chosen with the model group; {fix}")
 
 
 def cli() -> None:
