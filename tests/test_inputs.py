@@ -505,3 +505,15 @@ def test_predict_leaves_out_the_run_dirs_inside_a_folder_of_images(tmp_path, cap
     out, err = capsys.readouterr()
     assert [line.split("\t")[0] for line in out.splitlines()] == [str(tmp_path / "outs" / "mine.png")]
     assert err == (f"note: left out 1 run dir(s) inside the folders given ({run}): their figures are no digits\n")
+
+
+def test_predict_says_when_a_folder_given_holds_no_image(tmp_path, capsys):
+    """A folder of checkpoints (a run's folds/) among the images was left out without a word."""
+    from digitnet import predict
+
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    (tmp_path / "folds").mkdir()
+    (tmp_path / "folds" / "fold_0.json").write_text("{}")
+    assert predict.main([str(ckpt), str(tmp_path / "folds"), str(SAMPLE)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{SAMPLE}\t") and err == f"note: no image files in {tmp_path / 'folds'}; left out\n", err

@@ -207,9 +207,10 @@ def as_is(gray: np.ndarray) -> np.ndarray:
     return gray.astype(np.float32)
 
 
-def expand_paths(paths: list[str], skipped: list[Path] | None = None) -> list[Path]:
+def expand_paths(paths: list[str], skipped: list[Path] | None = None, empty: list[Path] | None = None) -> list[Path]:
     """Files as given; folders become their image files (recursively, sorted), leaving out the run and sweep dirs
-    inside them (their learning curves and confusion matrices are no digits), which are added to `skipped`."""
+    inside them (their learning curves and confusion matrices are no digits), which are added to `skipped`; folders
+    that hold no image file are added to `empty`."""
     import os
 
     from digitnet.files import run_file_in
@@ -226,5 +227,8 @@ def expand_paths(paths: list[str], skipped: list[Path] | None = None) -> list[Pa
             if skipped is not None:
                 skipped.extend(Path(root) / d for d in sorted(runs))
             found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
-        out.extend(sorted(f for f in found if f.is_file()))
+        found = sorted(f for f in found if f.is_file())
+        if not found and empty is not None:
+            empty.append(p)
+        out.extend(found)
     return out

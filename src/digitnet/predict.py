@@ -130,7 +130,10 @@ def main(argv=None) -> int:
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         skipped: list[Path] = []
-        paths = expand_paths(args.images, skipped)
+        empty: list[Path] = []
+        paths = expand_paths(args.images, skipped, empty)
+        if empty and paths:  # a folder given that holds no image (the folds/ of a run, say): not silently nothing
+            print(f"note: no image files in {', '.join(shown(p) for p in empty)}; left out", file=sys.stderr)
         if skipped:
             print(f"note: left out {len(skipped)} run dir(s) inside the folders given ({shown(skipped[0])}"
                   f"{', ...' if len(skipped) > 1 else ''}): their figures are no digits", file=sys.stderr)
