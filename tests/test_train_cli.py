@@ -73,6 +73,8 @@ def test_quoted_and_spaced_choices_are_valid_hydra():
                                                          "optimizer.lr=0.3); give it once"),
     (["Model=deep"], "Could not override 'Model': no such key; keys are lower case: model=deep"),
     (["model=baseline", "model.name=deep"], "model.name=deep: the net is chosen with the model group; write model=deep"),
+    (["--cfg", "job", "model=vgg", "model.dropout=0.0"], "model.dropout=0.0: only model=deepbn has dropout layers"),
+    (["-c", "job", "--resolve", "-p", "model", "Model=deep"], "no such key; keys are lower case: model=deep"),
     (["model.name=resnet"], "model.name=resnet: the net is chosen with the model group; write "
                             "model=baseline|batchnorm|deep|deepbn|vgg"),  # it said "write model=resnet", unknown too
     (["hydra.run.dir=${nope.key}"], "hydra.run.dir=${nope.key} cannot be resolved (Interpolation key 'nope.key' not "

@@ -258,8 +258,8 @@ def check_composes(argv: list[str]) -> None:
     (each job is checked in sweep.SweepSummaryCallback)."""
     sweep = [arg for arg in argv if arg in ("-m", "--multirun")] or [a for a in argv if a == "hydra.mode=MULTIRUN"]
     overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
-    overrides = _config_dir_as_search_path(overrides)
-    if overrides is None or any(arg.startswith("-") for arg in overrides):  # --config-path, --cfg, ...: Hydra's
+    overrides = _config_dir_as_search_path(_without_print_flags(overrides))
+    if overrides is None or any(arg.startswith("-") for arg in overrides):  # --config-path, --info, ...: Hydra's
         return
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -305,6 +305,21 @@ def _undecodable_config(overrides: list[str]) -> str | None:
         if override.startswith("hydra.searchpath="):
             folders += [Path(p) for p in re.findall(r'file://([^",\]]+)', override)]
     return undecodable_yaml(folders)
+
+
+def _without_print_flags(args: list[str]) -> list[str]:
+    """The overrides of `--cfg job [--resolve] [--package P] OVERRIDES`: it prints the config these compose, so
+    their errors are checked as a run's (Hydra's own were 6 lines)."""
+    out, i = [], 0
+    while i < len(args):
+        flag = args[i].partition("=")[0]
+        if flag in ("--cfg", "-c", "--package", "-p"):
+            i += 1 if "=" in args[i] else 2
+            continue
+        if args[i] != "--resolve":
+            out.append(args[i])
+        i += 1
+    return out
 
 
 def _config_dir_as_search_path(args: list[str]) -> list[str] | None:
