@@ -80,6 +80,14 @@ def test_bad_requests_are_4xx_json(random_client, request_kwargs, status, messag
     assert message in response.json()["detail"]
 
 
+def test_a_garbage_multipart_body_is_a_400_and_no_stray_log_line(random_client, caplog):
+    """python-multipart logged "Expected boundary character 45, got 103 at index 2" into the server's log."""
+    response = random_client.post("/api/predict", content=b"garbage body",
+                                  headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert response.status_code == 400
+    assert not [r for r in caplog.records if r.name.startswith("python_multipart")], caplog.text
+
+
 def test_uploads_are_never_written_to_disk(random_client, monkeypatch):
     import tempfile
 

@@ -14,6 +14,7 @@ files of the same request are still answered.
 import base64
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def create_app(ckpt: str | Path):
     from digitnet.nets import load_model
     from digitnet.predict import predict_images
 
+    # python-multipart logs a bad body's parse error as a bare warning line in the server's log, and raises it;
+    # the client gets it as its 400, so the log keeps only uvicorn's access line.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     ckpt = Path(ckpt)
     model = load_model([ckpt])
     for note in model.notes:
