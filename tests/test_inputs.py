@@ -135,11 +135,15 @@ def test_summarize_names_damaged_files_and_skips_foreign_jobs(tmp_path, capsys):
     ("hydra.run.dir={tmp}/afile", "afile is a file; choose a folder"),
     ("hydra.run.dir={tmp}/afile/run", "afile is a file, not a folder"),
     ("hydra.sweep.dir=/proc/digitnet/sweep", "cannot be created (No such file or directory)"),
+    # a link to nowhere said "cannot be created (File exists)"
+    ("hydra.run.dir={tmp}/dangling", "dangling is a broken link (to nowhere); remove it, or choose another folder"),
+    ("hydra.run.dir={tmp}/dangling/run", "dangling is a broken link (to nowhere)"),
 ])
 def test_output_dirs_that_cannot_be_folders(tmp_path, capsys, arg, message):
     from digitnet.train import check_output_dirs
 
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "dangling").symlink_to("nowhere")
     with pytest.raises(SystemExit) as stop:
         check_output_dirs([arg.replace("{tmp}", str(tmp_path))])
     assert stop.value.code == 1

@@ -48,6 +48,7 @@ def test_every_group_choice_is_checked(arg, capsys):
                          "experiment=tutorial"),
     (["-m", "model='deep,baseline'"], "model='deep,baseline': quotes make one name of it, and model has no choice "
                                       "deep,baseline; to sweep, write -m model=deep,baseline"),
+    (["model=vgg,"], "model=vgg,: an empty choice after a comma; remove the comma"),  # was "model= is unknown"
 ])
 def test_group_choice_check_reads_hydra_syntax(argv, message, capsys):
     from digitnet import train

@@ -100,6 +100,8 @@ def check_group_choices(argv: list[str]) -> None:
             if choice == "null" and plain_key == "experiment":
                 _refuse("experiment=null: the defaults need no preset; leave experiment= out, or name them "
                         "experiment=tutorial (in a sweep: experiment=tutorial,best)")
+            if choice == "" and not listed and "," in value:  # Hydra reads `model=vgg,` as a sweep of vgg and ''
+                _refuse(f"{arg}: an empty choice after a comma; remove the comma (a sweep: -m {plain_key}=a,b)")
             if choice not in known:
                 _refuse(f"{plain_key}={choice} is unknown; use one of {', '.join(known)}")
 
@@ -129,6 +131,9 @@ def check_output_dirs(argv: list[str]) -> None:
                 raise UserError(f"{key}={value} is a file; choose a folder")
             missing = []
             while not path.exists():
+                if path.is_symlink():  # exists() follows the link: it points nowhere
+                    raise UserError(f"{key}={value}: {path} is a broken link (to {os.readlink(path)}); remove it, or "
+                                    "choose another folder")
                 missing.append(path)
                 path = path.parent
             if not path.is_dir():
