@@ -9,17 +9,9 @@
 # and the runs' summaries come back in $OUT (8 files at most). A dry run on CPU, to check the script itself:
 #   DEV=cpu EXTRA="data.limit=600 trainer.max_epochs=1" OUT=/tmp/gpucheck bash bench/gpu_check.sh
 set -uo pipefail
-DEV=${DEV:-gpu} EXTRA=${EXTRA:-} OUT=${OUT:-/tmp/gpu_check_out}
+DEV=${DEV:-gpu} EXTRA=${EXTRA:-} OUT=${OUT:-/tmp/gpu_check_out} LOG=gpu_check.log
 RUNS=$(mktemp -d)  # run dirs hold too many files (and folders too deep) to come back whole
-mkdir -p "$OUT"
-exec > >(tee "$OUT/gpu_check.log") 2>&1
-if [ "$DEV" = gpu ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:src DIGITNET_DATA=${DIGITNET_DATA:-$PWD/.mnist}
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-fi
-export PYTHONUNBUFFERED=1
-python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())"
+source bench/gpu_setup.sh
 T="model=deep trainer.accelerator=$DEV trainer.enable_progress_bar=false $EXTRA"
 step() { echo; echo "== $* ($(date +%T))"; }
 summary() {

@@ -6,17 +6,9 @@
 # [".whl", ".mnist"], command `bash bench/recipe_gpu.sh`, timeout DEADLINE + 40 s. A dry run on CPU:
 #   DEV=cpu EXTRA="data.limit=1200 trainer.max_epochs=1" OUT=/tmp/recipe_gpu bash bench/recipe_gpu.sh
 set -uo pipefail
-DEV=${DEV:-gpu} EXTRA=${EXTRA:-} OUT=${OUT:-/tmp/recipe_gpu_out}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/recipe_gpu.log") 2>&1
-if [ "$DEV" = gpu ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:src DIGITNET_DATA=${DIGITNET_DATA:-$PWD/.mnist}
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-fi
-export PYTHONUNBUFFERED=1
-python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())"
+DEV=${DEV:-gpu} EXTRA=${EXTRA:-} OUT=${OUT:-/tmp/recipe_gpu_out} LOG=recipe_gpu.log
+source bench/gpu_setup.sh
 python3 bench/recipe_search.py --serial --deadline ${DEADLINE:-480} --report "$OUT/recipe_search.json" \
-  --cv-timeout ${CV_TIMEOUT:-190} --final-timeout ${FINAL_TIMEOUT:-150} --only ${ONLY:-"deepbn lr0.2 30ep" "vgg lr0.2 24ep"} \
+  --cv-timeout ${CV_TIMEOUT:-190} --final-timeout ${FINAL_TIMEOUT:-150} --only ${ONLY:-deepbn-lr0.2-30ep vgg-lr0.2-24ep} \
   -- trainer.accelerator=$DEV $EXTRA
 echo "done $(date +%T)"

@@ -32,12 +32,12 @@ from digitnet.stats import corrected_resampled_ttest  # noqa: E402
 # cpu_s_per_epoch: task=final, 2 epochs on this project's 2-core CPU VM (AMD EPYC, torch 2.14.1), start-up removed:
 # deepbn 58 s -> 24 s an epoch, vgg 82 s -> 36 s an epoch; deep from its 30-epoch fits (659-755 s).
 CANDIDATES = {
-    "deep lr0.1 30ep": ("model=deep optimizer.lr=0.1 trainer.max_epochs=30", 23 * 30),
-    "deepbn lr0.2 30ep": ("model=deepbn optimizer.lr=0.2 trainer.max_epochs=30", 24 * 30),
-    "vgg lr0.2 24ep": ("model=vgg optimizer.lr=0.2 trainer.max_epochs=24", 36 * 24),
-    "vgg lr0.1 30ep": ("model=vgg optimizer.lr=0.1 trainer.max_epochs=30", 36 * 30),
-    "vgg lr0.2 30ep": ("model=vgg optimizer.lr=0.2 trainer.max_epochs=30", 36 * 30),
-    "deepbn lr0.2 40ep": ("model=deepbn optimizer.lr=0.2 trainer.max_epochs=40", 24 * 40),
+    "deep-lr0.1-30ep": ("model=deep optimizer.lr=0.1 trainer.max_epochs=30", 23 * 30),
+    "deepbn-lr0.2-30ep": ("model=deepbn optimizer.lr=0.2 trainer.max_epochs=30", 24 * 30),
+    "vgg-lr0.2-24ep": ("model=vgg optimizer.lr=0.2 trainer.max_epochs=24", 36 * 24),
+    "vgg-lr0.1-30ep": ("model=vgg optimizer.lr=0.1 trainer.max_epochs=30", 36 * 30),
+    "vgg-lr0.2-30ep": ("model=vgg optimizer.lr=0.2 trainer.max_epochs=30", 36 * 30),
+    "deepbn-lr0.2-40ep": ("model=deepbn optimizer.lr=0.2 trainer.max_epochs=40", 24 * 40),
 }
 BASE = "experiment=best data.batch_size=128"  # in a log: a line per epoch, so a stopped run shows how far it got
 BUDGET_S = 15 * 60

@@ -100,3 +100,23 @@ def test_recipe_values_are_checked(overrides, message):
         plan_of(*overrides)
     with pytest.raises(UserError, match="no augmentation or LR schedule"):
         plan_of("augment=affine", "cv.cuda_graph=true", cuda_available=True)
+
+
+@pytest.mark.parametrize("pct_start", [0.25, 0.5, 0.1, 0.3])
+def test_onecycle_runs_for_any_number_of_steps(pct_start):
+    """4 steps at pct_start 0.25 (a fold of 480 images at batch 128, 1 epoch) was a ZeroDivisionError inside
+    OneCycleLR, in a fold worker."""
+    from digitnet.schedules import lr_scheduler
+
+    for total in range(1, 25):
+        param = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+        sched = lr_scheduler(opt, 0.1, {"name": "onecycle", "pct_start": pct_start}, total)
+        lrs = [opt.param_groups[0]["lr"]]
+        for _ in range(total - 1):
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        assert max(lrs) <= 0.1 + 1e-12 and all(lr > 0 for lr in lrs), (total, lrs)
+        if total * pct_start >= 2:
+            assert lrs[0] < 0.1 / 2, (total, lrs)  # a warm-up from the initial lr (max / 25)
