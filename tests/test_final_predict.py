@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_cli
+from digitnet.errors import UserError
 from digitnet.models import DigitClassifier
 
 SAMPLE = ROOT / "samples" / "sample_image.png"
@@ -135,39 +136,56 @@ class Payload:
         return (exec, ("open(__import__('os').environ['PAYLOAD_MARK'], 'w').write('ran')",))
 
 
-@pytest.mark.parametrize("kind", ["not-a-checkpoint", "truncated", "code-payload", "old-pickle", "unknown-arch",
-                                  "bad-scaling", "missing"])
+def bad_checkpoint(ckpt, kind) -> str:
+    """Write a bad checkpoint of this kind to ckpt; return what its refusal says."""
+    import zipfile
+
+    if kind == "not-a-checkpoint":
+        with zipfile.ZipFile(ckpt, "w") as archive:
+            archive.writestr("notes.txt", "a zip, but no torch checkpoint")
+        return "not a PyTorch checkpoint"
+    if kind == "truncated":  # said "not a PyTorch checkpoint; pass a digitnet .ckpt", a wrong fix
+        save_plain_checkpoint(ckpt, arch="baseline")
+        ckpt.write_bytes(ckpt.read_bytes()[:5000])
+        return "a damaged or truncated checkpoint"
+    if kind in ("code-payload", "old-pickle"):  # protocol 4: torch's 2-line warning came before the refusal
+        torch.save({"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()}, ckpt,
+                   pickle_protocol=2 if kind == "code-payload" else 4, _use_new_zipfile_serialization=kind != "old-pickle")
+        return "refused, it holds objects other than plain weights"
+    save_plain_checkpoint(ckpt, arch="baseline")
+    state = torch.load(ckpt, weights_only=True)
+    if kind == "unknown-arch":
+        state["hyper_parameters"]["arch"] = "resnet50"
+        torch.save(state, ckpt)
+        return "names unknown architecture 'resnet50'"
+    assert kind == "bad-scaling"  # was accepted, and evaluate printed scaling=bogus
+    state["hyper_parameters"]["scaling"] = "bogus"
+    torch.save(state, ckpt)
+    return "hyper_parameters scaling='bogus' is unknown (digitnet writes one of normalize, center, standardize)"
+
+
+@pytest.mark.parametrize("kind", ["truncated", "old-pickle", "bad-scaling"])
+def test_damaged_checkpoints_are_one_line_in_process(tmp_path, kind, capsys):
+    """The same refusals as below, without the two processes a kind (predict and evaluate share load_checkpoint)."""
+    from digitnet.nets import load_checkpoint
+
+    ckpt = tmp_path / "model.ckpt"
+    expect = bad_checkpoint(ckpt, kind)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(ckpt)
+    assert expect in str(err.value) and "\n" not in str(err.value) and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", ["not-a-checkpoint", "code-payload", "unknown-arch", "missing"])
 def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
     import zipfile
 
     ckpt, mark = tmp_path / "model.ckpt", tmp_path / "payload_ran"
-    if kind == "not-a-checkpoint":
-        with zipfile.ZipFile(ckpt, "w") as archive:
-            archive.writestr("notes.txt", "a zip, but no torch checkpoint")
-        expect = "not a PyTorch checkpoint"
-    elif kind == "truncated":  # said "not a PyTorch checkpoint; pass a digitnet .ckpt", a wrong fix
-        save_plain_checkpoint(ckpt, arch="baseline")
-        ckpt.write_bytes(ckpt.read_bytes()[:5000])
-        expect = "a damaged or truncated checkpoint"
-    elif kind in ("code-payload", "old-pickle"):  # protocol 4: torch's 2-line warning came before the refusal
-        torch.save({"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()}, ckpt,
-                   pickle_protocol=2 if kind == "code-payload" else 4, _use_new_zipfile_serialization=kind != "old-pickle")
-        expect = "refused, it holds objects other than plain weights"
-    elif kind == "unknown-arch":
-        save_plain_checkpoint(ckpt, arch="baseline")
-        state = torch.load(ckpt, weights_only=True)
-        state["hyper_parameters"]["arch"] = "resnet50"
-        torch.save(state, ckpt)
-        expect = "names unknown architecture 'resnet50'"
-    elif kind == "bad-scaling":  # was accepted, and evaluate printed scaling=bogus
-        save_plain_checkpoint(ckpt, arch="baseline")
-        state = torch.load(ckpt, weights_only=True)
-        state["hyper_parameters"]["scaling"] = "bogus"
-        torch.save(state, ckpt)
-        expect = "hyper_parameters scaling='bogus' is unknown (digitnet writes one of normalize, center, standardize)"
-    else:
+    if kind == "missing":
         ckpt = tmp_path / "nope.ckpt"
         expect = "no such checkpoint file"
+    else:
+        expect = bad_checkpoint(ckpt, kind)
     for module, args in (("digitnet.predict", [SAMPLE]), ("digitnet.evaluate", ["--data-root", tmp_path / "none"])):
         result = run_cli(module, ckpt, *args, env={"PAYLOAD_MARK": str(mark)})
         assert result.returncode == 1

@@ -36,7 +36,9 @@ def test_pack_unpack_round_trip_and_forward(arch):
 RECIPE = ("augment=affine", "scheduler=onecycle", "loss.label_smoothing=0.1")
 
 
-@pytest.mark.parametrize("arch, optimizer, extra", [*((arch, "sgd", ()) for arch in NETS), ("batchnorm", "adam", ()),
+# vgg (11 s) is deepbn's layers plus one conv: it runs with the whole suite, not in the quick loop.
+@pytest.mark.parametrize("arch, optimizer, extra", [*(pytest.param(arch, "sgd", (), marks=[pytest.mark.slow] * (arch == "vgg"))
+                                                      for arch in NETS), ("batchnorm", "adam", ()),
                                                     ("batchnorm", "adamw", ()), ("batchnorm", "sgd", RECIPE)])
 def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path):
     """Every optimizer that plan.PACKABLE_OPTIMIZERS allows in packed mode, and augmentation with an LR schedule and
