@@ -76,11 +76,16 @@ def check_flags(argv: list[str]) -> None:
         _refuse(f"--config-dir {args.config_dir}: no such folder; give the folder that holds your config groups")
 
 
+def _config_folder() -> Path:
+    """The packaged configs' folder (digitnet.conf installed, else the checkout's conf/)."""
+    return Path(str(resources.files("digitnet.conf"))) if _INSTALLED else _CHECKOUT_CONF
+
+
 def check_group_choices(argv: list[str]) -> None:
     """`model=foo` gets one line naming the choices, before Hydra's multi-line composition error."""
     if any(arg.split("=")[0] in USER_CONFIG_ARGS for arg in argv):
         return
-    conf = resources.files("digitnet.conf") if _INSTALLED else _CHECKOUT_CONF
+    conf = _config_folder()
     for arg in argv:
         key, sep, value = arg.partition("=")
         plain_key = key.lstrip("+~")
@@ -305,7 +310,7 @@ def _undecodable_config(overrides: list[str]) -> str | None:
     """The line naming the first YAML file that is not UTF-8, in the packaged configs or a --config-dir."""
     from digitnet.errors import undecodable_yaml
 
-    folders = [Path(str(resources.files("digitnet.conf"))) if _INSTALLED else _CHECKOUT_CONF]
+    folders = [_config_folder()]
     for override in overrides:
         if override.startswith("hydra.searchpath="):
             folders += [Path(p) for p in re.findall(r'file://([^",\]]+)', override)]
