@@ -27,11 +27,11 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["cv.workers=1", "cv.workers=2", "cv.parallel=true"])
 def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_root, runner, capsys):
-    from digitnet.nets import load_checkpoint
+    from digitnet.nets import load_checkpoint, with_tta
     from digitnet.train import run
 
     plan = plan_of("data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", runner,
-                   "data.scaling=standardize")
+                   "data.scaling=standardize", "tta=shift")
     summary = run(plan, tmp_path / "run")
     if plan.runner == "packed":  # its epoch line had been empty: each fold's figures, in fold order
         line = next(x for x in capsys.readouterr().out.splitlines() if "epoch 1/1" in x)
@@ -43,14 +43,14 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
         raw = torch.load(path, map_location="cpu", weights_only=True)
         hp = raw["hyper_parameters"]
         assert hp["arch"] == "baseline" and hp["scaling"] == "standardize" and hp["optimizer"] == plan.optimizer
-        assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"] and hp["fold"] == fold
-        # The saved net reproduces the fold's validation confusion matrix.
+        assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"] and hp["fold"] == fold and hp["tta"] == "shift"
+        # The saved net, with the run's test-time augmentation, reproduces the fold's validation confusion matrix.
         from digitnet.data import load_mnist
         from digitnet.report import confusion
         from digitnet.training import make_datamodule
 
         dm = make_datamodule(plan, load_mnist(mnist_root, download=False), fold)
-        matrix = confusion(load_checkpoint(path), dm.val_x, dm.val_y).tolist()
+        matrix = confusion(with_tta(load_checkpoint(path), "shift"), dm.val_x, dm.val_y).tolist()
         assert matrix == summary["folds"][fold]["confusion_matrix"]
 
 

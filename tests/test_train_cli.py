@@ -23,7 +23,7 @@ def test_config_composes_with_the_documented_names():
     assert cfg.data.download is True
 
 
-@pytest.mark.parametrize("arg", ["experiment=bestt", "augment=afine", "scheduler=cos", "model=deepnb"])
+@pytest.mark.parametrize("arg", ["experiment=bestt", "augment=afine", "scheduler=cos", "model=deepnb", "tta=shfit"])
 def test_every_group_choice_is_checked(arg, capsys):
     """experiment is an optional group in many templates: Hydra then skips a misspelled preset without a word and
     trains the defaults. Every group of conf/ gets the one-line check, and experiment is not optional."""

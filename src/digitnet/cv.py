@@ -22,7 +22,8 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     def finish(result: dict, resumed: bool = False) -> None:
         line = f"> {100 * result['score']:.3f}" if result["status"] == "ok" else f"> {result['status']}"
         # Folds can end in any order (fold workers), so each line names its fold, numbered as folds/fold_K.json.
-        line += f"  (fold {result['fold']}{', finished earlier' if resumed else ''})"
+        line += f"  (fold {result['fold']}{', finished earlier' if resumed else ''}"
+        line += f"; tta={result['tta']}, {100 * result['score_without_tta']:.3f} without)" if "tta" in result else ")"
         say(line + ("  at chance: learned nothing" if result.get("at_chance") else ""))
         results[result["fold"]] = result
 

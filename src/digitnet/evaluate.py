@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-download", action="store_true", help="fail instead of fetching missing MNIST files")
     parser.add_argument("--out", type=Path, help="also write the metrics (and confusion_matrix.png) beside this JSON path")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation (nets.TTAS); default: what "
+                        "each checkpoint's run used (its tta=...)")
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
         if args.batch_size < 1:
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
         from digitnet.data import OPTION_SETTINGS, load_mnist
         from digitnet.nets import Ensemble, load_model
 
-        model = load_model([args.checkpoint])
+        model = load_model([args.checkpoint], args.tta)
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         out = args.out or (Path(args.checkpoint) / "ensemble_metrics.json" if isinstance(model, Ensemble) else None)
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
         except UserError as exc:
             raise UserError(f"{shown(args.checkpoint)}: {exc}") from None
         arch = model.hparams["arch"]
-        metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"))
+        metrics.update(checkpoint=str(args.checkpoint), model=arch, scaling=model.hparams.get("scaling", "normalize"),
+                       tta=model.hparams.get("tta", "none"))
         if isinstance(model, Ensemble):
             metrics["members"] = {}
             print(f"{'model':<40} {'holdout acc %':>13} {'loss':>8}")
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
             report.save(figure, figure_path)
             report.write_json_atomic(out, metrics)
     print(f"> {100 * metrics['accuracy']:.3f}")
-    print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']}")
+    print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']} "
+          f"tta={metrics['tta']}")
     print("per-class accuracy: " + " ".join(f"{d}:{100 * a:.2f}" for d, a in metrics["per_class_accuracy"].items()))
     return 0
 

@@ -13,6 +13,7 @@ from digitnet.callbacks import Diverged, DivergenceGuard
 from digitnet.data import MNISTArrays
 from digitnet.errors import UserError
 from digitnet.logs import say
+from digitnet.nets import with_tta
 from digitnet.models import fit
 from digitnet.plan import RunPlan
 from digitnet.training import make_datamodule, make_model, make_trainer, tb_logger
@@ -53,8 +54,8 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
 
 def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
     ckpt = run_dir / "final.ckpt"
-    metrics = report.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)
-    metrics.update(model=plan.model, task="final", checkpoint=str(ckpt), **facts,
+    metrics = report.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
+    metrics.update(model=plan.model, task="final", tta=plan.tta, checkpoint=str(ckpt), **facts,
                    wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
     report.write_holdout_report(run_dir, metrics, f"{plan.model}: holdout confusion matrix")
     say(f"> {100 * metrics['accuracy']:.3f}")

@@ -25,6 +25,8 @@ def fold_problem(saved, fold: int) -> str | None:
         return f"status {saved.get('status')!r} is not ok or diverged"
     if saved["status"] == "ok" and not _finite_fraction(saved.get("score")):
         return f"score {saved.get('score')!r} is not an accuracy in [0, 1]"
+    if "tta" in saved and not _finite_fraction(saved.get("score_without_tta")):
+        return f"score_without_tta {saved.get('score_without_tta')!r} is not an accuracy in [0, 1]"
     if not isinstance(saved.get("history"), list) or not isinstance(saved.get("seconds"), (int, float)):
         return "history or seconds missing"
     return None

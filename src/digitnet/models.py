@@ -46,6 +46,7 @@ class DigitClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         augment_seed: int = 0,
         dropout: float = 0.0,
+        tta: str = "none",  # not used in training: how the saved checkpoint predicts (nets.with_tta)
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -29,6 +29,7 @@ SCALINGS = ("normalize", "center", "standardize")
 RUNNERS = ("sequential", "packed", "processes")
 AUGMENTS = ("none", "affine")  # augment.py
 SCHEDULERS = ("none", "onecycle", "cosine")  # models.optimization
+TTAS = ("none", "shift")  # nets.TTAS: test-time augmentation of fold scores, the holdout score and predictions
 SEED_LIMIT = 2**32  # numpy's and Lightning's seeds are 32-bit; fold k uses seed + k
 # Packing K folds into one net is exact when the optimizer's update of each weight entry depends only on that entry's
 # gradient and state (elementwise): then each fold is updated as its own optimizer would. Each of these has a float64
@@ -62,11 +63,11 @@ NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_
                       "trainer.log_every_n_steps")
 # Fields added after run dirs existed without them: left out of the fingerprint at their default, so that an older
 # run dir (which could only have had that default) still resumes.
-LATER_FIELDS = {"dropout": 0.0}
+LATER_FIELDS = {"dropout": 0.0, "tta": "none"}
 # The config key of each plan field, where they differ: what a resume refusal names.
 CONFIG_KEYS = {"model": "model.name", "dropout": "model.dropout", "label_smoothing": "loss.label_smoothing",
                "limit": "data.limit", "batch_size": "data.batch_size", "scaling": "data.scaling",
-               "n_folds": "cv.n_folds", "cv_seed": "cv.seed", "device": "trainer.accelerator"}
+               "n_folds": "cv.n_folds", "cv_seed": "cv.seed", "device": "trainer.accelerator", "tta": "tta.name"}
 
 _MISSING = object()
 
@@ -106,6 +107,7 @@ class RunPlan:
     scheduler: dict = field(default_factory=lambda: {"name": "none"})  # LR schedule, stepped every batch
     label_smoothing: float = 0.0
     dropout: float = 0.0  # model.dropout (deepbn), training only
+    tta: str = "none"  # how fold scores, the holdout score and checkpoints' predictions are made (nets.with_tta)
     notes: tuple = ()  # why an `auto` chose what it chose, where that is not the obvious choice
 
     def as_dict(self) -> dict:
@@ -278,10 +280,11 @@ def _auto_whole(cfg, key: str, hint: str) -> int | None:
 
 # The keys each part of the config may hold (the trainer's are TRAINER_ARGS, the optimizer's its class's arguments).
 KNOWN_KEYS = {
-    "": ("task", "seed", "data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "loss"),
+    "": ("task", "seed", "data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "loss", "tta"),
     "loss": ("label_smoothing",),
     "augment": ("name", "degrees", "scale", "shift"),
     "scheduler": ("name", "pct_start"),
+    "tta": ("name",),
     "data": ("root", "download", "limit", "batch_size", "eval_batch_size", "scaling"),
     "model": ("name", "dropout"),
     "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
@@ -353,6 +356,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     trainer = _trainer_values(cfg)
     augment, scheduler = _augment_values(cfg), _scheduler_values(cfg)
     label_smoothing = _real(cfg, "loss.label_smoothing", 0, 1, high_open=True, default=0.0)
+    tta = _choice(cfg, "tta.name", TTAS, " (tta=none|shift)") if _get(cfg, "tta", None) else "none"
 
     # Past the cheap checks: what needs torch.
     import torch
@@ -392,7 +396,8 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
         eval_batch_size=eval_batch or (1000 if device == "cuda" else 250),
         scaling=scaling, optimizer=optimizer, trainer=trainer, n_folds=n_folds, cv_seed=cv_seed, device=device,
         data_device=device, runner=runner, processes=processes, threads=cores, cuda_graph=graph, progress=progress,
-        augment=augment, scheduler=scheduler, label_smoothing=label_smoothing, dropout=dropout, notes=tuple(notes),
+        augment=augment, scheduler=scheduler, label_smoothing=label_smoothing, dropout=dropout, tta=tta,
+        notes=tuple(notes),
     )
 
 

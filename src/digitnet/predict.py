@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-preprocess", action="store_true", help="feed 28x28 MNIST-style images unchanged (the tutorial's way)"
     )
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation (nets.TTAS); default: what "
+                        "each checkpoint's run used (its tta=...)")
     args = parser.parse_args(argv)
     if not 1 <= args.top_k <= 10:
         parser.error(f"--top-k {args.top_k}: choose 1 to 10")
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
             raise UserError(f"no images after the models: {args.checkpoint} was read as the model; the model comes "
                             f"first ({' '.join(more)} {args.checkpoint})")
         check_image_args(args.images)
-        model = load_model([args.checkpoint, *more])  # several: the mean of their softmax probabilities
+        model = load_model([args.checkpoint, *more], args.tta)  # several: the mean of their softmax probabilities
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         skipped: list[Path] = []

@@ -44,7 +44,7 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
         status = "diverged" if i in model.diverged else "ok"
         # A fold's "seconds" is its share of the joint run, so that the folds' seconds add up to the wall time.
         result = fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
-                             logger.experiment, plan.eval_batch_size) | {"parallel_seconds": round(seconds, 3)}
+                             logger.experiment, plan.eval_batch_size, plan.tta) | {"parallel_seconds": round(seconds, 3)}
         logger.finalize("success")
         store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm, k)) if status == "ok" else None)
         finish(result)

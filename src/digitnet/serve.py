@@ -41,7 +41,7 @@ def model_info(ckpt: Path, model) -> dict:
 
     ckpt = ckpt / "final.ckpt" if (ckpt / "final.ckpt").is_file() else ckpt
     info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
-            "parameters": count_parameters(model), "holdout_accuracy": None}
+            "tta": model.hparams.get("tta", "none"), "parameters": count_parameters(model), "holdout_accuracy": None}
     metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
     if not ckpt.is_dir() and ckpt.name != "final.ckpt":
         return info  # a loose checkpoint: the test_metrics.json beside it may be another model's

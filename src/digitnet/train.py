@@ -47,7 +47,7 @@ def _config_context():
     return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
 
 
-GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "experiment")  # conf/ minus hydra/
+GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "tta", "experiment")  # conf/ minus hydra/
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 

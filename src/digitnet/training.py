@@ -14,7 +14,7 @@ from digitnet.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLin
 from digitnet.data import MNISTArrays, MNISTDataModule
 from digitnet.errors import UserError
 from digitnet.models import DigitClassifier, fit
-from digitnet.nets import checkpoint_dict
+from digitnet.nets import checkpoint_dict, with_tta
 from digitnet.plan import RunPlan
 
 
@@ -37,7 +37,7 @@ def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> D
     return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling, pixel_mean=dm.pixel_mean,
                            pixel_std=dm.pixel_std, augment=plan.augment, scheduler=plan.scheduler,
                            label_smoothing=plan.label_smoothing, augment_seed=plan.seed + (fold or 0),
-                           dropout=plan.dropout)
+                           dropout=plan.dropout, tta=plan.tta)
 
 
 def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
@@ -63,9 +63,15 @@ def check_trainer(plan: RunPlan) -> None:
         raise UserError(f"trainer: Lightning refuses these arguments ({detail}); fix the trainer.* override") from None
 
 
-def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int) -> dict:
-    """A finished fold as cv_summary.json and the fold file hold it; the same for every runner."""
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none") -> dict:
+    """A finished fold as cv_summary.json and the fold file hold it; the same for every runner. Its score is the
+    last epoch's val_acc, or with test-time augmentation (tta=shift) that of the trained net, which the validation
+    epochs (the learning curves) do without: it costs 5 forward passes an image."""
     score = history[-1].get("val_acc") if status == "ok" and history else None
+    matrix = None
+    if tta != "none" and status == "ok" and score is not None and math.isfinite(score):
+        matrix = report.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
+        score, without_tta = float(matrix.trace() / matrix.sum()), score
     if status == "ok" and (score is None or not math.isfinite(score)):
         status, reason, score = "diverged", "validation accuracy is not finite", None
     result = {
@@ -81,9 +87,13 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     }
     if reason:
         result["reason"] = reason
+    if matrix is not None:
+        result.update(tta=tta, score_without_tta=without_tta)
     if status == "ok":
         result["at_chance"] = score <= CHANCE_LEVEL  # finite loss, but nothing learned: flagged in every report
-        result["confusion_matrix"] = report.confusion(net, dm.val_x, dm.val_y, eval_batch).tolist()
+        if matrix is None:
+            matrix = report.confusion(net, dm.val_x, dm.val_y, eval_batch)
+        result["confusion_matrix"] = matrix.tolist()
         report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
     return result
 
@@ -92,7 +102,7 @@ def fold_hparams(plan: RunPlan, dm: MNISTDataModule, fold: int) -> dict:
     """A fold model's checkpoint hparams: what final.ckpt holds (plain values), and its fold (so that fold files
     swapped between folds are noticed: nets.cv_members)."""
     return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
-            "pixel_std": dm.pixel_std, "dropout": plan.dropout, "fold": fold}
+            "pixel_std": dm.pixel_std, "dropout": plan.dropout, "tta": plan.tta, "fold": fold}
 
 
 def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()):
@@ -112,7 +122,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
-                         plan.eval_batch_size)
+                         plan.eval_batch_size, plan.tta)
     trainer.logger.finalize("success")
     weights = checkpoint_dict(model.net, fold_hparams(plan, dm, fold)) if result["status"] == "ok" else None
     return result, weights

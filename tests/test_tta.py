@@ -1,0 +1,138 @@
+"""Test-time augmentation (tta=shift): the views, the mean, and where it applies (fold scores, the holdout score,
+checkpoints, evaluate and predict); never in training or in the learning curves."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, plan_of
+from digitnet.errors import UserError
+
+SAMPLE = ROOT / "samples" / "sample_image.png"
+
+
+def test_shifted_moves_pixels_and_lets_background_in():
+    from digitnet.nets import shifted
+
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 0, 0], x[0, 0, 27, 27] = 1.0, 2.0
+    down_right = shifted(x, 1, 1)
+    assert down_right[0, 0, 1, 1] == 1.0 and down_right.sum() == 1.0  # the other pixel left the image: no wrap-around
+    up = shifted(x, -1, 0)
+    assert up[0, 0, 26, 27] == 2.0 and up.sum() == 2.0
+    assert torch.equal(shifted(x, 0, 0), x) and shifted(x, 0, -1).shape == x.shape
+
+
+def test_shift_tta_is_the_mean_of_the_image_and_its_four_one_pixel_shifts():
+    from digitnet.nets import ShiftTTA, ScaledNet, with_tta
+
+    torch.manual_seed(0)
+    net = ScaledNet("deep", 0.1, 0.3).eval()
+    x = torch.rand(4, 1, 28, 28)
+    views = [x, torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)]
+    views[1][..., 1:, :] = x[..., :-1, :]  # down
+    views[2][..., :-1, :] = x[..., 1:, :]  # up
+    views[3][..., :, 1:] = x[..., :, :-1]  # right
+    views[4][..., :, :-1] = x[..., :, 1:]  # left
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(net(v), 1) for v in views]).mean(0)
+        tta = with_tta(net, "shift")
+        assert isinstance(tta, ShiftTTA) and tta.hparams["tta"] == "shift" and tta.hparams["arch"] == "deep"
+        assert torch.allclose(torch.softmax(tta(x), 1), mean, atol=1e-6)
+        assert not torch.allclose(mean, torch.softmax(net(x), 1), atol=1e-3)  # the views do differ
+    assert with_tta(net, "none") is net
+    with pytest.raises(UserError, match="unknown tta 'flip'; use one of none, shift"):
+        with_tta(net, "flip")
+
+
+def test_tta_is_a_config_group_and_part_of_what_a_fold_depends_on(tmp_path):
+    from digitnet.folds import FoldStore
+    from digitnet.nets import TTAS
+
+    from digitnet.plan import TTAS as PLAN_TTAS
+
+    assert TTAS == PLAN_TTAS
+    assert plan_of().tta == "none" and plan_of("tta=shift").tta == "shift"
+    assert plan_of("experiment=best").tta == "shift" and plan_of("experiment=tutorial").tta == "none"
+    # Run dirs from before tta resume (their folds were scored without it); a change of tta is refused by name.
+    assert "tta" not in plan_of().fingerprint_fields()
+    store = FoldStore.for_plan(tmp_path, plan_of())
+    from test_plan import fold_checkpoint
+
+    store.save({"fold": 0, "status": "ok", "score": 0.9, "history": [], "seconds": 1.0}, fold_checkpoint())
+    with pytest.raises(UserError, match=r"another config \(tta.name='none' there, 'shift' now\)"):
+        FoldStore.for_plan(tmp_path, plan_of("tta=shift")).load(0)
+    with pytest.raises(UserError, match="tta.pixels"):
+        plan_of("tta=shift", "+tta.pixels=2")
+
+
+@pytest.mark.slow
+def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, mnist_root, capsys):
+    from digitnet import evaluate, predict
+    from digitnet.data import load_mnist
+    from digitnet.nets import load_checkpoint, load_model, with_tta
+    from digitnet.report import confusion, holdout_metrics
+    from digitnet.train import run
+    from digitnet.training import make_datamodule
+
+    plan = plan_of("tta=shift", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}",
+                   "cv.workers=1")
+    summary = run(plan, tmp_path / "cv")
+    lines = capsys.readouterr().out
+    arrays = load_mnist(mnist_root, download=False)
+    for fold, result in enumerate(summary["folds"]):
+        ckpt = tmp_path / "cv" / "folds" / f"fold_{fold}.ckpt"
+        assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["tta"] == "shift"
+        # The fold's score is its net's with TTA on its validation images; the learning curve's last val_acc is
+        # without, and is kept beside it.
+        dm = make_datamodule(plan, arrays, fold)
+        matrix = confusion(with_tta(load_checkpoint(ckpt), "shift"), dm.val_x, dm.val_y)
+        assert result["score"] == pytest.approx(float(matrix.trace() / matrix.sum()), abs=1e-9)
+        assert matrix.tolist() == result["confusion_matrix"] and result["tta"] == "shift"
+        assert result["score_without_tta"] == result["history"][-1]["val_acc"]
+        assert f"(fold {fold}; tta=shift, {100 * result['score_without_tta']:.3f} without)" in lines
+
+    # evaluate and predict apply the checkpoints' own tta; --tta overrides it.
+    assert load_model([tmp_path / "cv"]).hparams["tta"] == "shift"
+    assert load_model([tmp_path / "cv"], "none").hparams["tta"] == "none"
+    out = tmp_path / "none.json"
+    assert evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root), "--tta", "none", "--out", str(out)]) == 0
+    assert evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root)]) == 0
+    assert "tta=shift" in capsys.readouterr().out
+    with_shift = json.loads((tmp_path / "cv" / "ensemble_metrics.json").read_text())
+    without = json.loads(out.read_text())
+    assert with_shift["tta"] == "shift" and without["tta"] == "none"
+    assert with_shift["accuracy"] != without["accuracy"]  # 10,000 images: the two ways differ somewhere
+    assert predict.main([str(tmp_path / "cv"), str(SAMPLE), "--json"]) == 0
+    shift_probability = json.loads(capsys.readouterr().out)[0]["probability"]
+    assert predict.main([str(tmp_path / "cv"), str(SAMPLE), "--json", "--tta", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["probability"] != shift_probability
+
+    # task=final: the holdout score is the saved model's with TTA, and the checkpoint says so.
+    final = plan_of("task=final", "tta=shift", "data.limit=600", "trainer.max_epochs=1", f"data.root={mnist_root}")
+    metrics = run(final, tmp_path / "final")
+    saved = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
+    model = load_model([tmp_path / "final"])
+    assert saved["tta"] == "shift" and model.hparams["tta"] == "shift"
+    assert saved["accuracy"] == holdout_metrics(model, arrays.test_x, arrays.test_y)["accuracy"]
+    assert metrics is not None
+
+
+def test_a_checkpoint_with_an_unknown_tta_is_refused_as_damaged(tmp_path):
+    from digitnet.nets import build_net, checkpoint_dict, load_checkpoint, save_checkpoint
+
+    path = tmp_path / "odd.ckpt"
+    save_checkpoint(path, checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": "flip"}))
+    with pytest.raises(UserError, match=r"odd.ckpt: hyper_parameters tta='flip' is unknown \(digitnet writes one of "
+                                        r"none, shift\); the file is damaged"):
+        load_checkpoint(path)
+
+
+def test_a_bad_tta_option_is_one_line(capsys):
+    from digitnet import evaluate
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["some.ckpt", "--tta", "flip"])
+    assert exit_.value.code == 1 and capsys.readouterr().err == (
+        "digitnet.evaluate: error: argument --tta: invalid choice: 'flip' (choose from 'none', 'shift') (see --help)\n")
