@@ -84,6 +84,17 @@ def test_sixteen_bit_grayscale(tmp_path):
     assert_mnist_like(mnist_form(loaded))
 
 
+@pytest.mark.parametrize("suffix, dtype", [(".png", np.uint16), (".tif", np.int32)])
+def test_a_high_bit_image_that_uses_part_of_its_range_is_read_by_its_own_range(tmp_path, suffix, dtype):
+    """A 12-bit sensor's image (0-1000 in a 16- or 32-bit file) was divided by 65535: nearly black, 'no digit'."""
+    a = (np.asarray(draw_seven(), dtype=np.float64) / 255 * 1000).astype(dtype)
+    path = tmp_path / f"seven12bit{suffix}"
+    Image.fromarray(a).save(path)
+    loaded = open_gray(path)
+    assert loaded.max() == pytest.approx(1.0) and loaded.min() == 0
+    assert_mnist_like(mnist_form(loaded))
+
+
 def test_rgb_jpeg_photo_like(tmp_path):
     rng = np.random.default_rng(0)
     seven = np.asarray(draw_seven(size=(400, 300), box=(120, 60, 280, 250), width=18), dtype=np.float32)
@@ -183,6 +194,13 @@ def test_a_pipe_is_not_an_image(tmp_path):
     os.mkfifo(tmp_path / "fifo.png")
     with pytest.raises(ImageProblem, match="not a regular file"):
         open_gray(tmp_path / "fifo.png")  # returns at once: it never opens the pipe
+
+
+def test_a_symlink_loop_is_named_as_a_path_problem_not_a_damaged_image(tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with pytest.raises(ImageProblem, match=r"^cannot be opened \(Too many levels of symbolic links\); check the path$"):
+        open_gray(tmp_path / "a.png")
 
 
 def test_infinite_float_pixels_are_refused(tmp_path):

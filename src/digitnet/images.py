@@ -28,13 +28,13 @@ class ImageProblem(Exception):
 
 def to_gray(img: Image.Image) -> np.ndarray:
     """Any PIL mode -> float32 (H, W) in [0, 1]. Transparent pixels take the colour the ink is not."""
-    if img.mode in _SIXTEEN_BIT:
-        return np.asarray(img, dtype=np.float32) / 65535
-    if img.mode in ("I", "F"):
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
             raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
-        top = 1.0 if a.max() <= 1 else 255.0 if a.max() <= 255 else 65535.0
+        # Past 8 bits, the image's own brightest pixel is white: a 12-bit sensor's 0-1000 in a 16-bit file divided
+        # by 65535 was nearly black, and no digit was found.
+        top = 1.0 if a.max() <= 1 else 255.0 if a.max() <= 255 else float(a.max())
         return np.clip(a / top, 0, 1)
     if img.mode == "P" or "transparency" in img.info:
         img = img.convert("RGBA")
@@ -83,6 +83,8 @@ def open_gray(path: str | Path) -> np.ndarray:
     except PermissionError:
         raise ImageProblem("cannot be read (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the file system's refusal, not the image's content
+            raise ImageProblem(f"cannot be opened ({exc.strerror}); check the path") from None
         detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if detail.startswith("conversion from"):  # a colour mode PIL reads but cannot turn grey, such as LAB
             raise ImageProblem(f"its colour mode is not supported ({detail}); save it as RGB or grayscale") from None
