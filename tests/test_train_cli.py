@@ -281,6 +281,26 @@ def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path,
         assert exit_.value.code == 1 and err == f"digitnet.train: error: {message}\n", err
 
 
+def test_an_empty_or_list_option_file_of_your_own_is_named(tmp_path):
+    """Hydra composes an empty or list-shaped option file to nothing: the plan then said "model.name is missing from
+    the config", naming no file. Single runs and sweeps now name it."""
+    from conftest import run_cli
+
+    (tmp_path / "cd" / "model").mkdir(parents=True)
+    (tmp_path / "cd" / "optimizer").mkdir()
+    (tmp_path / "cd" / "model" / "mine.yaml").write_text("# nothing yet\n")
+    (tmp_path / "cd" / "optimizer" / "mine.yaml").write_text("- lr\n- 0.1\n")
+    empty = f"{tmp_path / 'cd' / 'model' / 'mine.yaml'} is empty, so model=mine sets nothing; write model keys into it"
+    listed = f"{tmp_path / 'cd' / 'optimizer' / 'mine.yaml'} holds a list, not keys, so optimizer=mine sets nothing"
+    for args, message in ((["model=mine", f"hydra.run.dir={tmp_path / 'run'}"], empty),
+                          (["-m", "optimizer=sgd,mine", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           f"sweep job 1 (optimizer=mine): {listed}")):
+        proc = run_cli("digitnet.train", "--config-dir", tmp_path / "cd", *args, cwd=tmp_path)
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith(f"digitnet.train: error: {message}"), proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
 def test_with_hydra_job_chdir_a_relative_data_root_is_the_callers(tmp_path):
     """hydra.job.chdir=true moved the run into its run dir, and data.root=mn was looked for there ("MNIST files
     missing in mn" while ./mn held them)."""

@@ -93,6 +93,52 @@ def undecodable_yaml(folders) -> str | None:
     return None
 
 
+def config_folders(hydra_cfg) -> list:
+    """The folders a run's configs come from (the packaged ones, a --config-dir, hydra.searchpath), in Hydra's
+    search order."""
+    from importlib import resources
+    from pathlib import Path
+
+    folders = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema == "file":
+            folders.append(Path(source.path))
+        elif source.schema == "pkg" and source.provider != "hydra":
+            try:
+                folders.append(Path(str(resources.files(source.path))))
+            except (ModuleNotFoundError, TypeError):
+                continue
+    return folders
+
+
+def unusable_group_option(choices: dict, folders: list, refusal: str) -> str | None:
+    """Where the plan refused a group's keys (`refusal` names `group.`), and the option chosen for that group is a
+    file of yours that is empty or not a mapping (Hydra composes either to nothing): the line naming that file."""
+    from pathlib import Path
+
+    import yaml
+
+    for group, option in choices.items():
+        if group.startswith("hydra") or not isinstance(option, str) or f"{group}." not in refusal:
+            continue
+        for folder in folders:
+            path = Path(folder) / group / f"{option}.yaml"
+            if not path.is_file():
+                continue
+            try:
+                content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, yaml.YAMLError):
+                break
+            if content is None:
+                return (f"{shown(path)} is empty, so {group}={option} sets nothing; write {group} keys into it, "
+                        f"as digitnet's conf/{group}/ files hold")
+            if not isinstance(content, dict):
+                return (f"{shown(path)} holds a {type(content).__name__}, not keys, so {group}={option} sets nothing; "
+                        f"write {group} keys into it, as digitnet's conf/{group}/ files hold")
+            break  # the first folder that has it is the one Hydra read
+    return None
+
+
 def shown(path) -> str:
     """A path as one line can hold it: control characters (a newline in a file name) escaped."""
     text = str(path)

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from digitnet.errors import UserError, composition_error_line, shown, undecodable_yaml
+from digitnet.errors import (UserError, composition_error_line, config_folders, shown, undecodable_yaml,
+                             unusable_group_option)
 from digitnet.files import enclosing_run, run_file_in
 from digitnet.folds import _finite_fraction, fold_problem
 from digitnet.rundir import saved_overrides
@@ -307,22 +308,6 @@ def _job_dir(sweep_dir: Path, overrides: list[str], number: int, subdir: str) ->
         raise UserError(f"hydra.sweep.subdir={subdir} cannot be resolved ({first})") from None
 
 
-def _config_folders(config) -> list[Path]:
-    """The folders the sweep's configs come from (the packaged ones, a --config-dir, hydra.searchpath)."""
-    from importlib import resources
-
-    folders = []
-    for source in config.hydra.runtime.config_sources:
-        if source.schema == "file":
-            folders.append(Path(source.path))
-        elif source.schema == "pkg" and source.provider != "hydra":
-            try:
-                folders.append(Path(str(resources.files(source.path))))
-            except (ModuleNotFoundError, TypeError):
-                continue
-    return folders
-
-
 class SweepSummaryCallback(Callback):
     """Hydra callback: a sweep dir holds one sweep (checked before Hydra writes into it); summarised at its end."""
 
@@ -448,9 +433,11 @@ class SweepSummaryCallback(Callback):
             try:
                 plan = make_plan(compose(config_name="config", overrides=overrides))
             except UserError as exc:
-                _refuse(f"sweep job {number} ({' '.join(overrides)}): {exc}; nothing was run")
+                choices = {**config.hydra.runtime.choices, **dict(o.partition("=")[::2] for o in overrides)}
+                line = unusable_group_option(choices, config_folders(config.hydra), str(exc)) or exc
+                _refuse(f"sweep job {number} ({' '.join(overrides)}): {line}; nothing was run")
             except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
-                line = (isinstance(exc, UnicodeDecodeError) and undecodable_yaml(_config_folders(config))
+                line = (isinstance(exc, UnicodeDecodeError) and undecodable_yaml(config_folders(config.hydra))
                         or composition_error_line(exc))
                 _refuse(f"sweep job {number} ({' '.join(overrides)}): {line}; nothing was run")
             same = trains.setdefault(json.dumps(plan.as_dict(), sort_keys=True, default=str), number)

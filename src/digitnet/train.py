@@ -26,7 +26,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from digitnet import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
-from digitnet.errors import exit_on_user_error  # noqa: E402
+from digitnet.errors import UserError, config_folders, exit_on_user_error, unusable_group_option  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
 from digitnet.plan import RunPlan, make_plan  # noqa: E402
 
@@ -119,8 +119,6 @@ def _refuse(message: str) -> None:
 def check_output_dirs(argv: list[str]) -> None:
     """hydra.run.dir / hydra.sweep.dir that cannot be a folder get one line here; Hydra would make them first and
     fail with a traceback."""
-    from digitnet.errors import UserError
-
     given = {key.lstrip("+"): value for key, _, value in (arg.partition("=") for arg in argv)}
     dirs = {key: given[key] for key in ("hydra.run.dir", "hydra.sweep.dir") if key in given}
     if not dirs:
@@ -214,7 +212,12 @@ def main(cfg: DictConfig) -> float | None:
         with exit_on_user_error(PROG), interrupt.consequences():
             if HydraConfig.get().job.chdir:  # Hydra moved into the run dir: a relative data.root means the caller's
                 _root_from_caller(cfg, HydraConfig.get().runtime.cwd)
-            plan = make_plan(cfg)
+            try:
+                plan = make_plan(cfg)
+            except UserError as exc:  # an empty option file of a --config-dir: say which file, not which key
+                hydra_cfg = HydraConfig.get()
+                raise UserError(unusable_group_option(hydra_cfg.runtime.choices, config_folders(hydra_cfg), str(exc))
+                                or str(exc)) from None
             interrupt.task = plan.task
             plan, arrays = prepare(plan)
             # Nothing is written into run_dir before these pass, so a refused rerun leaves it as it was.
