@@ -2,6 +2,7 @@
 checkpoints, evaluate and predict); never in training or in the learning curves."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,8 +91,19 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
         matrix = confusion(with_tta(load_checkpoint(ckpt), "shift"), dm.val_x, dm.val_y)
         assert result["score"] == pytest.approx(float(matrix.trace() / matrix.sum()), abs=1e-9)
         assert matrix.tolist() == result["confusion_matrix"] and result["tta"] == "shift"
-        assert result["score_without_tta"] == result["history"][-1]["val_acc"]
+        # Without TTA, scored the same way (full precision), so the two differ by TTA alone; in float32 that is
+        # the last validation epoch's figure too.
+        plain = confusion(load_checkpoint(ckpt), dm.val_x, dm.val_y)
+        assert result["score_without_tta"] == pytest.approx(float(plain.trace() / plain.sum()), abs=1e-9)
+        assert result["score_without_tta"] == pytest.approx(result["history"][-1]["val_acc"], abs=1e-6)
         assert f"(fold {fold}; tta=shift, {100 * result['score_without_tta']:.3f} without)" in lines
+    assert summary["tta"] == "shift" and summary["fold_scores_without_tta"] == [
+        f["score_without_tta"] for f in summary["folds"]]
+    assert f"(tta=shift; {100 * summary['mean_without_tta']:.3f} without)" in lines
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "cv" / "tb" / "fold_0")).Reload()
+    assert events.Scalars("fold/score")[0].value == pytest.approx(summary["folds"][0]["score"])
 
     # evaluate and predict apply the checkpoints' own tta; --tta overrides it.
     assert load_model([tmp_path / "cv"]).hparams["tta"] == "shift"
@@ -104,6 +116,14 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
     without = json.loads(out.read_text())
     assert with_shift["tta"] == "shift" and without["tta"] == "none"
     assert with_shift["accuracy"] != without["accuracy"]  # 10,000 images: the two ways differ somewhere
+    # --tta other than the run's own never replaces the run's report; serve shows a recorded score only for its tta.
+    assert evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root), "--tta", "none"]) == 0
+    assert "its ensemble_metrics.json is left as it is; add --out FILE.json" in capsys.readouterr().err
+    assert json.loads((tmp_path / "cv" / "ensemble_metrics.json").read_text()) == with_shift
+    from digitnet.serve import model_info
+
+    assert model_info(tmp_path / "cv", load_model([tmp_path / "cv"]))["holdout_accuracy"] == with_shift["accuracy"]
+    assert model_info(tmp_path / "cv", load_model([tmp_path / "cv"], "none"))["holdout_accuracy"] is None
     assert predict.main([str(tmp_path / "cv"), str(SAMPLE), "--json"]) == 0
     shift_probability = json.loads(capsys.readouterr().out)[0]["probability"]
     assert predict.main([str(tmp_path / "cv"), str(SAMPLE), "--json", "--tta", "none"]) == 0
@@ -136,3 +156,74 @@ def test_a_bad_tta_option_is_one_line(capsys):
         evaluate.main(["some.ckpt", "--tta", "flip"])
     assert exit_.value.code == 1 and capsys.readouterr().err == (
         "digitnet.evaluate: error: argument --tta: invalid choice: 'flip' (choose from 'none', 'shift') (see --help)\n")
+
+
+def test_fold_files_and_nets_must_agree_with_the_runs_tta(tmp_path):
+    """A fold file or net edited or copied from a run of another tta was resumed and evaluated as it was."""
+    from digitnet.folds import FoldStore
+    from digitnet.nets import build_net, checkpoint_dict, load_model
+    from test_plan import fold_checkpoint
+
+    store = FoldStore.for_plan(tmp_path, plan_of("tta=shift"))
+    result = {"fold": 0, "status": "ok", "score": 0.9, "score_without_tta": 0.8, "tta": "shift", "history": [],
+              "seconds": 1.0}
+    shift_net = checkpoint_dict(build_net("baseline"), {"arch": "baseline", "scaling": "normalize", "fold": 0,
+                                                        "tta": "shift"})
+    store.save(result, shift_net)
+    assert store.load(0) == result
+    store.save(result, fold_checkpoint())  # a net of a tta=none run
+    with pytest.raises(UserError, match=r"fold_0.ckpt says tta=none, but this run's folds are scored with tta=shift"):
+        store.load(0)
+    with pytest.raises(UserError, match=r"fold_0.ckpt: its tta is 'none', but fold_0.json says 'shift'"):
+        load_model([tmp_path])
+    for edited, problem in (({**result, "tta": ["x"]}, "tta ['x'] is not the run's tta 'shift'"),
+                            ({k: v for k, v in result.items() if k != "tta"}, "tta 'none' is not the run's tta 'shift'")):
+        store.save(edited, shift_net)
+        with pytest.raises(UserError, match=re.escape(f"fold_0.json is damaged ({problem})")):
+            store.load(0)
+
+
+def test_a_group_set_to_a_plain_value_or_to_nothing_is_refused():
+    """`tta: shift` in an experiment file (for `- override /tta: shift`), `tta: null` or an empty option file made
+    the run quietly use no TTA; ~tta (the group removed) means its default."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_cfg
+    from digitnet.plan import make_plan
+
+    for value, message in (("shift", "tta: 'shift' is a plain value, but tta is a config group; choose it with "
+                                     "tta=shift on the command line, or `- override /tta: shift`"),
+                           (None, "tta.* is empty: the tta option chosen sets no keys, or a config sets tta: null"),
+                           ({}, "tta.* is empty")):
+        cfg = compose_cfg()
+        OmegaConf.set_struct(cfg, False)
+        cfg.tta = value
+        with pytest.raises(UserError, match=re.escape(message)):
+            make_plan(cfg, cuda_available=False, cores=2, tty=False)
+    assert plan_of("~tta").tta == "none"
+
+
+def test_a_saved_final_model_is_scored_only_under_its_own_config(tmp_path):
+    """With plan.json gone, a stopped final run's checkpoint was scored under whatever config came, and its
+    test_metrics.json then named the config's model and tta, not the checkpoint's."""
+    from digitnet.final import score_saved
+    from digitnet.nets import build_net, checkpoint_dict, save_checkpoint
+
+    save_checkpoint(tmp_path / "final.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline",
+                                                                                    "tta": "shift"}))
+    for overrides, said in ((["model=deep", "tta=shift"], "model.name=baseline, this config says deep"),
+                            (["model=baseline"], "tta.name=shift, this config says none")):
+        with pytest.raises(UserError, match=re.escape(f"final.ckpt was trained with {said}; rerun with the config")):
+            score_saved(plan_of("task=final", *overrides), None, tmp_path)
+
+
+def test_an_ensemble_of_models_trained_for_different_tta_says_so(tmp_path):
+    from digitnet.nets import build_net, checkpoint_dict, load_model, save_checkpoint
+
+    for name, tta in (("a.ckpt", "shift"), ("b.ckpt", "none")):
+        save_checkpoint(tmp_path / name, checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": tta}))
+    mixed = load_model([tmp_path / "a.ckpt", tmp_path / "b.ckpt"])
+    assert mixed.hparams["tta"] == "none/shift" and "trained for different test-time augmentation (none, shift)" \
+        in mixed.notes[0]
+    one_way = load_model([tmp_path / "a.ckpt", tmp_path / "b.ckpt"], "shift")
+    assert one_way.hparams["tta"] == "shift" and one_way.notes == [] and one_way.own_tta == "none/shift"

@@ -43,7 +43,8 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
     if summary["mean"] is not None:
         chance = f" ({summary['n_at_chance']} at chance)" if summary["n_at_chance"] else ""
-        say(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}{chance}")
+        tta = f" (tta={plan.tta}; {100 * summary['mean_without_tta']:.3f} without)" if plan.tta != "none" else ""
+        say(f"Accuracy: mean={100 * summary['mean']:.3f} std={100 * summary['std']:.3f}, n={summary['n']}{chance}{tta}")
     else:
         say(f"Accuracy: none, {summary['status']} ({summary['n_diverged']} of {len(ordered)} folds diverged)")
     return summary

@@ -53,7 +53,11 @@ def main(argv=None) -> int:
         model = load_model([args.checkpoint], args.tta)
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
-        out = args.out or (Path(args.checkpoint) / "ensemble_metrics.json" if isinstance(model, Ensemble) else None)
+        run_report = isinstance(model, Ensemble) and model.hparams["tta"] == model.own_tta
+        if isinstance(model, Ensemble) and not run_report and not args.out:
+            print(f"note: --tta {args.tta} is not how this run scores ({model.own_tta}): its ensemble_metrics.json is "
+                  "left as it is; add --out FILE.json to keep these figures", file=sys.stderr)
+        out = args.out or (Path(args.checkpoint) / "ensemble_metrics.json" if run_report else None)
         figure_path = out and out.with_name("ensemble_confusion_matrix.png" if isinstance(model, Ensemble)
                                             else "confusion_matrix.png")
         if out:  # both files writable before the work: a refusal after it would leave a new JSON by an old figure
@@ -78,7 +82,8 @@ def main(argv=None) -> int:
             print(f"{'ensemble (mean of softmax)':<40} {100 * metrics['accuracy']:>13.3f} {metrics['loss']:>8.4f}")
         if out:  # the figure first: the JSON, written last, says the pair is complete
             out.parent.mkdir(parents=True, exist_ok=True)
-            figure = report.confusion_figure(metrics["confusion_matrix"], f"{arch}: holdout")
+            tta = f", tta={metrics['tta']}" if metrics["tta"] != "none" else ""
+            figure = report.confusion_figure(metrics["confusion_matrix"], f"{arch}{tta}: holdout")
             report.save(figure, figure_path)
             report.write_json_atomic(out, metrics)
     print(f"> {100 * metrics['accuracy']:.3f}")

@@ -45,6 +45,14 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
         model = load_checkpoint(run_dir / "final.ckpt")
     except UserError as exc:
         raise UserError(f"{exc}; delete it to fit the final model again") from None
+    # plan.json would have refused another config; without it, the checkpoint itself says what it is.
+    older = {"scaling": "normalize", "tta": "none"}  # what checkpoints written before these keys meant
+    for key, name, wanted in (("arch", "model.name", plan.model), ("scaling", "data.scaling", plan.scaling),
+                              ("tta", "tta.name", plan.tta)):
+        have = model.hparams.get(key, older.get(key))
+        if have != wanted:
+            raise UserError(f"{run_dir / 'final.ckpt'} was trained with {name}={have}, this config says {wanted}; "
+                            "rerun with the config it was trained with, or choose a new hydra.run.dir")
     say(f"The final model of this config was saved but not scored (the run was stopped): scoring "
         f"{run_dir / 'final.ckpt'} on the holdout")
     n_train = len(arrays.train_y) if plan.limit <= 0 else min(plan.limit, len(arrays.train_y))
@@ -57,7 +65,8 @@ def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: floa
     metrics = report.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
     metrics.update(model=plan.model, task="final", tta=plan.tta, checkpoint=str(ckpt), **facts,
                    wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
-    report.write_holdout_report(run_dir, metrics, f"{plan.model}: holdout confusion matrix")
+    tta = f", tta={plan.tta}" if plan.tta != "none" else ""
+    report.write_holdout_report(run_dir, metrics, f"{plan.model}{tta}: holdout confusion matrix")
     say(f"> {100 * metrics['accuracy']:.3f}")
     say(f"Checkpoint: {ckpt}")
     return metrics

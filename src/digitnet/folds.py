@@ -25,6 +25,9 @@ def fold_problem(saved, fold: int) -> str | None:
         return f"status {saved.get('status')!r} is not ok or diverged"
     if saved["status"] == "ok" and not _finite_fraction(saved.get("score")):
         return f"score {saved.get('score')!r} is not an accuracy in [0, 1]"
+    run_tta = (saved.get("run_key") or {}).get("tta", "none") if isinstance(saved.get("run_key"), dict) else "none"
+    if saved["status"] == "ok" and saved.get("tta", "none") != run_tta:  # the score is with the run's tta, or none
+        return f"tta {saved.get('tta', 'none')!r} is not the run's tta {run_tta!r}"
     if "tta" in saved and not _finite_fraction(saved.get("score_without_tta")):
         return f"score_without_tta {saved.get('score_without_tta')!r} is not an accuracy in [0, 1]"
     if not isinstance(saved.get("history"), list) or not isinstance(saved.get("seconds"), (int, float)):
@@ -97,6 +100,10 @@ class FoldStore:
         if net.hparams.get("fold", fold) != fold:
             raise UserError(f"{checkpoint} holds the net of fold {net.hparams['fold']}, not of fold {fold} (files "
                             f"swapped?); put it back, or {retrain}")
+        if net.hparams.get("tta", "none") != self.run_key.get("tta", "none"):
+            raise UserError(f"{checkpoint} says tta={net.hparams.get('tta', 'none')}, but this run's folds are "
+                            f"scored with tta={self.run_key.get('tta', 'none')} (copied from another run?); put it "
+                            f"back, or {retrain}")
 
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""

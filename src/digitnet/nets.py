@@ -242,11 +242,12 @@ def _check_member(path: Path, model: nn.Module, result: dict) -> None:
     """A fold's net must be the one its result describes: same architecture, scaling and pixel statistics."""
     hp, key = model.hparams, result.get("run_key") if isinstance(result.get("run_key"), dict) else {}
     expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
-                "pixel_std": result.get("pixel_std"), "fold": result.get("fold") if "fold" in hp else None}
+                "pixel_std": result.get("pixel_std"), "fold": result.get("fold") if "fold" in hp else None,
+                "tta": key.get("tta", "none") if key else None}
     for name, value in expected.items():
         if value is None:
             continue
-        have = hp.get(name)
+        have = hp.get(name, "none" if name == "tta" else None)  # checkpoints from before tta: none
         same = math.isclose(float(have), float(value), rel_tol=1e-6, abs_tol=1e-9) if isinstance(value, float) \
             else have == value
         if not same:
@@ -259,7 +260,7 @@ def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
     (say, a run dir and one of its folds) is refused: it would count twice. Each predicts with the test-time
     augmentation it was trained for (its hparams' tta), or with `tta` where given. The model's `notes` hold what the
     caller should tell the user (an ensemble of an unfinished run's folds)."""
-    members, names, seen, notes = [], [], {}, []
+    members, names, seen, notes, own = [], [], {}, [], []
     for source in sources:
         if not str(source).strip():  # Path("") is the working dir
             raise UserError("the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir")
@@ -275,12 +276,15 @@ def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
             model = load_checkpoint(ckpt)
             if ckpt in results:
                 _check_member(ckpt, model, results[ckpt])
-            applied = tta or model.hparams.get("tta", "none")
+            own.append(model.hparams.get("tta", "none"))
             model.hparams["tta"] = "none"  # the bare net; the wrapper's hparams say what is applied
-            members.append(with_tta(model, applied))
+            members.append(with_tta(model, tta or own[-1]).eval())
             names.append(str(ckpt))
+    if not tta and len(set(own)) > 1:
+        notes.append(f"these models were trained for different test-time augmentation ({', '.join(sorted(set(own)))});"
+                     " each predicts with its own; give --tta to use one for all")
     model = members[0] if len(members) == 1 else Ensemble(members, names).eval()
-    model.notes = notes
+    model.notes, model.own_tta = notes, "/".join(sorted(set(own)))  # own_tta: what the checkpoints say
     return model
 
 
@@ -351,7 +355,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                             "damaged")
     # Only the keys a net needs, as plain values: a stray key (say, "self") cannot reach the constructor.
     if hp.get("tta", "none") not in TTAS:
-        raise UserError(f"{path}: hyper_parameters tta={str(hp['tta'])[:40]!r} is unknown (digitnet writes one of "
+        raise UserError(f"{path}: hyper_parameters tta={repr(hp['tta'])[:40]} is unknown (digitnet writes one of "
                         f"{', '.join(TTAS)}); the file is damaged")
     plain = {k: hp[k] for k in ("scaling", "optimizer", "fold", "tta") if k in hp}
     model = ScaledNet(arch, scaling["pixel_mean"], scaling["pixel_std"], **plain)

@@ -289,6 +289,27 @@ KNOWN_KEYS = {
     "model": ("name", "dropout"),
     "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
 }
+# The config groups' nodes (train.GROUPS but experiment, which is _global_): each holds keys.
+GROUP_NODES = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "tta")
+
+
+def _check_group_nodes(cfg) -> None:
+    """`tta: shift` in an experiment file (meant as `- override /tta: shift`) made the node a bare value, and an
+    empty option file made it empty: the group then fell back to its default without a word. A group removed with
+    ~group is absent, and takes the plan's default."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for group in GROUP_NODES:
+        value = raw.get(group, _MISSING)
+        if value is _MISSING or (isinstance(value, dict) and value):
+            continue
+        if value is None or isinstance(value, dict):
+            raise UserError(f"{group}.* is empty: the {group} option chosen sets no keys, or a config sets {group}: "
+                            f"null; choose an option with {group}=NAME")
+        raise UserError(f"{group}: {str(value)[:40]!r} is a plain value, but {group} is a config group; choose it with "
+                        f"{group}={str(value)[:40]} on the command line, or `- override /{group}: {str(value)[:40]}` in "
+                        "an experiment file's defaults")
+
+
 # Upper bounds that keep a number a number of things (a batch of 10**20 images overflows the data loader).
 MAX_COUNT = 2**31 - 1
 
@@ -309,6 +330,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     """Check the composed config and settle every choice. `cuda_available`, `cores` and `tty` (is stdout a
     terminal) default to this machine's; tests pass them in to check the decisions on CPU."""
     _check_known_keys(cfg)
+    _check_group_nodes(cfg)
     task = _choice(cfg, "task", TASKS, " (task=cv: k-fold CV; task=final: fit on all, score the holdout)")
     if _get(cfg, "model", None) is None:
         raise UserError(f"no model chosen; add model={'|'.join(ARCHS)}")

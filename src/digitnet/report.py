@@ -38,10 +38,20 @@ def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int 
         "wall_seconds": round(wall_seconds, 2),
         "resumed_folds": resumed_folds,
         "train_seconds": round(sum(f["seconds"] for f in folds), 2),
+        **_without_tta(plan, folds, complete),
         "folds": folds,
         "history": [f["history"] for f in folds],
         "plan": plan.as_dict(),  # as it ran: every auto settled
     }
+
+
+def _without_tta(plan, folds: list[dict], complete: bool) -> dict:
+    """With test-time augmentation, the same folds' figures without it (training.fold_result), beside the scores."""
+    if plan.tta == "none":
+        return {}
+    scores = [f.get("score_without_tta") for f in folds]
+    return {"tta": plan.tta, "fold_scores_without_tta": scores,
+            "mean_without_tta": float(np.mean(scores)) if complete else None}
 
 
 @torch.no_grad()

@@ -51,6 +51,8 @@ def model_info(ckpt: Path, model) -> dict:
             members = sorted(Path(name).name for name in recorded["members"])
             if members != sorted(Path(name).name for name in model.names):
                 return info
+        if recorded.get("tta", "none") != info["tta"]:  # scored another way (evaluate --tta with --out elsewhere)
+            return info
         info["holdout_accuracy"] = float(recorded["accuracy"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # not a task=final run dir, or no holdout score recorded: shown as unknown

@@ -66,12 +66,16 @@ def check_trainer(plan: RunPlan) -> None:
 def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none") -> dict:
     """A finished fold as cv_summary.json and the fold file hold it; the same for every runner. Its score is the
     last epoch's val_acc, or with test-time augmentation (tta=shift) that of the trained net, which the validation
-    epochs (the learning curves) do without: it costs 5 forward passes an image."""
+    epochs (the learning curves) do without: it costs 5 forward passes an image. Its figure without TTA is then
+    scored the same way (full precision, not trainer.precision's validation), so the two differ by TTA alone."""
     score = history[-1].get("val_acc") if status == "ok" and history else None
     matrix = None
     if tta != "none" and status == "ok" and score is not None and math.isfinite(score):
+        plain = report.confusion(net, dm.val_x, dm.val_y, eval_batch)
         matrix = report.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
-        score, without_tta = float(matrix.trace() / matrix.sum()), score
+        score, without_tta = float(matrix.trace() / matrix.sum()), float(plain.trace() / plain.sum())
+        writer.add_scalar("fold/score", score)  # the fold's score, beside the learning curves' val_acc without TTA
+        writer.add_scalar("fold/score_without_tta", without_tta)
     if status == "ok" and (score is None or not math.isfinite(score)):
         status, reason, score = "diverged", "validation accuracy is not finite", None
     result = {
