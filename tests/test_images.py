@@ -95,6 +95,32 @@ def test_a_high_bit_image_that_uses_part_of_its_range_is_read_by_its_own_range(t
     assert_mnist_like(mnist_form(loaded))
 
 
+def test_float_images_in_any_range_and_a_hot_pixel_are_read_by_the_images_own_range(tmp_path):
+    """A float image standardised like MNIST (-0.42 to 2.8) was divided by 255 and called blank; one pixel at
+    65535 in a 12-bit image dimmed the rest to 'blank'."""
+    seven = np.asarray(draw_seven(), dtype=np.float32) / 255
+    standardised = (seven - 0.1307) / 0.3081
+    Image.fromarray(standardised, mode="F").save(tmp_path / "std.tif")
+    Image.fromarray(-1 - seven, mode="F").save(tmp_path / "negative.tif")  # all below zero, still a digit
+    hot = (seven * 1000).astype(np.uint16)
+    hot[0, 0] = 65535
+    Image.fromarray(hot).save(tmp_path / "hot.png")
+    for name in ("std.tif", "negative.tif", "hot.png"):
+        loaded = open_gray(tmp_path / name)
+        assert loaded.min() == 0 and loaded.max() == pytest.approx(1.0), name
+        assert_mnist_like(mnist_form(loaded))
+
+
+def test_a_broken_link_in_a_folder_is_kept_to_get_its_own_line(tmp_path):
+    from digitnet.images import expand_paths
+
+    draw_seven().save(tmp_path / "good.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert expand_paths([str(tmp_path)]) == [tmp_path / "gone.png", tmp_path / "good.png"]
+    with pytest.raises(ImageProblem, match="no such file"):
+        open_gray(tmp_path / "gone.png")
+
+
 def test_rgb_jpeg_photo_like(tmp_path):
     rng = np.random.default_rng(0)
     seven = np.asarray(draw_seven(size=(400, 300), box=(120, 60, 280, 250), width=18), dtype=np.float32)

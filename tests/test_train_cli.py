@@ -271,14 +271,19 @@ def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path,
              "optimizer=nosuch is unknown; use one of adam, adamw, broken, latin, mine, sgd"),
             (["-cd", str(tmp_path), "optimizer=latin"],
              f"{tmp_path / 'optimizer' / 'latin.yaml'}: not UTF-8 text (byte 0xe9 at offset 31); save it as UTF-8"),
-            (["-cd", str(tmp_path), "optimizer=mine", "optimizer.lr=x"], None)):
+            (["-cd", str(tmp_path), "optimizer=mine", "optimizer.lr=x"], None),
+            # --config-dir twice (the last counts), or beside a hydra.searchpath: Hydra's traceback was let through.
+            (["--config-dir", "/nonexistent", "--config-dir", str(tmp_path), "optimizer=broken"],
+             f"{tmp_path / 'optimizer' / 'broken.yaml'}, line 2: not valid YAML"),
+            (["--config-dir", str(tmp_path), "hydra.searchpath=[pkg://digitnet.conf]", "optimizer=broken"],
+             f"{tmp_path / 'optimizer' / 'broken.yaml'}, line 2: not valid YAML")):
         if message is None:
             train.check_composes(argv)  # composes; the bad value is make_plan's to refuse
             continue
         with pytest.raises(SystemExit) as exit_:
             train.check_composes(argv)
         err = capsys.readouterr().err
-        assert exit_.value.code == 1 and err == f"digitnet.train: error: {message}\n", err
+        assert exit_.value.code == 1 and err.startswith(f"digitnet.train: error: {message}") and err.count("\n") == 1, err
 
 
 def test_an_empty_or_list_option_file_of_your_own_is_named(tmp_path):
@@ -299,6 +304,28 @@ def test_an_empty_or_list_option_file_of_your_own_is_named(tmp_path):
         assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(f"digitnet.train: error: {message}"), proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_option_and_experiment_files_that_leave_a_group_without_keys_are_named(tmp_path, capsys):
+    """A number in an option file was Hydra's "Invalid loaded object type: int"; an empty data option or `data: null`
+    in an experiment was "Could not override 'data.limit'", whose advice (+data.limit) failed too."""
+    from digitnet import train
+
+    for group, name, text in (("tta", "num", "42\n"), ("data", "empty", ""), ("experiment", "nuldata",
+                              "# @package _global_\ndata: null\n"), ("experiment", "listtta",
+                              "# @package _global_\ndefaults:\n  - override /tta: list\n"), ("tta", "list", "- a\n")):
+        (tmp_path / group).mkdir(exist_ok=True)
+        (tmp_path / group / f"{name}.yaml").write_text(text)
+    for argv, message in (
+            (["tta=num"], f"{tmp_path / 'tta' / 'num.yaml'} holds a number, not keys, so tta=num sets nothing"),
+            (["data=empty", "data.limit=600"], f"{tmp_path / 'data' / 'empty.yaml'} is empty, so data=empty sets nothing"),
+            (["experiment=nuldata", "data.limit=600"], f"{tmp_path / 'experiment' / 'nuldata.yaml'} sets data: null, but "
+             "data is a config group; choose its option in the file's defaults list (- override /data: NAME)"),
+            (["experiment=listtta", "tta.name=shift"], f"{tmp_path / 'tta' / 'list.yaml'} holds a list, not keys")):
+        with pytest.raises(SystemExit) as exit_:
+            train.check_composes(["--config-dir", str(tmp_path), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and err.startswith(f"digitnet.train: error: {message}") and err.count("\n") == 1, err
 
 
 def test_with_hydra_job_chdir_a_relative_data_root_is_the_callers(tmp_path):

@@ -131,8 +131,13 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
 
     # task=final: the holdout score is the saved model's with TTA, and the checkpoint says so.
     final = plan_of("task=final", "tta=shift", "data.limit=600", "trainer.max_epochs=1", f"data.root={mnist_root}")
+    capsys.readouterr()
     metrics = run(final, tmp_path / "final")
     saved = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
+    assert saved["accuracy_without_tta"] == holdout_metrics(load_model([tmp_path / "final"], "none"), arrays.test_x,
+                                                            arrays.test_y)["accuracy"]
+    assert (f"> {100 * saved['accuracy']:.3f}  (tta=shift, {100 * saved['accuracy_without_tta']:.3f} without)"
+            in capsys.readouterr().out.splitlines())
     model = load_model([tmp_path / "final"])
     assert saved["tta"] == "shift" and model.hparams["tta"] == "shift"
     assert saved["accuracy"] == holdout_metrics(model, arrays.test_x, arrays.test_y)["accuracy"]
@@ -211,6 +216,11 @@ def test_a_saved_final_model_is_scored_only_under_its_own_config(tmp_path):
 
     save_checkpoint(tmp_path / "final.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline",
                                                                                     "tta": "shift"}))
+    from digitnet.rundir import check_compatible
+
+    # Without plan.json, which config trained final.ckpt cannot be told: refused before anything is scored.
+    with pytest.raises(UserError, match=r"holds final.ckpt but no plan.json, so the config that trained it is unknown"):
+        check_compatible(tmp_path, plan_of("task=final", "model=baseline", "tta=shift"))
     for overrides, said in ((["model=deep", "tta=shift"], "model.name=baseline, this config says deep"),
                             (["model=baseline"], "tta.name=shift, this config says none")):
         with pytest.raises(UserError, match=re.escape(f"final.ckpt was trained with {said}; rerun with the config")):

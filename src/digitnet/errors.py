@@ -111,31 +111,48 @@ def config_folders(hydra_cfg) -> list:
     return folders
 
 
-def unusable_group_option(choices: dict, folders: list, refusal: str) -> str | None:
-    """Where the plan refused a group's keys (`refusal` names `group.`), and the option chosen for that group is a
-    file of yours that is empty or not a mapping (Hydra composes either to nothing): the line naming that file."""
+def misconfigured_group_file(choices: dict, folders: list) -> str | None:
+    """The line naming a config file of yours that leaves a group without keys, or None. Hydra composes an option
+    file that is empty, a list or a number (that one with "Invalid loaded object type: int") to nothing or fails,
+    and `data: null` in an experiment file empties its group; the refusals that follow (a missing key, "Could not
+    override 'data.limit'") name no file. `choices`: {group: option} as chosen; an experiment's own `- override`
+    lines count beneath them. `folders`: where configs are looked up, in Hydra's order."""
     from pathlib import Path
 
     import yaml
 
-    for group, option in choices.items():
-        if group.startswith("hydra") or not isinstance(option, str) or f"{group}." not in refusal:
-            continue
-        for folder in folders:
+    def read(group: str, option: str):
+        for folder in folders:  # the first folder that has it is the one Hydra read
             path = Path(folder) / group / f"{option}.yaml"
-            if not path.is_file():
-                continue
-            try:
-                content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, yaml.YAMLError):
-                break
-            if content is None:
-                return (f"{shown(path)} is empty, so {group}={option} sets nothing; write {group} keys into it, "
-                        f"as digitnet's conf/{group}/ files hold")
-            if not isinstance(content, dict):
-                return (f"{shown(path)} holds a {type(content).__name__}, not keys, so {group}={option} sets nothing; "
-                        f"write {group} keys into it, as digitnet's conf/{group}/ files hold")
-            break  # the first folder that has it is the one Hydra read
+            if path.is_file():
+                try:
+                    return path, yaml.safe_load(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError, yaml.YAMLError):
+                    return None, None
+        return None, None
+
+    choices = {g: o for g, o in choices.items() if isinstance(o, str) and not g.startswith("hydra")}
+    experiment, content = read("experiment", choices["experiment"]) if "experiment" in choices else (None, None)
+    if isinstance(content, dict):
+        for item in content.get("defaults") or []:
+            for key, option in (item.items() if isinstance(item, dict) else ()):
+                group = str(key).removeprefix("override ").strip().lstrip("/")
+                choices.setdefault(group, option)  # the command line's choice wins, as in Hydra
+        for group, value in content.items():
+            if group != "defaults" and (Path(folders[0]) / group).is_dir() and not isinstance(value, dict):
+                return (f"{shown(experiment)} sets {group}: {str(value)[:40] if value is not None else 'null'}, but "
+                        f"{group} is a config group; choose its option in the file's defaults list "
+                        f"(- override /{group}: NAME), or set its keys ({group}: {{key: value}})")
+    for group, option in choices.items():
+        if group == "experiment":
+            continue
+        path, content = read(group, option)
+        if path is None or isinstance(content, dict):
+            continue
+        kinds = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+        held = "is empty" if content is None else f"holds {kinds.get(type(content), 'a value')}, not keys"
+        return (f"{shown(path)} {held}, so {group}={option} sets nothing; write {group} keys into it, as digitnet's "
+                f"conf/{group}/ files hold")
     return None
 
 

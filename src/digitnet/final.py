@@ -63,10 +63,15 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
 def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
     ckpt = run_dir / "final.ckpt"
     metrics = report.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
+    line, title = f"> {100 * metrics['accuracy']:.3f}", f"{plan.model}: holdout confusion matrix"
+    if plan.tta != "none":  # the same model without it, beside: what TTA adds
+        without = report.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)["accuracy"]
+        metrics["accuracy_without_tta"] = without
+        line += f"  (tta={plan.tta}, {100 * without:.3f} without)"
+        title = f"{plan.model}, tta={plan.tta}: holdout confusion matrix"
     metrics.update(model=plan.model, task="final", tta=plan.tta, checkpoint=str(ckpt), **facts,
                    wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
-    tta = f", tta={plan.tta}" if plan.tta != "none" else ""
-    report.write_holdout_report(run_dir, metrics, f"{plan.model}{tta}: holdout confusion matrix")
-    say(f"> {100 * metrics['accuracy']:.3f}")
+    report.write_holdout_report(run_dir, metrics, title)
+    say(line)
     say(f"Checkpoint: {ckpt}")
     return metrics

@@ -32,10 +32,17 @@ def to_gray(img: Image.Image) -> np.ndarray:
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
             raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
-        # Past 8 bits, the image's own brightest pixel is white: a 12-bit sensor's 0-1000 in a 16-bit file divided
-        # by 65535 was nearly black, and no digit was found.
-        top = 1.0 if a.max() <= 1 else 255.0 if a.max() <= 255 else float(a.max())
-        return np.clip(a / top, 0, 1)
+        if a.min() >= 0 and a.max() <= 1:
+            return a
+        if a.min() >= 0 and a.max() <= 255 and img.mode != "F":
+            return a / 255
+        # Any other range is the image's own: a 12-bit sensor's 0-1000 in a 16-bit file (divided by 65535 it was
+        # nearly black: "no digit found"), a float image standardised like MNIST (-0.42 to 2.8). Its 0.1% and
+        # 99.9% points are black and white, so that one hot pixel does not dim the rest.
+        low, high = np.percentile(a, [0.1, 99.9]) if a.size >= 1000 else (a.min(), a.max())
+        if high <= low:
+            low, high = a.min(), a.max()
+        return np.clip((a - low) / (high - low), 0, 1) if high > low else np.zeros_like(a)
     if img.mode == "P" or "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -229,7 +236,8 @@ def expand_paths(paths: list[str], skipped: list[Path] | None = None, empty: lis
             if skipped is not None:
                 skipped.extend(Path(root) / d for d in sorted(runs))
             found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
-        found = sorted(f for f in found if f.is_file())
+        # A broken link or a link loop stays in: it gets its own line, as when given by name, not silence.
+        found = sorted(f for f in found if f.is_file() or f.is_symlink())
         if not found and empty is not None:
             empty.append(p)
         out.extend(found)

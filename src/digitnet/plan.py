@@ -305,9 +305,10 @@ def _check_group_nodes(cfg) -> None:
         if value is None or isinstance(value, dict):
             raise UserError(f"{group}.* is empty: the {group} option chosen sets no keys, or a config sets {group}: "
                             f"null; choose an option with {group}=NAME")
+        name = value if isinstance(value, str) and value.isidentifier() else "NAME"  # a list or a number: no name
         raise UserError(f"{group}: {str(value)[:40]!r} is a plain value, but {group} is a config group; choose it with "
-                        f"{group}={str(value)[:40]} on the command line, or `- override /{group}: {str(value)[:40]}` in "
-                        "an experiment file's defaults")
+                        f"{group}={name} on the command line, or `- override /{group}: {name}` in an experiment "
+                        "file's defaults")
 
 
 # Upper bounds that keep a number a number of things (a batch of 10**20 images overflows the data loader).

@@ -87,6 +87,9 @@ def check_compatible(run_dir: Path, plan: RunPlan) -> None:
             store.load(fold)
     path = run_dir / "plan.json"
     if not path.is_file():
+        if plan.task == "final" and (run_dir / "final.ckpt").exists():  # it would be scored under this config
+            raise UserError(f"{run_dir} holds final.ckpt but no plan.json, so the config that trained it is unknown; "
+                            "restore plan.json, or delete final.ckpt to fit again, or choose a new hydra.run.dir")
         return
     try:
         saved = RunPlan(**{**json.loads(path.read_text()), "notes": ()})

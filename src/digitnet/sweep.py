@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from digitnet.errors import (UserError, composition_error_line, config_folders, shown, undecodable_yaml,
-                             unusable_group_option)
+from digitnet.errors import (UserError, composition_error_line, config_folders, misconfigured_group_file, shown,
+                             undecodable_yaml)
 from digitnet.files import enclosing_run, run_file_in
 from digitnet.folds import _finite_fraction, fold_problem
 from digitnet.rundir import saved_overrides
@@ -432,13 +432,11 @@ class SweepSummaryCallback(Callback):
                             "rerun the sweep's own command to resume it, or choose a new hydra.sweep.dir")
             try:
                 plan = make_plan(compose(config_name="config", overrides=overrides))
-            except UserError as exc:
+            except Exception as exc:  # noqa: BLE001 - the plan's refusal, or Hydra's: this job's config cannot be built
                 choices = {**config.hydra.runtime.choices, **dict(o.partition("=")[::2] for o in overrides)}
-                line = unusable_group_option(choices, config_folders(config.hydra), str(exc)) or exc
-                _refuse(f"sweep job {number} ({' '.join(overrides)}): {line}; nothing was run")
-            except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: this job's config cannot be built
-                line = (isinstance(exc, UnicodeDecodeError) and undecodable_yaml(config_folders(config.hydra))
-                        or composition_error_line(exc))
+                line = (misconfigured_group_file(choices, config_folders(config.hydra))
+                        or isinstance(exc, UnicodeDecodeError) and undecodable_yaml(config_folders(config.hydra))
+                        or (str(exc) if isinstance(exc, UserError) else composition_error_line(exc)))
                 _refuse(f"sweep job {number} ({' '.join(overrides)}): {line}; nothing was run")
             same = trains.setdefault(json.dumps(plan.as_dict(), sort_keys=True, default=str), number)
             if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2: the same training twice

@@ -26,7 +26,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from digitnet import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
-from digitnet.errors import UserError, config_folders, exit_on_user_error, unusable_group_option  # noqa: E402
+from digitnet.errors import UserError, config_folders, exit_on_user_error, misconfigured_group_file  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
 from digitnet.plan import RunPlan, make_plan  # noqa: E402
 
@@ -216,7 +216,7 @@ def main(cfg: DictConfig) -> float | None:
                 plan = make_plan(cfg)
             except UserError as exc:  # an empty option file of a --config-dir: say which file, not which key
                 hydra_cfg = HydraConfig.get()
-                raise UserError(unusable_group_option(hydra_cfg.runtime.choices, config_folders(hydra_cfg), str(exc))
+                raise UserError(misconfigured_group_file(hydra_cfg.runtime.choices, config_folders(hydra_cfg))
                                 or str(exc)) from None
             interrupt.task = plan.task
             plan, arrays = prepare(plan)
@@ -279,7 +279,7 @@ def check_composes(argv: list[str]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-    from digitnet.errors import UserError, composition_error_line
+    from digitnet.errors import composition_error_line, undecodable_yaml
 
     with exit_on_user_error(PROG):
         try:
@@ -304,20 +304,21 @@ def check_composes(argv: list[str]) -> None:
         except UserError:
             raise
         except UnicodeDecodeError as exc:  # a config file in another encoding: the error names no file
-            raise UserError(_undecodable_config(overrides) or f"a config file is not UTF-8 text ({exc})") from None
+            raise UserError(undecodable_yaml(_override_folders(overrides))
+                            or f"a config file is not UTF-8 text ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - Hydra's ConfigCompositionException, OverrideParseException, ...
-            raise UserError(composition_error_line(exc)) from None
+            choices = {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides) if k.lstrip("+~") in GROUPS}
+            raise UserError(misconfigured_group_file(choices, _override_folders(overrides))
+                            or composition_error_line(exc)) from None
 
 
-def _undecodable_config(overrides: list[str]) -> str | None:
-    """The line naming the first YAML file that is not UTF-8, in the packaged configs or a --config-dir."""
-    from digitnet.errors import undecodable_yaml
-
+def _override_folders(overrides: list[str]) -> list[Path]:
+    """The config folders of a command: the packaged configs, then those of hydra.searchpath (a --config-dir)."""
     folders = [_config_folder()]
     for override in overrides:
-        if override.startswith("hydra.searchpath="):
+        if override.lstrip("+").startswith("hydra.searchpath="):
             folders += [Path(p) for p in re.findall(r'file://([^",\]]+)', override)]
-    return undecodable_yaml(folders)
+    return folders
 
 
 def _without_print_flags(args: list[str]) -> list[str]:
@@ -337,7 +338,8 @@ def _without_print_flags(args: list[str]) -> list[str]:
 
 def _config_dir_as_search_path(args: list[str]) -> list[str] | None:
     """`--config-dir DIR` (-cd) as the override `hydra.searchpath=[file://DIR]`, which composes the same (Hydra puts
-    DIR after the packaged configs either way); None where the search path is also set otherwise."""
+    DIR after the packaged configs either way). Given twice, the last counts (Hydra's argparse keeps it); with a
+    hydra.searchpath=[...] of its own, DIR joins that list. None where that value is not a list."""
     out, given = [], []
     i = 0
     while i < len(args):
@@ -352,9 +354,16 @@ def _config_dir_as_search_path(args: list[str]) -> list[str] | None:
         i += 1
     if not given:
         return out
-    if len(given) > 1 or any(a.lstrip("+").startswith("hydra.searchpath") for a in out):
-        return None
-    return [*out, f"hydra.searchpath=[{json.dumps('file://' + os.path.abspath(given[0]))}]"]
+    folder = json.dumps("file://" + os.path.abspath(given[-1]))
+    for i, arg in enumerate(out):
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            if not (value.strip().startswith("[") and value.strip().endswith("]")):
+                return None
+            listed = value.strip()[1:-1].strip()
+            out[i] = f"{key}=[{listed + ', ' if listed else ''}{folder}]"
+            return out
+    return [*out, f"hydra.searchpath=[{folder}]"]
 
 
 def _refuse_null_groups(parsed) -> None:
