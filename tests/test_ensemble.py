@@ -54,6 +54,7 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
         assert matrix == summary["folds"][fold]["confusion_matrix"]
 
 
+@pytest.mark.slow  # runs the CLI (or a CV); `-m "not slow"` stays under 3 minutes
 def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_root, capsys):
     from digitnet import evaluate, predict
     from digitnet.train import run

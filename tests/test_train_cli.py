@@ -286,6 +286,7 @@ def test_a_config_dir_of_your_own_is_checked_like_the_packaged_configs(tmp_path,
         assert exit_.value.code == 1 and err.startswith(f"digitnet.train: error: {message}") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow  # runs the CLI (or a CV); `-m "not slow"` stays under 3 minutes
 def test_an_empty_or_list_option_file_of_your_own_is_named(tmp_path):
     """Hydra composes an empty or list-shaped option file to nothing: the plan then said "model.name is missing from
     the config", naming no file. Single runs and sweeps now name it."""
