@@ -239,7 +239,7 @@ def unfinished_note(run_dir: Path, members: dict[Path, dict]) -> str | None:
 
 
 def _check_member(path: Path, model: nn.Module, result: dict) -> None:
-    """A fold's net must be the one its result describes: same architecture, scaling and pixel statistics."""
+    """A fold's net must be the one its result describes: same architecture, scaling, pixel statistics and tta."""
     hp, key = model.hparams, result.get("run_key") if isinstance(result.get("run_key"), dict) else {}
     expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
                 "pixel_std": result.get("pixel_std"), "fold": result.get("fold") if "fold" in hp else None,
