@@ -237,3 +237,21 @@ def test_an_ensemble_of_models_trained_for_different_tta_says_so(tmp_path):
         in mixed.notes[0]
     one_way = load_model([tmp_path / "a.ckpt", tmp_path / "b.ckpt"], "shift")
     assert one_way.hparams["tta"] == "shift" and one_way.notes == [] and one_way.own_tta == "none/shift"
+
+
+def test_serve_applies_the_checkpoints_tta_or_its_own_tta_option(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from digitnet import serve
+    from digitnet.nets import build_net, checkpoint_dict, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": "shift"}))
+    answers = {}
+    for tta in (None, "none"):
+        client = TestClient(serve.create_app(tmp_path / "m.ckpt", tta))
+        answers[tta] = client.post("/api/predict", files=[("files", ("7.png", SAMPLE.read_bytes(), "image/png"))]).json()
+        assert client.get("/api/model").json()["tta"] == (tta or "shift")
+    assert answers[None]["results"][0]["probability"] != answers["none"]["results"][0]["probability"]
+    with pytest.raises(SystemExit):
+        serve.main([str(tmp_path / "m.ckpt"), "--tta", "flip"])

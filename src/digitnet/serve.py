@@ -69,7 +69,7 @@ def preview_png(array) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(ckpt: str | Path):
+def create_app(ckpt: str | Path, tta: str | None = None):
     """The app, with the model loaded once."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
@@ -84,7 +84,7 @@ def create_app(ckpt: str | Path):
     # the client gets it as its 400, so the log keeps only uvicorn's access line.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     ckpt = Path(ckpt)
-    model = load_model([ckpt])
+    model = load_model([ckpt], tta)  # tta None: what the checkpoint's run used
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     info = model_info(ckpt, model)
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
                         "of its fold models)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation (nets.TTAS); default: what "
+                        "the checkpoint's run used (its tta=...)")
     args = parser.parse_args(argv)
     with exit_on_user_error(PROG):
         if not args.host.strip():
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
             raise UserError('the web app needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
         import socket
 
-        app = create_app(find_checkpoint(args.model))
+        app = create_app(find_checkpoint(args.model), args.tta)
         # Bound here, before the server starts, so that a busy port is one line, and port 0 names the port it got.
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
