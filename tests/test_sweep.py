@@ -266,8 +266,11 @@ def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
                                                                 "positive integer"),
     (["hydra/launcher=joblib", "+hydra.launcher.bogus=1"], "hydra.launcher.bogus is not an option of the joblib "
                                                             "launcher (those are n_jobs, backend, "),
-    (["hydra/launcher=joblib", "hydra.launcher.timeout=-1"], "hydra.launcher.timeout=-1.0: give seconds > 0 for each "
-                                                               "job, or null for no limit"),
+    (["hydra/launcher=joblib", "hydra.launcher.timeout=-1"], "hydra.launcher.timeout=-1.0: a job that ran past it "
+                                                               "would stop the whole sweep with a traceback; leave it null"),
+    # A positive timeout reached mid-sweep was joblib's TimeoutError traceback, the finished jobs' table never shown.
+    (["hydra/launcher=joblib", "hydra.launcher.timeout=3"], "hydra.launcher.timeout=3.0: a job that ran past it would "
+                                                              "stop the whole sweep with a traceback; leave it null"),
     (["hydra/launcher=joblib", "hydra.launcher.pre_dispatch=xyz"], "hydra.launcher: 'xyz' is not a valid or supported "
                                                                     "arithmetic expression"),
     (["hydra/launcher=joblib", "hydra.launcher.verbose=x"], "hydra.launcher.verbose=x: Value 'x' of type 'str' could "

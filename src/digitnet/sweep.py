@@ -368,8 +368,10 @@ class SweepSummaryCallback(Callback):
                 _refuse(f"hydra.launcher.{key}={value} is not a whole number; e.g. hydra.launcher.{key}="
                         f"{2 if key == 'n_jobs' else 0}")
         timeout = options.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            _refuse(f"hydra.launcher.timeout={timeout}: give seconds > 0 for each job, or null for no limit")
+        if timeout is not None:  # joblib raises TimeoutError in the launcher: a traceback, and the sweep ends there
+            _refuse(f"hydra.launcher.timeout={timeout}: a job that ran past it would stop the whole sweep with a "
+                    "traceback; leave it null (each job runs to its end), and make jobs shorter with "
+                    "trainer.max_epochs or data.limit")
         import joblib
         from joblib._utils import eval_expr  # how Parallel reads pre_dispatch, once the jobs are already starting
 
