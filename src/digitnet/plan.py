@@ -289,7 +289,7 @@ KNOWN_KEYS = {
     "model": ("name", "dropout"),
     "cv": ("n_folds", "seed", "parallel", "cuda_graph", "workers"),
 }
-# The config groups' nodes (train.GROUPS but experiment, which is _global_): each holds keys.
+# The config groups whose nodes hold keys: conf/'s folders but experiment (_global_) and hydra (train.GROUPS).
 GROUP_NODES = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "tta")
 
 

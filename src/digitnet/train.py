@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from digitnet import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import UserError, config_folders, exit_on_user_error, misconfigured_group_file  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
-from digitnet.plan import RunPlan, make_plan  # noqa: E402
+from digitnet.plan import GROUP_NODES, RunPlan, make_plan  # noqa: E402
 
 PROG = interrupts.PROG
 # The configs ship inside the package (pyproject maps conf/ to digitnet.conf): editable installs, wheels, any cwd.
@@ -47,7 +47,7 @@ def _config_context():
     return initialize_config_dir(str(_CHECKOUT_CONF), version_base="1.3")
 
 
-GROUPS = ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "tta", "experiment")  # conf/ minus hydra/
+GROUPS = (*GROUP_NODES, "experiment")  # conf/ minus hydra/ (a test checks it against the folders)
 # With these, configs come from elsewhere too; Hydra itself then says which choices it knows.
 USER_CONFIG_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath")
 
