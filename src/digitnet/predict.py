@@ -8,18 +8,14 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from digitnet.errors import UserError, argument_parser, exit_on_user_error, shown
+from digitnet.errors import UserError, reported, run_console, shown
 from digitnet.files import run_file_in
-from digitnet.images import ImageProblem, as_is, expand_paths, mnist_form, open_gray
 
 PROG = "digitnet.predict"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argument_parser(PROG, __doc__.split(": ", 1)[1])
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
     parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, or a CV "
                         "run dir (the ensemble of its folds)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "
@@ -30,63 +26,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-preprocess", action="store_true", help="feed 28x28 MNIST-style images unchanged (the tutorial's way)"
     )
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation (nets.TTAS); default: what "
-                        "each checkpoint's run used (its tta=...)")
+    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation; default: what each "
+                        "checkpoint's run used")
     args = parser.parse_args(argv)
     if not 1 <= args.top_k <= 10:
         parser.error(f"--top-k {args.top_k}: choose 1 to 10")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
     return args
-
-
-def prepare_one(source, preprocess: bool = True) -> np.ndarray:
-    """One image (a path or a file object) -> its 28x28 array, or ImageProblem with a one-line reason. Whatever else
-    breaks on one image is that image's problem alone."""
-    try:
-        gray = open_gray(source)
-        return mnist_form(gray) if preprocess else as_is(gray)
-    except ImageProblem:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})") from None
-
-
-@torch.inference_mode()
-def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
-    """Softmax probabilities, (N, 10), computed in batches."""
-    probs = []
-    for i in range(0, len(arrays), batch_size):
-        x = torch.from_numpy(np.stack(arrays[i : i + batch_size]))[:, None]
-        probs.append(torch.softmax(model(x), dim=1))
-    return torch.cat(probs) if probs else torch.empty(0, 10)
-
-
-def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_size: int = 512):
-    """[(name, path or file object)] -> (rows, the rows' 28x28 arrays and probabilities, [(name, reason)]).
-
-    A row is what `--json` prints: {"path", "digit", "probability", "top": [{"digit", "probability"}, ...]}.
-    digitnet.serve answers with the same rows, computed here."""
-    names, arrays, failed = [], [], []
-    for name, source in items:
-        try:
-            arrays.append(prepare_one(source, preprocess))
-            names.append(name)
-        except ImageProblem as exc:
-            failed.append((name, str(exc)))
-    probs = classify(model, arrays, batch_size)
-    top_p, top_d = probs.topk(top_k, dim=1)
-    finite = torch.isfinite(probs).all(dim=1).tolist()
-    rows, extras = [], []
-    for name, array, p, ps, ds, ok in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite):
-        if not ok:  # never NaN in the output: JSON has no NaN
-            failed.append((name, "the model gave no finite probabilities for it"))
-            continue
-        rows.append({"path": str(name), "digit": ds[0], "probability": round(ps[0], 6),
-                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)]})
-        extras.append((array, [round(q, 6) for q in p]))
-    return rows, extras, failed
 
 
 @contextmanager
@@ -118,8 +65,10 @@ def check_image_args(images: list[str]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with _empty_json_list_on_error(args.json), exit_on_user_error(PROG):
-        from digitnet.nets import load_model
+    with _empty_json_list_on_error(args.json), reported(PROG):
+        from digitnet.core.checkpoints import load_model
+        from digitnet.core.images import expand_paths
+        from digitnet.core.inference import predict_images
 
         more = []
         while args.images and args.images[0].endswith(".ckpt"):
@@ -158,8 +107,6 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-predict`."""
-    from digitnet.errors import run_console
-
     run_console(main)
 
 

@@ -1,214 +1,41 @@
-"""`python -m digitnet.serve CHECKPOINT_OR_RUN_DIR` (`digitnet-serve`): draw a digit in the browser, or send images
-over HTTP, and see what the model reads.
+"""`python -m digitnet.serve MODEL` (`digitnet-serve`): draw a digit in the browser, or send images over HTTP, and
+see what the model reads. MODEL is a checkpoint, a task=final run dir or a CV run dir (the ensemble of its folds).
+The app itself: digitnet/web/app.py."""
 
-FastAPI app: the page (digitnet/web/, served by the app, no CDN), `POST /api/predict` (multipart field `files`, one
-or more images; the rows of `digitnet.predict --json`, computed by the same code, plus each image's 28x28 preview
-and its ten probabilities), `GET /api/health`, `GET /api/model`, and FastAPI's OpenAPI docs at /docs.
+from __future__ import annotations
 
-Uploads are read into memory only (never written to disk), within limits: MAX_FILE_BYTES per file and MAX_FILES per
-request; a request over MAX_REQUEST_BYTES is refused whole. Each bad file gets its own error naming it, and the good
-files of the same request are still answered.
-"""
-
-
-import base64
-import io
-import json
-import logging
+import argparse
+import socket
 import sys
-from pathlib import Path
 
-from digitnet.errors import UserError, argument_parser, exit_on_user_error
+from digitnet.errors import UserError, reported, run_console
 
 PROG = "digitnet.serve"
-MAX_FILE_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB
-MAX_FILES = 32
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # several files near the per-file limit; beyond this the request is refused
-WEB = Path(__file__).resolve().parent / "web"
-
-
-def find_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, a task=final run dir (its final.ckpt) or a CV run dir (the ensemble of its folds)."""
-    from digitnet.nets import model_checkpoints
-
-    model_checkpoints(source)  # refuses a dir that holds no model, in one line
-    return Path(source)
-
-
-def model_info(ckpt: Path, model) -> dict:
-    """What the page shows about the model: its net, scaling, size and, where its run dir says, holdout accuracy."""
-    from digitnet.nets import count_parameters
-
-    ckpt = ckpt / "final.ckpt" if (ckpt / "final.ckpt").is_file() else ckpt
-    info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
-            "tta": model.hparams.get("tta", "none"), "parameters": count_parameters(model), "holdout_accuracy": None}
-    metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
-    if not ckpt.is_dir() and ckpt.name != "final.ckpt":
-        return info  # a loose checkpoint: the test_metrics.json beside it may be another model's
-    try:
-        recorded = json.loads(metrics.read_text())
-        if ckpt.is_dir():  # the score of exactly these members, not of an earlier set of folds
-            members = sorted(Path(name).name for name in recorded["members"])
-            if members != sorted(Path(name).name for name in model.names):
-                return info
-        if recorded.get("tta", "none") != info["tta"]:  # scored another way (evaluate --tta with --out elsewhere)
-            return info
-        info["holdout_accuracy"] = float(recorded["accuracy"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # not a task=final run dir, or no holdout score recorded: shown as unknown
-    return info
-
-
-def preview_png(array) -> str:
-    """The 28x28 image the net sees, as a data URL (white ink on black, as MNIST)."""
-    import numpy as np
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(array, 0, 1) * 255).astype("uint8"), mode="L").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def create_app(ckpt: str | Path, tta: str | None = None):
-    """The app, with the model loaded once."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from starlette.requests import ClientDisconnect
-    from fastapi.staticfiles import StaticFiles
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    from digitnet.nets import load_model
-    from digitnet.predict import predict_images
-
-    # python-multipart logs a bad body's parse error as a bare warning line in the server's log, and raises it;
-    # the client gets it as its 400, so the log keeps only uvicorn's access line.
-    logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    ckpt = Path(ckpt)
-    model = load_model([ckpt], tta)  # tta None: what the checkpoint's run used
-    for note in model.notes:
-        print(f"note: {note}", file=sys.stderr)
-    info = model_info(ckpt, model)
-
-    class InMemoryParser(MultiPartParser):
-        spool_max_size = MAX_REQUEST_BYTES  # uploads stay in memory: nothing is written to disk
-
-    app = FastAPI(title="digitnet", version="0.1.0",
-                  description="Predict handwritten digits with a digitnet checkpoint. The page is at /.")
-    app.mount("/static", StaticFiles(directory=WEB), name="static")
-
-    @app.get("/", include_in_schema=False)
-    def page():
-        return FileResponse(WEB / "index.html")
-
-    @app.get("/api/health")
-    def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/api/model")
-    def model_endpoint() -> dict:
-        return info
-
-    async def limited(stream, boundary: str, seen: dict):
-        """The body, up to MAX_REQUEST_BYTES; seen["end"] says whether the closing boundary came (a body cut
-        short parses without error, minus its unfinished part)."""
-        received, closing, tail = 0, f"--{boundary}--".encode("latin-1", "replace"), b""
-        async for chunk in stream:
-            received += len(chunk)
-            if received > MAX_REQUEST_BYTES:
-                raise HTTPException(413, f"request over {MAX_REQUEST_BYTES // 2**20} MB; send fewer or smaller files")
-            seen["end"] = seen.get("end") or closing in tail + chunk
-            tail = (tail + chunk)[-len(closing):]
-            yield chunk
-
-    @app.post("/api/predict", responses={400: {"description": "not a multipart request with files"},
-                                         413: {"description": "too many files, a file or the request too large"},
-                                         422: {"description": "some files are not usable images (see errors)"}})
-    async def predict(request: Request):
-        """Images in the multipart field `files`. Answers {"results": [rows of `predict --json` plus "preview"
-        (PNG data URL) and "probabilities" (10)], "errors": [{"file", "error"}]}: 200 when every file was read, 422
-        (413 if a file is over the size limit) when some were not; the good ones are in "results" either way."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            raise HTTPException(413, f"request of {int(length) // 2**20} MB is over {MAX_REQUEST_BYTES // 2**20} MB")
-        media, _, params = request.headers.get("content-type", "").partition(";")
-        boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";")
-                         if p.strip().lower().startswith("boundary=")), "")
-        if media.strip().lower() != "multipart/form-data" or not boundary:
-            raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
-        seen: dict = {}
-        parser = InMemoryParser(request.headers, limited(request.stream(), boundary, seen), max_files=MAX_FILES,
-                                max_fields=16, max_part_size=64 * 1024)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise HTTPException(413 if "Too many files" in str(exc) else 400, str(exc)) from None
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is listening any more; nothing to log either
-        if not seen.get("end"):
-            await form.close()
-            raise HTTPException(400, "the request ended before its multipart body did (no closing boundary): the "
-                                     "upload was cut off; send the files again")
-        parts = form.getlist("files")
-        if not parts:
-            raise HTTPException(400, "no files: send one or more images in the multipart field `files`")
-        items, errors = [], []
-        try:
-            for number, upload in enumerate(parts):
-                if not hasattr(upload, "filename"):  # a plain form field, not a file upload
-                    errors.append({"file": f"part {number + 1}", "status": 422,
-                                   "error": "not a file upload (its part has no filename)"})
-                    continue
-                # A name decoded with an odd charset can hold lone surrogates, which JSON cannot carry.
-                name = (upload.filename or f"part {number + 1}").encode("utf-8", "backslashreplace").decode("utf-8")
-                data = await upload.read(MAX_FILE_BYTES + 1)
-                if len(data) > MAX_FILE_BYTES:
-                    errors.append({"file": name, "error": f"over {MAX_FILE_BYTES // 2**20} MB", "status": 413})
-                elif not data:
-                    errors.append({"file": name, "error": "empty file", "status": 422})
-                else:
-                    items.append((name, io.BytesIO(data)))
-        finally:
-            await form.close()
-        # Blocking work (PIL, torch) off the event loop; one batch for the whole request.
-        from starlette.concurrency import run_in_threadpool
-
-        rows, extras, failed = await run_in_threadpool(predict_images, model, items, True, 3)
-        results = [{**row, "preview": preview_png(array), "probabilities": probs}
-                   for row, (array, probs) in zip(rows, extras)]
-        errors += [{"file": name, "error": reason, "status": 422} for name, reason in failed]
-        status = 200 if not errors else 413 if any(e["status"] == 413 for e in errors) else 422
-        return JSONResponse({"results": results, "errors": [{k: e[k] for k in ("file", "error")} for e in errors]},
-                            status_code=status)
-
-    return app
 
 
 def main(argv=None) -> int:
-    parser = argument_parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("model", help="a checkpoint (final.ckpt), a task=final run dir, or a CV run dir (the ensemble "
-                        "of its fold models)")
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1].split("\n")[0])
+    parser.add_argument("model", help="a checkpoint (final.ckpt), a task=final run dir, or a CV run dir")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation (nets.TTAS); default: what "
-                        "the checkpoint's run used (its tta=...)")
+    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation; default: what the "
+                        "checkpoint's run used")
     args = parser.parse_args(argv)
-    with exit_on_user_error(PROG):
-        if not args.host.strip():
-            raise UserError("--host is empty; give an address (127.0.0.1: this machine only; 0.0.0.0: every interface)")
-        if not 0 <= args.port <= 65535:
-            raise UserError(f"--port {args.port}: choose 0-65535 (0: any free port, printed at start)")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: choose 0-65535 (0: any free port, printed at start)")
+    with reported(PROG):
         try:
             import uvicorn
-        except ImportError:
-            raise UserError('the web app needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
-        import socket
 
+            from digitnet.web.app import create_app, find_checkpoint
+        except ImportError:
+            raise UserError('the web app needs FastAPI and uvicorn: pip install "digitnet[serve]"') from None
         app = create_app(find_checkpoint(args.model), args.tta)
         # Bound here, before the server starts, so that a busy port is one line, and port 0 names the port it got.
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
-        # every kept-alive request waited 40 ms (Nagle against the client's delayed ACK; 48 ms p50 vs 5 ms after).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        # every kept-alive request waited 40 ms (Nagle against the client's delayed ACK).
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((args.host, args.port))
@@ -216,8 +43,7 @@ def main(argv=None) -> int:
             sock.close()
             raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port or "
                             "--host") from None
-        port = sock.getsockname()[1]
-        print(f"digitnet: serving {find_checkpoint(args.model)} at http://{args.host}:{port}/ (API docs: /docs; "
+        print(f"digitnet: serving {args.model} at http://{args.host}:{sock.getsockname()[1]}/ (API docs: /docs; "
               "Ctrl-C stops)", flush=True)
         try:
             uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
@@ -229,8 +55,6 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-serve`."""
-    from digitnet.errors import run_console
-
     run_console(main)
 
 

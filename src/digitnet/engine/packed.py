@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from digitnet.callbacks import blow_up_reason
-from digitnet.augment import make_augment
-from digitnet.models import fit, optimization
-from digitnet.nets import build_net
+from digitnet.engine.callbacks import blow_up_reason
+from digitnet.core.augment import make_augment
+from digitnet.core.module import fit, optimization
+from digitnet.core.nets import build_net
 
 
 class FoldFlatten(nn.Module):

@@ -9,8 +9,8 @@ import sys
 import lightning.pytorch as pl
 import torch
 
-from digitnet.folds import FoldStore
-from digitnet.plan import RunPlan
+from digitnet.config.plan import RunPlan
+from digitnet.engine.folds import FoldStore
 
 _state: dict = {}
 
@@ -50,52 +50,41 @@ class ShareCores(pl.Callback):
             share_cores()
 
 
-def leave_on_sigterm() -> None:
-    """The parent ends its pool with SIGTERM (after a Ctrl-C there, or a fold's error), and a worker must then die
-    at once, whatever it is doing. Lightning's fit replaces SIGTERM's default with a Python handler that only notes
-    the signal until the next batch: a fit that failed before then sent the worker back to the pool's queue, alive,
-    and the parent waited for it forever (3 of 13 tries of a hostile test). A Python handler of our own is no cure:
-    the kernel may hand the signal to one of torch's or TensorBoard's threads while the main thread sleeps in the
-    queue's semaphore, where Python never runs the handler (seen: a finished run hung in Pool.terminate). So the
-    default stays, and Lightning's connector installs nothing in a worker (lightning 2.6: register_signal_handlers;
-    teardown then restores nothing, since it recorded nothing)."""
-    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _SignalConnector.register_signal_handlers = lambda self: None
-
-
-def start(plan: RunPlan, unfinished, parent: int) -> None:
-    """Pool initializer: each worker reads MNIST once and keeps it for the folds it trains."""
-    from digitnet.data import load_mnist
+def serve(plan: RunPlan, store: FoldStore, tasks, results, unfinished, parent: int) -> None:
+    """A worker's life: read MNIST once, then train the folds it takes from `tasks` until a stop sign (None)."""
+    from digitnet.core.data import digest, load_mnist
+    from digitnet.errors import describe
     from digitnet.logs import quiet
 
-    # Ctrl-C is the parent's to handle: it terminates the workers, whose folds in progress are then lost anyway.
+    # Ctrl-C is the parent's to handle: it kills the workers, whose folds in progress are then lost anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent until it was ignored here
-    leave_on_sigterm()
     _state.update(parent=parent, cores=plan.threads, workers=plan.processes, unfinished=unfinished)
     die_with_parent()
-    _state["arrays"] = load_mnist(plan.data_root, download=False)
     quiet()
+    try:
+        arrays = load_mnist(plan.data_root, download=False)
+        n = plan.limit or len(arrays.train_y)
+        changed = digest(arrays.train_x[:n], arrays.train_y[:n]) != plan.data_digest
+        problem = f"the MNIST files in {plan.data_root} changed since the run read them" if changed else None
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, for the first fold taken
+        problem = describe(exc)
+    while (fold := tasks.get()) is not None:
+        results.put({"fold": fold, "error": problem} if problem else train_fold(plan, store, arrays, fold))
 
 
-def train_fold(task: tuple[RunPlan, FoldStore, int]) -> dict:
-    from digitnet.training import train_fold as train
+def train_fold(plan: RunPlan, store: FoldStore, arrays, fold: int) -> dict:
+    from digitnet.engine.fit import train_fold as train
 
-    plan, store, fold = task
     share_cores()
     try:
         try:
-            result, weights = train(plan, _state["arrays"], fold, store.run_dir, callbacks=(ShareCores(),))
-        except KeyboardInterrupt:  # SIGINT is ignored here; leave without a traceback: the parent says what happened
-            os._exit(1)
+            result, weights = train(plan, arrays, fold, store.run_dir, callbacks=(ShareCores(),))
         except Exception as exc:  # noqa: BLE001 - sent back as a value: the parent reports it in one line
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             return {"fold": fold, "error": f"{type(exc).__name__}{': ' + first if first else ''}"}
         store.save(result, weights)  # here, not in the parent: a fold that ends as the parent is stopped is kept
         return result
     finally:
-        unfinished = _state["unfinished"]
-        with unfinished.get_lock():
-            unfinished.value -= 1
+        with _state["unfinished"].get_lock():
+            _state["unfinished"].value -= 1

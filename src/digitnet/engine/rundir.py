@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from digitnet.errors import UserError
-from digitnet.folds import FoldStore
-from digitnet.plan import RunPlan, differences
+from digitnet.config.plan import RunPlan, differences
+from digitnet.engine.folds import FoldStore
+from digitnet.errors import UserError, shown
+from digitnet.files import enclosing_run, run_file_in
 
 LOCK_NAME = ".digitnet.lock"
 PROCESS_START = time.time()
@@ -37,17 +38,15 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
 # What a run dir may hold of digitnet's, and of which kind: anything else under these names was put there by hand.
 _FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
           ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "learning_curves.png", "cv_boxplot.png",
-          "samples.png", "confusion_matrix.png", "ensemble_metrics.json", "ensemble_confusion_matrix.png")
-_FOLDERS = (".hydra", "folds", "tb")
+          "samples.png", "confusion_matrix.png", "ensemble_metrics.json", "ensemble_confusion_matrix.png",
+          "failure.json")
+_FOLDERS = (".hydra", "folds", "tb", "profiler")
 
 
-def check_place(run_dir: Path) -> None:
+def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
     """Before anything is read or written: not inside another run's dir, digitnet's names of the right kind, and
     the dir writable (tried for real: root passes access() on a read-only mount, or in /sys)."""
     import tempfile
-
-    from digitnet.errors import shown
-    from digitnet.files import enclosing_run, run_file_in
 
     outer = enclosing_run(run_dir)
     if outer is not None:
@@ -68,7 +67,7 @@ def check_place(run_dir: Path) -> None:
     if wrong:
         kind = "a folder" if wrong[0].is_dir() else "not a folder" if wrong[0].name in _FOLDERS else "not a plain file"
         raise UserError(f"{shown(wrong[0])} is {kind}, where digitnet keeps its own; remove it (or choose a new "
-                        "hydra.run.dir)")
+                        f"{key})")
     folders = [run_dir, *(run_dir / name for name in _FOLDERS if (run_dir / name).is_dir())]
     folders += [p for p in sorted((run_dir / "tb").glob("*")) if p.is_dir()]
     for folder in folders:  # where this run will write: its files, the folds, the TensorBoard runs
@@ -79,7 +78,7 @@ def check_place(run_dir: Path) -> None:
                             "make it writable") from None
 
 
-def check_compatible(run_dir: Path, plan: RunPlan) -> None:
+def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -> None:
     """A run dir holds one config's results: refuse a plan that would mix in another (task or fingerprint)."""
     if plan.task == "cv":  # every saved fold readable and of this config (also those of an older digitnet)
         store = FoldStore.for_plan(run_dir, plan)
@@ -89,7 +88,7 @@ def check_compatible(run_dir: Path, plan: RunPlan) -> None:
     if not path.is_file():
         if plan.task == "final" and (run_dir / "final.ckpt").exists():  # it would be scored under this config
             raise UserError(f"{run_dir} holds final.ckpt but no plan.json, so the config that trained it is unknown; "
-                            "restore plan.json, or delete final.ckpt to fit again, or choose a new hydra.run.dir")
+                            f"restore plan.json, or delete final.ckpt to fit again, or choose a new {key}")
         return
     try:
         saved = RunPlan(**{**json.loads(path.read_text()), "notes": ()})
@@ -98,24 +97,24 @@ def check_compatible(run_dir: Path, plan: RunPlan) -> None:
             raise ValueError("trainer and optimizer must be mappings")
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
-                        "hydra.run.dir") from None
+                        f"{key}") from None
     # A run that failed or was stopped before it finished anything left only its plan and logs: say so, since the
     # usual fix (rerun with the same settings) would fail again.
     finished = (run_dir / "final.ckpt").exists() if saved.task == "final" else any((run_dir / "folds").glob("fold_*"))
-    nothing = "" if finished else " that finished nothing; delete that dir to reuse it, or choose a new hydra.run.dir"
+    nothing = "" if finished else f" that finished nothing; delete that dir to reuse it, or choose a new {key}"
     if saved.task != plan.task:
         raise UserError(f"{run_dir} holds a task={saved.task} run" + (nothing or
-                        f"; choose a new hydra.run.dir for task={plan.task}"))
+                        f"; choose a new {key} for task={plan.task}"))
     if saved.fingerprint() != plan.fingerprint():
         changed = "; ".join(differences(saved.fingerprint_fields(), plan.fingerprint_fields())[:3])
         raise UserError(f"{run_dir} holds a run of another config ({changed})" + (nothing or
-                        "; rerun with the same settings to resume it, or choose a new hydra.run.dir"))
+                        f"; rerun with the same settings to resume it, or choose a new {key}"))
 
 
 class RunDirLock:
     """An exclusive lock on the run dir (flock on a file in it), held until the process ends or release()."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, key: str = "hydra.run.dir"):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOCK_NAME
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -125,7 +124,7 @@ class RunDirLock:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             raise UserError(f"{run_dir} is in use by another digitnet run ({holder}); wait for it to end, or choose "
-                            "another hydra.run.dir") from None
+                            f"another {key}") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"PID {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
 
@@ -138,9 +137,8 @@ class RunDirLock:
 
 def report_existing_final(run_dir: Path) -> None:
     """task=final into a dir that already holds its model (same config): say so, never fit over it."""
+    from digitnet.core.checkpoints import load_checkpoint
     from digitnet.logs import say
-
-    from digitnet.nets import load_checkpoint
 
     try:
         load_checkpoint(run_dir / "final.ckpt")
@@ -157,13 +155,12 @@ def report_existing_final(run_dir: Path) -> None:
         f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another.")
 
 
-def saved_overrides(path: Path) -> list[str] | None:
-    """A job's .hydra/overrides.yaml as a list of strings; None where it is damaged (sweep.read_job names it)."""
+def _intact(overrides: Path) -> bool:
     try:
-        saved = yaml.safe_load(path.read_text())
+        saved = yaml.safe_load(overrides.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return saved if isinstance(saved, list) and all(isinstance(o, str) for o in saved) else None
+        return False
+    return isinstance(saved, list) and all(isinstance(o, str) for o in saved)
 
 
 def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
@@ -176,7 +173,7 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    if not (out / "overrides.yaml").is_file() or saved_overrides(out / "overrides.yaml") is None:  # damaged: anew
+    if not _intact(out / "overrides.yaml"):  # missing or damaged: anew
         OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from digitnet import report
-from digitnet.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
-from digitnet.data import MNISTArrays, MNISTDataModule
+from digitnet.config.plan import RunPlan
+from digitnet.core.checkpoints import checkpoint_dict
+from digitnet.core.data import MNISTArrays, MNISTDataModule
+from digitnet.core.module import DigitClassifier, fit
+from digitnet.core.nets import with_tta
+from digitnet.engine.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
 from digitnet.errors import UserError
-from digitnet.models import DigitClassifier, fit
-from digitnet.nets import checkpoint_dict, with_tta
-from digitnet.plan import RunPlan
+from digitnet.logs import say
+from digitnet.report import results
 
 
 def fold_label(plan: RunPlan, fold: int) -> str:
@@ -41,26 +43,42 @@ def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> D
 
 
 def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
-    # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by report.log_hparams.
+    # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by results.log_hparams.
     return TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
 
 
-def make_trainer(plan: RunPlan, logger, callbacks: list, label: str, **overrides) -> pl.Trainer:
-    """The plan's Trainer, with digitnet's logger and callbacks, and the plan's way of showing progress."""
+def make_trainer(plan: RunPlan, logger, callbacks: list, label: str, profile: Path | None = None,
+                 **overrides) -> pl.Trainer:
+    """The plan's Trainer, with digitnet's logger and callbacks, and the plan's way of showing progress. A profiler
+    named by trainer.profiler writes its report to `profile` (run_dir/profiler/NAME), not to a log nobody reads."""
     if plan.progress == "bar":
         callbacks = [*callbacks, FoldProgressBar(label)]
     elif plan.progress == "epochs":
         callbacks = [*callbacks, EpochLines(label)]
-    return pl.Trainer(**{**plan.trainer, **overrides}, logger=logger, callbacks=callbacks, enable_checkpointing=False)
+    arguments = {**plan.trainer, **overrides}
+    if profile is not None and arguments.get("profiler") in PROFILERS:
+        from lightning.pytorch import profilers
+
+        kind = getattr(profilers, PROFILERS[arguments["profiler"]])
+        arguments["profiler"] = kind(dirpath=profile.parent, filename=profile.name)
+    return pl.Trainer(**arguments, logger=logger, callbacks=callbacks, enable_checkpointing=False)
+
+
+PROFILERS = {"simple": "SimpleProfiler", "advanced": "AdvancedProfiler", "pytorch": "PyTorchProfiler"}
+
+
+def say_profile(profile: Path) -> None:
+    """The profiler's report file, named on the terminal (Lightning writes it as `fit-NAME.txt`)."""
+    for report in sorted(profile.parent.glob(f"*{profile.name}*")):
+        say(f"profiler report: {report}")
 
 
 def check_trainer(plan: RunPlan) -> None:
-    """Let Lightning check the trainer arguments before any data is read: its refusal becomes one line."""
+    """Let Lightning check the trainer arguments before any data is read, on a Trainer built as a fold's is."""
     try:
-        make_trainer(plan, logger=False, callbacks=[], label="check")
+        make_trainer(plan, logger=True, callbacks=[History(), DivergenceGuard()], label="check")
     except Exception as exc:  # noqa: BLE001 - MisconfigurationException, ValueError, TypeError, ...
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"trainer: Lightning refuses these arguments ({detail}); fix the trainer.* override") from None
+        raise UserError(f"trainer: {str(exc).strip() or type(exc).__name__}", key="trainer") from None
 
 
 def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none") -> dict:
@@ -71,8 +89,8 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     score = history[-1].get("val_acc") if status == "ok" and history else None
     matrix = None
     if tta != "none" and status == "ok" and score is not None and math.isfinite(score):
-        plain = report.confusion(net, dm.val_x, dm.val_y, eval_batch)
-        matrix = report.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
+        plain = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
+        matrix = results.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
         score, without_tta = float(matrix.trace() / matrix.sum()), float(plain.trace() / plain.sum())
         writer.add_scalar("fold/score", score)  # the fold's score, beside the learning curves' val_acc without TTA
         writer.add_scalar("fold/score_without_tta", without_tta)
@@ -96,15 +114,15 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     if status == "ok":
         result["at_chance"] = score <= CHANCE_LEVEL  # finite loss, but nothing learned: flagged in every report
         if matrix is None:
-            matrix = report.confusion(net, dm.val_x, dm.val_y, eval_batch)
+            matrix = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
         result["confusion_matrix"] = matrix.tolist()
-        report.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
+        results.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
     return result
 
 
 def fold_hparams(plan: RunPlan, dm: MNISTDataModule, fold: int) -> dict:
     """A fold model's checkpoint hparams: what final.ckpt holds (plain values), and its fold (so that fold files
-    swapped between folds are noticed: nets.cv_members)."""
+    swapped between folds are noticed)."""
     return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
             "pixel_std": dm.pixel_std, "dropout": plan.dropout, "tta": plan.tta, "fold": fold}
 
@@ -116,8 +134,9 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     dm = make_datamodule(plan, arrays, fold)
     model = make_model(plan, dm, fold)
     history = History()
+    profile = run_dir / "profiler" / f"fold_{fold}"
     trainer = make_trainer(plan, tb_logger(run_dir, f"fold_{fold}"), [history, DivergenceGuard(), *callbacks],
-                           fold_label(plan, fold))
+                           fold_label(plan, fold), profile)
     start = time.perf_counter()
     status, reason = "ok", None
     try:
@@ -128,5 +147,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
                          plan.eval_batch_size, plan.tta)
     trainer.logger.finalize("success")
+    if "profiler" in plan.trainer:
+        say_profile(profile)
     weights = checkpoint_dict(model.net, fold_hparams(plan, dm, fold)) if result["status"] == "ok" else None
     return result, weights

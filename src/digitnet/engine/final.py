@@ -8,15 +8,15 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from digitnet import report
-from digitnet.callbacks import Diverged, DivergenceGuard
-from digitnet.data import MNISTArrays
-from digitnet.errors import UserError
+from digitnet.config.plan import RunPlan
+from digitnet.core.data import MNISTArrays
+from digitnet.core.module import fit
+from digitnet.core.nets import with_tta
+from digitnet.engine.callbacks import Diverged, DivergenceGuard
+from digitnet.engine.fit import make_datamodule, make_model, make_trainer, say_profile, tb_logger
+from digitnet.errors import NoResult, UserError
 from digitnet.logs import say
-from digitnet.nets import with_tta
-from digitnet.models import fit
-from digitnet.plan import RunPlan
-from digitnet.training import make_datamodule, make_model, make_trainer, tb_logger
+from digitnet.report import results
 
 
 def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
@@ -26,12 +26,16 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     model = make_model(plan, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
     shutil.rmtree(run_dir / "tb" / "final", ignore_errors=True)  # an interrupted fit's events: not mixed in
-    trainer = make_trainer(plan, tb_logger(run_dir, "final"), [DivergenceGuard()], "final fit", limit_val_batches=0)
+    profile = run_dir / "profiler" / "final"
+    trainer = make_trainer(plan, tb_logger(run_dir, "final"), [DivergenceGuard()], "final fit", profile,
+                           limit_val_batches=0)
     try:
         fit(trainer, model, datamodule=dm)
     except Diverged as exc:
-        raise UserError(f"the final fit diverged ({exc}); lower optimizer.lr") from None
+        raise NoResult(f"the final fit diverged ({exc}); lower optimizer.lr", key="optimizer.lr") from None
     train_seconds = time.perf_counter() - start
+    if "profiler" in plan.trainer:
+        say_profile(profile)
     trainer.save_checkpoint(run_dir / "final.ckpt")
     return _score(plan, arrays, run_dir, model, n_train=len(dm.train_y), train_seconds=round(train_seconds, 2),
                   start=start)
@@ -39,17 +43,16 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
 
 def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     """A final fit that was stopped after saving final.ckpt and before scoring it: score the saved model now."""
-    from digitnet.nets import load_checkpoint
+    from digitnet.core.checkpoints import OLDER_HPARAMS, load_checkpoint
 
     try:
         model = load_checkpoint(run_dir / "final.ckpt")
     except UserError as exc:
         raise UserError(f"{exc}; delete it to fit the final model again") from None
     # plan.json would have refused another config; without it, the checkpoint itself says what it is.
-    older = {"scaling": "normalize", "tta": "none"}  # what checkpoints written before these keys meant
     for key, name, wanted in (("arch", "model.name", plan.model), ("scaling", "data.scaling", plan.scaling),
                               ("tta", "tta.name", plan.tta)):
-        have = model.hparams.get(key, older.get(key))
+        have = model.hparams.get(key, OLDER_HPARAMS.get(key))
         if have != wanted:
             raise UserError(f"{run_dir / 'final.ckpt'} was trained with {name}={have}, this config says {wanted}; "
                             "rerun with the config it was trained with, or choose a new hydra.run.dir")
@@ -62,16 +65,16 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
 
 def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
     ckpt = run_dir / "final.ckpt"
-    metrics = report.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
+    metrics = results.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
     line, title = f"> {100 * metrics['accuracy']:.3f}", f"{plan.model}: holdout confusion matrix"
     if plan.tta != "none":  # the same model without it, beside: what TTA adds
-        without = report.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)["accuracy"]
+        without = results.holdout_metrics(model, arrays.test_x, arrays.test_y, plan.eval_batch_size)["accuracy"]
         metrics["accuracy_without_tta"] = without
         line += f"  (tta={plan.tta}, {100 * without:.3f} without)"
         title = f"{plan.model}, tta={plan.tta}: holdout confusion matrix"
     metrics.update(model=plan.model, task="final", tta=plan.tta, checkpoint=str(ckpt), **facts,
                    wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
-    report.write_holdout_report(run_dir, metrics, title)
+    results.write_holdout_report(run_dir, metrics, title)
     say(line)
     say(f"Checkpoint: {ckpt}")
     return metrics

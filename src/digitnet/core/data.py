@@ -1,11 +1,12 @@
-"""MNIST: reading the IDX files, pixel scaling, k-fold splits, and in-memory batches."""
+"""MNIST: reading the IDX files, what the data is (its digest), pixel scaling, k-fold splits, in-memory batches."""
 
 from __future__ import annotations
 
 import gzip
-import zlib
+import hashlib
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import MNIST
 
-from digitnet.errors import UserError
-from digitnet.plan import SCALINGS
+from digitnet.errors import UserError, shown
 
 # file name stem -> (IDX magic number, shape after the count)
 _FILES = {
@@ -29,9 +28,8 @@ _FILES = {
 
 
 def default_root() -> str:
-    from digitnet.plan import default_data_root
-
-    return default_data_root()
+    """Where MNIST is read from when nothing says otherwise: $DIGITNET_DATA, else ./data (as conf/data/mnist.yaml)."""
+    return os.environ.get("DIGITNET_DATA", "data")
 
 
 def _find(root: Path, stem: str) -> Path | None:
@@ -48,6 +46,7 @@ OPTION_SETTINGS = {"root": "--data-root DIR", "download": "drop --no-download"}
 
 def download_mnist(root: Path, missing: list[str], settings: dict = CONFIG_SETTINGS, n_files: int = 4) -> None:
     """Fetch the missing files through torchvision's MNIST mirrors (checksums included)."""
+    from torchvision.datasets import MNIST
     from torchvision.datasets.utils import download_url
 
     md5 = dict(MNIST.resources)
@@ -69,33 +68,33 @@ def download_mnist(root: Path, missing: list[str], settings: dict = CONFIG_SETTI
 
 def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tensor:
     """Read one IDX file (gz or raw) into a uint8 tensor, checking its header against the size."""
+
+    def bad(what: str) -> UserError:
+        return UserError(f"{shown(path)}: {what}; replace it with a good copy of the MNIST file", path=path)
+
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
+    except PermissionError:
+        raise UserError(f"{shown(path)}: cannot be read (permission denied); make it readable (chmod a+r)",
+                        path=path) from None
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise UserError(f"{path}: cannot read it ({exc}); replace it with a good copy of the MNIST file") from None
+        raise bad(f"cannot read it ({exc})") from None
     ndim = 1 + len(item_shape)
     header = 4 * (1 + ndim)
     if len(raw) < header:
-        raise UserError(f"{path}: file is truncated ({len(raw)} bytes); replace it with a good copy")
+        raise bad(f"truncated ({len(raw)} bytes)")
     found = int.from_bytes(raw[0:4], "big")
     if found != magic:
-        raise UserError(
-            f"{path}: bad magic number {found:#010x}, expected {magic:#010x}; "
-            "this is not the MNIST file its name says (images and labels swapped, or corrupt)"
-        )
+        raise bad(f"magic number {found:#010x}, not {magic:#010x}: not the MNIST file its name says (images and "
+                  "labels swapped?)")
     dims = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(1, ndim + 1))
     if dims[1:] != item_shape:
-        raise UserError(f"{path}: items have shape {dims[1:]}, expected {item_shape}; this is not MNIST")
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
-        raise UserError(
-            f"{path}: header promises {dims[0]} items ({expected} bytes) but the file has {len(raw)} bytes; "
-            "it is truncated or corrupt, replace it with a good copy"
-        )
+        raise bad(f"items of shape {dims[1:]}, not {item_shape}: not MNIST")
+    if len(raw) != header + int(np.prod(dims)):
+        raise bad(f"its header promises {dims[0]} items ({header + int(np.prod(dims))} bytes) but it has {len(raw)}")
     if dims[0] == 0:
-        raise UserError(f"{path}: holds 0 items; replace it with a good copy of the MNIST file")
+        raise bad("it holds 0 items")
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(*dims)
 
 
@@ -158,16 +157,23 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
     for split, x, y in (("train", arrays.train_x, arrays.train_y), ("t10k", arrays.test_x, arrays.test_y)):
         if holdout_only and split == "train":
             continue
+        labels = _find(root, f"{split}-labels-idx1-ubyte")
         if len(x) != len(y):
-            raise UserError(
-                f"{root}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; "
-                "the files come from different sets or one is cut short"
-            )
-        if len(y) == 0:
-            raise UserError(f"{_find(root, split + '-images-idx3-ubyte')}: holds 0 images; replace it with a good copy")
+            raise UserError(f"{shown(root)}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; the "
+                            "files come from different sets or one is cut short", path=labels)
         if int(y.max()) > 9:
-            raise UserError(f"{root}: {split} labels hold {int(y.max())}, MNIST labels are 0-9")
+            raise UserError(f"{shown(labels)}: holds label {int(y.max())}; MNIST labels are 0-9", path=labels)
     return arrays
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """What the images and labels are, not where they came from: a run dir resumes only on the same data. About
+    0.05 s for all of MNIST."""
+    h = hashlib.blake2b(digest_size=12)
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def kfold_indices(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -177,8 +183,6 @@ def kfold_indices(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.
 
 def pixel_stats(train_x: torch.Tensor, scaling: str) -> tuple[float, float]:
     """(mean, std) to apply to x/255 under `scaling`, computed from the given (training) images only."""
-    if scaling not in SCALINGS:
-        raise UserError(f"unknown data.scaling={scaling!r}; use one of {', '.join(SCALINGS)}")
     if scaling == "normalize":
         return 0.0, 1.0
     x = train_x.double() / 255
@@ -186,7 +190,8 @@ def pixel_stats(train_x: torch.Tensor, scaling: str) -> tuple[float, float]:
     std = float(x.std())
     if scaling == "standardize" and not std > 1e-6:
         raise UserError("data.scaling=standardize: the training images are all one shade (std 0), so there is "
-                        "nothing to divide by; check the MNIST files, or use data.scaling=normalize")
+                        "nothing to divide by; check the MNIST files, or use data.scaling=normalize",
+                        key="data.scaling", value=scaling)
     return (mean, 1.0) if scaling == "center" else (mean, std)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from digitnet import report
-from digitnet.data import MNISTArrays
-from digitnet.folds import FoldStore
+from digitnet.report.results import cv_summary, write_cv_report
+from digitnet.core.data import MNISTArrays
+from digitnet.engine.folds import FoldStore
 from digitnet.logs import say
-from digitnet.plan import RunPlan
-from digitnet.runners import RUNNERS
+from digitnet.config.plan import RunPlan
+from digitnet.engine.runners import RUNNERS
 
 
 def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
@@ -39,8 +39,8 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
         RUNNERS[plan.runner](plan, arrays, pending, store, finish)
 
     ordered = [results[fold] for fold in range(plan.n_folds)]
-    summary = report.cv_summary(plan, ordered, wall_seconds=time.perf_counter() - start, resumed_folds=resumed)
-    report.write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
+    summary = cv_summary(plan, ordered, wall_seconds=time.perf_counter() - start, resumed_folds=resumed)
+    write_cv_report(run_dir, summary, arrays.train_x[:9], arrays.train_y[:9])
     if summary["mean"] is not None:
         chance = f" ({summary['n_at_chance']} at chance)" if summary["n_at_chance"] else ""
         tta = f" (tta={plan.tta}; {100 * summary['mean_without_tta']:.3f} without)" if plan.tta != "none" else ""

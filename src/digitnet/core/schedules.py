@@ -1,5 +1,5 @@
-"""The plan's LR schedules as torch schedulers, stepped every batch. Torch only: plan.py builds one on a dummy
-optimizer before any work, so that an optimizer a schedule cannot drive is refused in one line."""
+"""The plan's LR schedules as torch schedulers, stepped every batch. Torch only: the plan builds one on a dummy
+optimizer before any work, so that an optimizer a schedule cannot drive is refused before Lightning is imported."""
 
 from __future__ import annotations
 

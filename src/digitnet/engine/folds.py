@@ -8,27 +8,27 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet.files import write_json_atomic
+from digitnet.config.plan import RunPlan, differences
 from digitnet.errors import UserError
-from digitnet.plan import RunPlan, differences
+from digitnet.files import write_json_atomic
 
 
-def _finite_fraction(value) -> bool:
+def finite_fraction(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
-def fold_problem(saved, fold: int) -> str | None:
-    """What is wrong with a fold file's content, or None: what the reports rely on."""
+def fold_problem(saved, fold: int, tta: str) -> str | None:
+    """What is wrong with a fold's result (a fold file's, or cv_summary.json's entry), or None: what the reports rely
+    on. `tta`: the run's, with which an ok fold was scored."""
     if not isinstance(saved, dict) or saved.get("fold") != fold:
         return f"not the result of fold {fold}"
     if saved.get("status") not in ("ok", "diverged"):
         return f"status {saved.get('status')!r} is not ok or diverged"
-    if saved["status"] == "ok" and not _finite_fraction(saved.get("score")):
+    if saved["status"] == "ok" and not finite_fraction(saved.get("score")):
         return f"score {saved.get('score')!r} is not an accuracy in [0, 1]"
-    run_tta = (saved.get("run_key") or {}).get("tta", "none") if isinstance(saved.get("run_key"), dict) else "none"
-    if saved["status"] == "ok" and saved.get("tta", "none") != run_tta:  # the score is with the run's tta, or none
-        return f"tta {saved.get('tta', 'none')!r} is not the run's tta {run_tta!r}"
-    if "tta" in saved and not _finite_fraction(saved.get("score_without_tta")):
+    if saved["status"] == "ok" and saved.get("tta", "none") != tta:
+        return f"tta {saved.get('tta', 'none')!r} is not the run's tta {tta!r}"
+    if "tta" in saved and not finite_fraction(saved.get("score_without_tta")):
         return f"score_without_tta {saved.get('score_without_tta')!r} is not an accuracy in [0, 1]"
     if not isinstance(saved.get("history"), list) or not isinstance(saved.get("seconds"), (int, float)):
         return "history or seconds missing"
@@ -56,7 +56,7 @@ class FoldStore:
         """The one place a finished fold is written: its net (fold_K.ckpt, final.ckpt's format) first, then its
         result, each atomically; the result file is what marks the fold done."""
         if checkpoint is not None:
-            from digitnet.nets import save_checkpoint
+            from digitnet.core.checkpoints import save_checkpoint
 
             self.path(result["fold"]).parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(self.checkpoint(result["fold"]), checkpoint)
@@ -69,17 +69,17 @@ class FoldStore:
             return None
         try:
             saved = json.loads(path.read_text())
-            problem = fold_problem(saved, fold)
+            problem = fold_problem(saved, fold, self.run_key.get("tta", "none"))
             if problem:
                 raise ValueError(problem)
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold "
-                            "trains again") from None
+                            "trains again", path=path) from None
         if saved.get("run_key") != self.run_key:
             changed = differences(saved.get("run_key") or {}, self.run_key) if "run_key" in saved else []
             what = "; ".join(changed[:3]) if changed else "it was written by an older digitnet"
             raise UserError(f"{path} was trained with another config ({what}); rerun with the same settings to resume "
-                            "it, or choose a new hydra.run.dir")
+                            "it, or choose a new hydra.run.dir", path=path)
         saved.pop("run_key")
         if saved["status"] == "ok":
             self._check_checkpoint(fold, path)
@@ -87,23 +87,24 @@ class FoldStore:
 
     def _check_checkpoint(self, fold: int, result_path: Path) -> None:
         """A finished fold's net must be there and load: resume said "finished earlier", and evaluate failed after."""
-        from digitnet.nets import load_checkpoint
+        from digitnet.core.checkpoints import load_checkpoint
 
         checkpoint = self.checkpoint(fold)
         retrain = f"delete {result_path} and rerun: that fold trains again"
         if not checkpoint.exists():
-            raise UserError(f"{checkpoint} is missing, though {result_path.name} says the fold finished; {retrain}")
+            raise UserError(f"{checkpoint} is missing, though {result_path.name} says the fold finished; {retrain}",
+                            path=checkpoint)
         try:
             net = load_checkpoint(checkpoint)
         except UserError as exc:
-            raise UserError(f"{exc}; {retrain}") from None
+            raise UserError(f"{exc}; {retrain}", path=checkpoint) from None
         if net.hparams.get("fold", fold) != fold:
             raise UserError(f"{checkpoint} holds the net of fold {net.hparams['fold']}, not of fold {fold} (files "
-                            f"swapped?); put it back, or {retrain}")
+                            f"swapped?); put it back, or {retrain}", path=checkpoint)
         if net.hparams.get("tta", "none") != self.run_key.get("tta", "none"):
             raise UserError(f"{checkpoint} says tta={net.hparams.get('tta', 'none')}, but this run's folds are "
                             f"scored with tta={self.run_key.get('tta', 'none')} (copied from another run?); put it "
-                            f"back, or {retrain}")
+                            f"back, or {retrain}", path=checkpoint)
 
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""

@@ -1,4 +1,4 @@
-"""The LightningModule that trains the nets of nets.py: the whole training step on one screen."""
+"""The LightningModule that trains the nets of core.nets: the whole training step on one screen."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitnet.augment import make_augment
-from digitnet.nets import build_net
-from digitnet.schedules import lr_scheduler
+from digitnet.core.augment import make_augment
+from digitnet.core.nets import build_net
+from digitnet.core.schedules import lr_scheduler
 
 
 def fit(trainer: pl.Trainer, model: pl.LightningModule, **data) -> None:
@@ -46,7 +46,7 @@ class DigitClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         augment_seed: int = 0,
         dropout: float = 0.0,
-        tta: str = "none",  # not used in training: how the saved checkpoint predicts (nets.with_tta)
+        tta: str = "none",  # not used in training: how the saved checkpoint predicts (core.nets.with_tta)
     ):
         super().__init__()
         self.save_hyperparameters()

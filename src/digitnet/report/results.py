@@ -1,21 +1,17 @@
-"""Reports: JSON summaries (written atomically), matplotlib figures, and TensorBoard extras."""
+"""What a run reports: the CV summary and the holdout metrics (JSON, written atomically), their figures, and
+TensorBoard extras (sample images, confusion matrices, the job's HPARAMS entry)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchmetrics.functional.classification import multiclass_confusion_matrix  # noqa: E402
-
-from digitnet.errors import UserError  # noqa: E402
-from digitnet.files import write_json_atomic  # noqa: E402,F401 - reports write JSON through it
-
-TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
+from digitnet.errors import UserError
+from digitnet.files import write_json_atomic
+from digitnet.report.figures import boxplot_figure, confusion_figure, learning_curves_figure, samples_figure, save
 
 
 def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int = 0) -> dict:
@@ -33,7 +29,7 @@ def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int 
         "std": float(np.std(scores)) if complete else None,
         "n": len(scores),
         "n_diverged": len(diverged),
-        "n_at_chance": sum(bool(f.get("at_chance")) for f in ok),  # learned nothing (callbacks.CHANCE_LEVEL)
+        "n_at_chance": sum(bool(f.get("at_chance")) for f in ok),  # learned nothing (engine.callbacks.CHANCE_LEVEL)
         # The last run's wall time; folds finished by earlier runs (resumed_folds) are not in it.
         "wall_seconds": round(wall_seconds, 2),
         "resumed_folds": resumed_folds,
@@ -45,8 +41,13 @@ def cv_summary(plan, folds: list[dict], wall_seconds: float, resumed_folds: int 
     }
 
 
+def usable(summary: dict) -> bool:
+    """Whether a CV run gave a result: every fold trained (none diverged) and not every fold at chance."""
+    return summary["status"] == "ok" and summary["n_at_chance"] < summary["n"]
+
+
 def _without_tta(plan, folds: list[dict], complete: bool) -> dict:
-    """With test-time augmentation, the same folds' figures without it (training.fold_result), beside the scores."""
+    """With test-time augmentation, the same folds' figures without it (engine.fit.fold_result), beside the scores."""
     if plan.tta == "none":
         return {}
     scores = [f.get("score_without_tta") for f in folds]
@@ -68,27 +69,6 @@ def confusion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     return multiclass_confusion_matrix(preds, y.cpu(), num_classes=10)
 
 
-def confusion_figure(matrix, title: str):
-    matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > matrix.max() / 2 else "black")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    return fig
-
-
-def samples_figure(images: torch.Tensor, labels: torch.Tensor):
-    fig, axes = plt.subplots(3, 3, figsize=(5, 5))
-    for ax, img, label in zip(axes.flat, images, labels):
-        ax.imshow(img.squeeze().numpy(), cmap="gray")
-        ax.set_title(str(int(label)), fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
 def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
     """Sample images and the validation confusion matrix, in the fold's TensorBoard run (IMAGES tab)."""
     from torchvision.utils import make_grid
@@ -96,57 +76,6 @@ def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
     writer.add_image("samples/validation", make_grid(sample_x.cpu(), nrow=8, pad_value=1.0), 0)
     fig = confusion_figure(matrix, "validation confusion matrix")
     writer.add_figure("confusion_matrix/validation", fig, 0)  # closes the figure
-
-
-def learning_curves_figure(histories: list[list[dict]]):
-    """The tutorial's two panels; train blue, validation orange, one line per fold."""
-    fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(7, 8), sharex=True)
-    labelled = False
-    for epochs in histories:
-        if not epochs:  # a fold that diverged in its first epoch
-            continue
-        x = [e["epoch"] + 1 for e in epochs]
-        marker = "o" if len(epochs) < 20 else None  # a 1-epoch run is a point, which a bare line would not show
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, marker=marker,
-                    label=None if labelled else "train")
-            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, marker=marker,
-                    label=None if labelled else "validation")
-        labelled = True
-    ax_loss.set(title="Cross Entropy Loss", ylabel="loss")
-    ax_acc.set(title="Classification Accuracy", ylabel="accuracy", xlabel="epoch")
-    for ax in (ax_loss, ax_acc):
-        if labelled:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def boxplot_figure(groups: dict[str, list[float]], title: str):
-    """Fold accuracies per group. Up to 6 groups side by side; more lie one per row, so every label stays readable."""
-    names = list(groups)
-    data = [[100 * s for s in groups[n]] for n in names]
-    if len(names) <= 6:
-        fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 5))
-        ax.boxplot(data, showmeans=True)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0,
-                      ha="right" if len(names) > 3 else "center")
-        ax.set(ylabel="validation accuracy (%)", title=title)
-        ax.grid(alpha=0.3, axis="y")
-    else:
-        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.35 * len(names)))
-        ax.boxplot(data[::-1], showmeans=True, vert=False)  # first job on top
-        ax.set_yticks(range(1, len(names) + 1), names[::-1], fontsize=8)
-        ax.set(xlabel="validation accuracy (%)", title=title)
-        ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    return fig
-
-
-def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample_y: torch.Tensor) -> None:
@@ -170,7 +99,7 @@ def log_hparams(run_dir: Path, summary: dict) -> None:
 
 def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
     """Accuracy, loss, per-class accuracy and confusion matrix of a model on the 10k holdout."""
-    from digitnet.data import to_unit
+    from digitnet.core.data import to_unit
 
     logits = predict_logits(model, to_unit(x_uint8), batch_size)
     if not torch.isfinite(logits).all():  # argmax of NaN is 0: the matrix would say "all zeros" and the loss NaN
@@ -178,12 +107,13 @@ def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tens
         raise UserError(f"the model's outputs are not finite (NaN or inf) for {bad} of the {len(y)} holdout images: "
                         "its weights or pixel statistics are broken; retrain it, or use another checkpoint")
     matrix = multiclass_confusion_matrix(logits.argmax(1), y, num_classes=10)
-    per_class = (matrix.diag().double() / matrix.sum(1).clamp(min=1)).tolist()
+    counts = matrix.sum(1)  # a class with no holdout images has no accuracy (None), not 0
+    per_class = [None if n == 0 else float(c / n) for c, n in zip(matrix.diag().tolist(), counts.tolist())]
     return {
         "accuracy": float(matrix.diag().sum() / matrix.sum()),
         "loss": float(torch.nn.functional.cross_entropy(logits, y)),
         "n": len(y),
-        "per_class_accuracy": {str(d): round(a, 6) for d, a in enumerate(per_class)},
+        "per_class_accuracy": {str(d): None if a is None else round(a, 6) for d, a in enumerate(per_class)},
         "confusion_matrix": matrix.tolist(),
     }
 

@@ -1,0 +1,58 @@
+"""Predicting the digits in people's images: each image prepared alone (one that cannot be read is that image's
+problem), all predicted in batches. `predict` prints these rows; `serve` answers with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
+
+
+def prepare_one(source, preprocess: bool = True) -> np.ndarray:
+    """One image (a path or a file object) -> its 28x28 array, or ImageProblem with a one-line reason. Whatever else
+    breaks on one image is that image's problem alone."""
+    try:
+        gray = open_gray(source)
+        return mnist_form(gray) if preprocess else as_is(gray)
+    except ImageProblem:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})") from None
+
+
+@torch.inference_mode()
+def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
+    """Softmax probabilities, (N, 10), computed in batches."""
+    probs = []
+    for i in range(0, len(arrays), batch_size):
+        x = torch.from_numpy(np.stack(arrays[i : i + batch_size]))[:, None]
+        probs.append(torch.softmax(model(x), dim=1))
+    return torch.cat(probs) if probs else torch.empty(0, 10)
+
+
+def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_size: int = 512):
+    """[(name, path or file object)] -> (rows, the rows' 28x28 arrays and probabilities, [(name, reason)]).
+
+    A row is what `--json` prints: {"path", "digit", "probability", "top": [{"digit", "probability"}, ...]}.
+    digitnet.serve answers with the same rows, computed here."""
+    names, arrays, failed = [], [], []
+    for name, source in items:
+        try:
+            arrays.append(prepare_one(source, preprocess))
+            names.append(name)
+        except ImageProblem as exc:
+            failed.append((name, str(exc)))
+    probs = classify(model, arrays, batch_size)
+    top_p, top_d = probs.topk(top_k, dim=1)
+    finite = torch.isfinite(probs).all(dim=1).tolist()
+    rows, extras = [], []
+    for name, array, p, ps, ds, ok in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite):
+        if not ok:  # never NaN in the output: JSON has no NaN
+            failed.append((name, "the model gave no finite probabilities for it"))
+            continue
+        rows.append({"path": str(name), "digit": ds[0], "probability": round(ps[0], 6),
+                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)]})
+        extras.append((array, [round(q, 6) for q in p]))
+    return rows, extras, failed
