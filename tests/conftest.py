@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from digitnet.config import schema  # noqa: F401 - registers the config schema, as train.py does
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 # Real MNIST lies beside the project checkout; DIGITNET_DATA overrides.
@@ -63,7 +65,7 @@ def compose_cfg(*overrides: str):
 
 def plan_of(*overrides: str, cuda_available: bool = False, cores: int = 2, tty: bool = False):
     """The run plan of `overrides`, on a machine described by the keywords (the default: this CPU-only kind)."""
-    from digitnet.plan import make_plan
+    from digitnet.config.plan import make_plan
 
     return make_plan(compose_cfg(*overrides), cuda_available=cuda_available, cores=cores, tty=tty)
 

@@ -5,7 +5,7 @@ import torch
 
 from conftest import plan_of
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_the_plan_picks_the_gpu_path():
@@ -16,9 +16,9 @@ def test_the_plan_picks_the_gpu_path():
 def test_captured_step_equals_the_eager_step_on_cuda(mnist_root, tmp_path):
     import lightning.pytorch as pl
 
-    from digitnet.data import load_mnist
-    from digitnet.parallel import train_folds
-    from digitnet.training import make_datamodule
+    from digitnet.core.data import load_mnist
+    from digitnet.engine.packed import train_folds
+    from digitnet.engine.fit import make_datamodule
 
     plan = plan_of("model=batchnorm", "data.limit=330", "cv.n_folds=3", "trainer.max_epochs=2", "cv.parallel=true",
                    "trainer.accelerator=gpu", "data.eval_batch_size=1000", cuda_available=True)

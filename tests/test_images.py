@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitnet.images import ImageProblem, as_is, mnist_form, open_gray
+from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
 
 
 def draw_seven(size=(120, 160), box=(30, 30, 90, 130), ink=0, paper=255, width=10, mode="L"):
@@ -112,7 +112,7 @@ def test_float_images_in_any_range_and_a_hot_pixel_are_read_by_the_images_own_ra
 
 
 def test_a_broken_link_in_a_folder_is_kept_to_get_its_own_line(tmp_path):
-    from digitnet.images import expand_paths
+    from digitnet.core.images import expand_paths
 
     draw_seven().save(tmp_path / "good.png")
     (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")

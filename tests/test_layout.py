@@ -1,25 +1,31 @@
-"""The module map: no import cycles, counting imports inside functions too."""
+"""The module map: no import cycles (counting imports inside functions too), no private names of the libraries
+digitnet builds on, and functions short enough to read on one screen."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitnet"
+LIBRARIES = ("hydra", "omegaconf", "lightning", "pytorch_lightning", "joblib", "starlette", "fastapi", "torchmetrics")
 
 
-def imports_of(path: Path) -> set[str]:
+def modules() -> dict[str, ast.Module]:
+    return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): ast.parse(p.read_text())
+            for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(tree: ast.Module) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("digitnet"):
-            names = [node.module] if node.module != "digitnet" else [f"digitnet.{a.name}" for a in node.names]
-            found.update(names)
+            found.update([node.module] if node.module != "digitnet" else [f"digitnet.{a.name}" for a in node.names])
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("digitnet."))
-    return {name for name in found if name != "digitnet.conf"}
+    return {name for name in found if not name.startswith("digitnet.conf")}
 
 
 def test_no_import_cycles():
-    graph = {f"digitnet.{p.stem}": imports_of(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    assert graph["digitnet.workers"] and "digitnet.train" not in graph["digitnet.workers"]
+    graph = {name: imports_of(tree) for name, tree in modules().items()}
+    assert "digitnet.train" not in graph["digitnet.engine.workers"]  # a worker never imports the CLI
     state: dict[str, str] = {}
 
     def visit(module, trail):
@@ -34,3 +40,23 @@ def test_no_import_cycles():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_no_private_names_of_the_libraries():
+    """An upgrade of Hydra, Lightning, joblib or Starlette must not break digitnet silently."""
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
+                parts = node.module.split(".") + [a.name for a in node.names]
+                assert not any(p.startswith("_") and p != "__future__" for p in parts), (name, node.module)
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in LIBRARIES:
+                        assert not any(p.startswith("_") for p in alias.name.split(".")), (name, alias.name)
+
+
+def test_functions_fit_on_a_screen():
+    long = [(name, node.name, node.end_lineno - node.lineno + 1) for name, tree in modules().items()
+            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, long

@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats
 
-from digitnet.stats import corrected_resampled_ttest
+from digitnet.report.stats import corrected_resampled_ttest
 
 
 def test_worked_example_by_hand():

@@ -1,15 +1,13 @@
 """cv.workers: folds in several processes give the sequential run's results, and split the cores between them."""
 
 import json
-import signal
-import sys
 import multiprocessing
 
 import pytest
 import torch
 
 from conftest import run_cli
-from digitnet import workers
+from digitnet.engine import workers
 
 
 @pytest.mark.slow
@@ -51,51 +49,39 @@ def test_cores_are_split_between_the_folds_that_can_run(monkeypatch):
         torch.set_num_threads(before)
 
 
-FIT_THAT_FAILS_AFTER_A_SIGTERM = """
-import os, signal, sys
-import lightning.pytorch as pl
-import torch
-from digitnet import workers
+def test_a_worker_that_dies_is_an_error_not_a_wait():
+    """A worker killed from outside (the OOM killer) never sends its fold: the parent says so instead of waiting."""
+    import os
 
-if sys.argv[1] == "handler":
-    workers.leave_on_sigterm()
+    from digitnet.engine.runners import _next_result
+    from digitnet.errors import UserError
 
-class Net(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        return self.layer(batch[0]).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-class TermThenFail(pl.Callback):
-    def on_train_start(self, trainer, module):  # the pool's SIGTERM lands inside the fit, which then fails
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise RuntimeError("the fit fails")
-
-data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)), batch_size=2)
-try:
-    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False, callbacks=[TermThenFail()]).fit(Net(), data)
-except RuntimeError:
-    pass
-print("still alive: back in the pool's queue")
-"""
+    context = multiprocessing.get_context("spawn")
+    dead = context.Process(target=os._exit, args=(9,))
+    dead.start()
+    dead.join()
+    with pytest.raises(UserError):
+        _next_result(context.Queue(), [dead])
 
 
-def test_a_worker_dies_of_sigterm_even_inside_a_fit_that_then_fails():
-    """The intermittent hang a hostile try found: the parent's SIGTERM landed inside a failing fit, Lightning's
-    handler only noted it, and the worker went back to waiting for tasks while the parent waited for it. The
-    worker keeps SIGTERM's default (the kernel ends it, whichever thread the signal reaches)."""
-    import subprocess
+@pytest.mark.slow
+def test_a_fold_that_fails_in_its_worker_stops_every_worker(tmp_path):
+    """Standardizing images of one shade fails inside each worker: the run stops with a UserError naming the fold,
+    and no worker process is left (they are killed, whatever Lightning does with SIGTERM inside a fit)."""
+    import numpy as np
 
-    def run(mode):
-        return subprocess.run([sys.executable, "-c", FIT_THAT_FAILS_AFTER_A_SIGTERM, mode], capture_output=True,
-                              text=True, timeout=120)
+    from conftest import plan_of, write_idx
+    from digitnet.errors import UserError
+    from digitnet.train import run
 
-    assert "still alive" in run("lightning-only").stdout  # what happened before: the worker outlived its SIGTERM
-    with_handler = run("handler")
-    assert with_handler.returncode == -signal.SIGTERM and "still alive" not in with_handler.stdout
+    root = tmp_path / "flat"
+    root.mkdir()
+    for prefix, n in (("train", 40), ("t10k", 10)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte", np.full((n, 28, 28), 7), 2051)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+    plan = plan_of(f"data.root={root}", "data.scaling=standardize", "cv.n_folds=2", "cv.workers=2",
+                   "trainer.max_epochs=1")
+    with pytest.raises(UserError):
+        run(plan, tmp_path / "run")
+    assert multiprocessing.active_children() == []
+    assert not list((tmp_path / "run" / "folds").glob("fold_*"))

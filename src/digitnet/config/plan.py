@@ -259,6 +259,10 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     """Check the composed config and settle every choice. `cuda_available`, `cores` and `tty` (is stdout a
     terminal) default to this machine's; tests pass them in to check the decisions on CPU."""
     conf, extra = checked(cfg)
+    for group in ("optimizer", "augment", "scheduler"):  # typed Any: a list-shaped option file lands here as is
+        node = getattr(conf, group)
+        if not (is_dataclass(node) or isinstance(node, dict)):
+            raise ConfigError(group, node, "the chosen option holds no keys", f"give {group} an option file of keys")
     task, model = conf.task.value, conf.model.name.value
     groups = {name: _plain(getattr(conf, name)) for name in ("data", "model", "optimizer", "trainer", "cv", "augment",
                                                              "scheduler", "loss")}

@@ -62,8 +62,8 @@ def download_mnist(root: Path, missing: list[str], settings: dict = CONFIG_SETTI
             raise UserError(
                 f"MNIST files missing in {root}: {', '.join(missing)}, and downloading them failed "
                 f"({errors[0][:120]}). With no network, copy the {'four' if n_files == 4 else 'two t10k'} MNIST "
-                f"files (gz or raw) into {root} or point {settings['root']} or DIGITNET_DATA at a folder that has them"
-            )
+                f"files (gz or raw) into {root} or point {settings['root']} or DIGITNET_DATA at a folder that has them",
+                path=root)
 
 
 def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tensor:
@@ -111,17 +111,18 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
     """The four MNIST files of `root` (gz or raw), checked. holdout_only: the two t10k files alone (evaluate);
     the training arrays are then empty."""
     if not str(root).strip():  # Path("") would be the working dir
-        raise UserError(f"the data folder is empty; set {settings['root']} or DIGITNET_DATA=DIR")
+        raise UserError(f"the data folder is empty; set {settings['root']} or DIGITNET_DATA=DIR", path=root)
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise UserError(f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files")
+        raise UserError(f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files",
+                        path=root)
     wanted = [stem for stem in _FILES if not holdout_only or stem.startswith("t10k")]
     missing = [stem for stem in wanted if _find(root, stem) is None]
     for stem in missing:
         for name in (stem + ".gz", stem):
             if (root / name).exists() or (root / name).is_symlink():  # a folder or a dangling link in its place
                 raise UserError(f"{root / name} is not a file (a folder or a broken link); put the MNIST file "
-                                "there in its place")
+                                "there in its place", path=root / name)
     if missing and download:
         created = root  # the topmost folder this call makes: removed again if the download fails
         while not created.parent.exists():
@@ -131,7 +132,7 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable "
-                            "folder") from None
+                            "folder", path=root) from None
         try:
             download_mnist(root, missing, settings, len(wanted))
         except BaseException:
@@ -144,10 +145,8 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
             raise
         missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing:
-        raise UserError(
-            f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). "
-            f"Copy them there, set {settings['root']} or DIGITNET_DATA=DIR, or {settings['download']}"
-        )
+        raise UserError(f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). Copy them there, "
+                        f"set {settings['root']} or DIGITNET_DATA=DIR, or {settings['download']}", path=root)
     t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in wanted}
     empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
     arrays = MNISTArrays(

@@ -8,8 +8,7 @@ MAX_FILE_BYTES per file; a request over MAX_REQUEST_BYTES is refused whole. Each
 it, and the good files of the same request are still answered.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request) at run time.
 import base64
 import io
 import json
@@ -65,13 +64,86 @@ def preview_png(array) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(ckpt: str | Path, tta: str | None = None):
-    """The app, with the model loaded once."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
+async def _limited(stream, boundary: str, seen: dict):
+    """The body, up to MAX_REQUEST_BYTES; seen["end"] says whether the closing boundary came (a body cut short
+    parses without error, minus its unfinished part)."""
+    from fastapi import HTTPException
+
+    received, closing, tail = 0, f"--{boundary}--".encode("latin-1", "replace"), b""
+    async for chunk in stream:
+        received += len(chunk)
+        if received > MAX_REQUEST_BYTES:
+            raise HTTPException(413, f"request over {MAX_REQUEST_BYTES // 2**20} MB; send fewer or smaller files")
+        seen["end"] = seen.get("end") or closing in tail + chunk
+        tail = (tail + chunk)[-len(closing):]
+        yield chunk
+
+
+async def read_form(request):
+    """The request's multipart form, read in memory within Starlette's form limits; None if the client left."""
+    from fastapi import HTTPException
     from starlette.formparsers import MultiPartException, MultiPartParser
     from starlette.requests import ClientDisconnect
+
+    class InMemoryParser(MultiPartParser):
+        spool_max_size = MAX_REQUEST_BYTES  # uploads stay in memory: nothing is written to disk
+
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+        raise HTTPException(413, f"request of {int(length) // 2**20} MB is over {MAX_REQUEST_BYTES // 2**20} MB")
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";")
+                     if p.strip().lower().startswith("boundary=")), "")
+    if media.strip().lower() != "multipart/form-data" or not boundary:
+        raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
+    seen: dict = {}
+    parser = InMemoryParser(request.headers, _limited(request.stream(), boundary, seen), max_files=MAX_FILES,
+                            max_fields=16, max_part_size=64 * 1024)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:  # Starlette's form limits (MAX_FILES, fields, part size), in its words
+        raise HTTPException(400, exc.message) from None
+    except ClientDisconnect:
+        return None
+    if not seen.get("end"):
+        await form.close()
+        raise HTTPException(400, "the request ended before its multipart body did (no closing boundary): the upload "
+                                 "was cut off; send the files again")
+    return form
+
+
+async def read_files(form) -> tuple[list, list]:
+    """([(name, file object)], [errors]) of the form's `files` parts; each bad part gets its own error."""
+    from fastapi import HTTPException
+
+    parts = form.getlist("files")
+    if not parts:
+        raise HTTPException(400, "no files: send one or more images in the multipart field `files`")
+    items, errors = [], []
+    for number, upload in enumerate(parts):
+        if not hasattr(upload, "filename"):  # the parser reads `filename=` only (not RFC 5987's filename*=)
+            errors.append({"file": f"part {number + 1}", "status": 422, "error": "its Content-Disposition has no "
+                           'filename= parameter, so it arrived as text, not as a file; send filename="NAME" '
+                           "(filename*= alone is not read)"})
+            continue
+        # A name decoded with an odd charset can hold lone surrogates, which JSON cannot carry.
+        name = (upload.filename or f"part {number + 1}").encode("utf-8", "backslashreplace").decode("utf-8")
+        data = await upload.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            errors.append({"file": name, "error": f"over {MAX_FILE_BYTES // 2**20} MB", "status": 413})
+        elif not data:
+            errors.append({"file": name, "error": "empty file", "status": 422})
+        else:
+            items.append((name, io.BytesIO(data)))
+    return items, errors
+
+
+def create_app(ckpt: str | Path, tta: str | None = None):
+    """The app, with the model loaded once."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
 
     from digitnet.core.checkpoints import load_model
     from digitnet.core.inference import predict_images
@@ -84,91 +156,28 @@ def create_app(ckpt: str | Path, tta: str | None = None):
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     info = model_info(ckpt, model)
-
-    class InMemoryParser(MultiPartParser):
-        spool_max_size = MAX_REQUEST_BYTES  # uploads stay in memory: nothing is written to disk
-
     app = FastAPI(title="digitnet", version="0.1.0",
                   description="Predict handwritten digits with a digitnet checkpoint. The page is at /.")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
+    app.add_api_route("/", lambda: FileResponse(WEB / "index.html"), methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route("/api/health", lambda: {"status": "ok"}, methods=["GET"])
+    app.add_api_route("/api/model", lambda: info, methods=["GET"])
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    def page():
-        return FileResponse(WEB / "index.html")
-
-    @app.get("/api/health")
-    def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/api/model")
-    def model_endpoint() -> dict:
-        return info
-
-    async def limited(stream, boundary: str, seen: dict):
-        """The body, up to MAX_REQUEST_BYTES; seen["end"] says whether the closing boundary came (a body cut
-        short parses without error, minus its unfinished part)."""
-        received, closing, tail = 0, f"--{boundary}--".encode("latin-1", "replace"), b""
-        async for chunk in stream:
-            received += len(chunk)
-            if received > MAX_REQUEST_BYTES:
-                raise HTTPException(413, f"request over {MAX_REQUEST_BYTES // 2**20} MB; send fewer or smaller files")
-            seen["end"] = seen.get("end") or closing in tail + chunk
-            tail = (tail + chunk)[-len(closing):]
-            yield chunk
-
-    @app.post("/api/predict", responses={400: {"description": "not a multipart request with files"},
-                                         413: {"description": "too many files, a file or the request too large"},
+    @app.post("/api/predict", responses={400: {"description": "not a multipart request with files, or too many"},
+                                         413: {"description": "a file or the request too large"},
                                          422: {"description": "some files are not usable images (see errors)"}})
     async def predict(request: Request):
         """Images in the multipart field `files`. Answers {"results": [rows of `predict --json` plus "preview"
         (PNG data URL) and "probabilities" (10)], "errors": [{"file", "error"}]}: 200 when every file was read, 422
         (413 if a file is over the size limit) when some were not; the good ones are in "results" either way."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            raise HTTPException(413, f"request of {int(length) // 2**20} MB is over {MAX_REQUEST_BYTES // 2**20} MB")
-        media, _, params = request.headers.get("content-type", "").partition(";")
-        boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";")
-                         if p.strip().lower().startswith("boundary=")), "")
-        if media.strip().lower() != "multipart/form-data" or not boundary:
-            raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
-        seen: dict = {}
-        parser = InMemoryParser(request.headers, limited(request.stream(), boundary, seen), max_files=MAX_FILES,
-                                max_fields=16, max_part_size=64 * 1024)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:  # Starlette's form limits (MAX_FILES, fields, part size), in its words
-            raise HTTPException(400, exc.message) from None
-        except ClientDisconnect:
+        form = await read_form(request)
+        if form is None:
             return Response(status_code=400)  # nobody is listening any more; nothing to log either
-        if not seen.get("end"):
-            await form.close()
-            raise HTTPException(400, "the request ended before its multipart body did (no closing boundary): the "
-                                     "upload was cut off; send the files again")
-        parts = form.getlist("files")
-        if not parts:
-            raise HTTPException(400, "no files: send one or more images in the multipart field `files`")
-        items, errors = [], []
         try:
-            for number, upload in enumerate(parts):
-                if not hasattr(upload, "filename"):  # the parser reads `filename=` only (not RFC 5987's filename*=)
-                    errors.append({"file": f"part {number + 1}", "status": 422, "error": "its Content-Disposition "
-                                   "has no filename= parameter, so it arrived as text, not as a file; send "
-                                   'filename="NAME" (filename*= alone is not read)'})
-                    continue
-                # A name decoded with an odd charset can hold lone surrogates, which JSON cannot carry.
-                name = (upload.filename or f"part {number + 1}").encode("utf-8", "backslashreplace").decode("utf-8")
-                data = await upload.read(MAX_FILE_BYTES + 1)
-                if len(data) > MAX_FILE_BYTES:
-                    errors.append({"file": name, "error": f"over {MAX_FILE_BYTES // 2**20} MB", "status": 413})
-                elif not data:
-                    errors.append({"file": name, "error": "empty file", "status": 422})
-                else:
-                    items.append((name, io.BytesIO(data)))
+            items, errors = await read_files(form)
         finally:
             await form.close()
         # Blocking work (PIL, torch) off the event loop; one batch for the whole request.
-        from starlette.concurrency import run_in_threadpool
-
         rows, extras, failed = await run_in_threadpool(predict_images, model, items, True, 3)
         results = [{**row, "preview": preview_png(array), "probabilities": probs}
                    for row, (array, probs) in zip(rows, extras)]
