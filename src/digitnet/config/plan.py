@@ -1,13 +1,10 @@
-"""The run plan: the composed config checked against what a schema cannot say, and every `auto` settled, once.
+"""The run plan: what a schema cannot say about the composed config, checked, and every `auto` settled, once.
 
-The schema (schema.py) has already refused wrong types, unknown keys and unknown choices. `make_plan` adds the ranges
-(RANGES, one table), the rules that tie keys together, the Trainer settings that would skip the training or the
-validation that scores a fold, and the machine's choices: the device, how the folds run (one after another, packed
-into one net, or in worker processes), threads, the CUDA graph, the validation batch size. Everything downstream takes
-the plan, a frozen dataclass of plain values: it pickles to fold workers, and the reports record it as it ran.
-
-No torch until the cheap checks have passed: a bad value is reported before torch's import would have finished.
-"""
+The schema (schema.py) has refused wrong types, unknown keys and choices. `make_plan` adds the ranges (RANGES), the
+rules that tie keys together or would skip the validation that scores a fold, and the machine's choices: the device,
+how the folds run (one after another, packed into one net, or in worker processes), threads, the CUDA graph. The plan
+is a frozen dataclass of plain values: it pickles to fold workers, and the reports record it as it ran. No torch
+until the cheap checks have passed: a bad value is reported before torch's import would have finished."""
 
 from __future__ import annotations
 
@@ -38,9 +35,6 @@ NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_
                       "threads", "cuda_graph", "progress", "notes", "trainer.enable_progress_bar",
                       "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.profiler")
 CV_ONLY = ("n_folds", "cv_seed")  # not part of what a final fit depends on
-# Fields added after run dirs existed without them: left out of the fingerprint at their default, so that an older
-# run dir (which could only have had that default) still resumes.
-LATER_FIELDS = {"dropout": 0.0, "tta": "none"}
 # The config key of each plan field, where they differ: what a resume refusal names.
 CONFIG_KEYS = {"model": "model.name", "dropout": "model.dropout", "label_smoothing": "loss.label_smoothing",
                "limit": "data.limit", "batch_size": "data.batch_size", "scaling": "data.scaling",
@@ -140,9 +134,6 @@ class RunPlan:
         for key in NOT_IN_FINGERPRINT + (CV_ONLY if self.task == "final" else ()):
             group, _, sub = key.partition(".")
             (fields[group].pop(sub, None) if sub else fields.pop(group, None))
-        for key, default in LATER_FIELDS.items():
-            if fields.get(key) == default:
-                del fields[key]
         return fields
 
     def fingerprint(self) -> str:
@@ -218,8 +209,6 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "(unset)"), current.get(key, "(unset)")
-        if not prefix:
-            a, b = LATER_FIELDS.get(key, a) if a == "(unset)" else a, LATER_FIELDS.get(key, b) if b == "(unset)" else b
         name = key if prefix else CONFIG_KEYS.get(key, key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{prefix}{name}.")
@@ -236,13 +225,9 @@ def _plain(node) -> dict:
 
 def _check_ranges(values: dict, task: str) -> None:
     for key, rule in RANGES.items():
-        if key in values and not (task == "final" and key.startswith("cv.")):
-            value = values[key]
-            if value == "auto" and key in ("data.eval_batch_size", "cv.workers"):
-                continue
-            problem = rule.problem(value)
-            if problem:
-                raise ConfigError(key, value, problem, rule.hint)
+        value = values.get(key, "auto")  # absent, or an `auto` that the plan settles
+        if value != "auto" and not (task == "final" and key.startswith("cv.")) and (problem := rule.problem(value)):
+            raise ConfigError(key, value, problem, rule.hint)
 
 
 def _switch(key: str, value) -> bool | None:
@@ -279,9 +264,6 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     _check_sizes(task, data["limit"], cv["n_folds"], conf.seed)
     trainer = _trainer(groups["trainer"], task)
     optimizer, scheduler = groups["optimizer"], groups["scheduler"]
-    if not isinstance(optimizer.get("_target_"), str):
-        raise ConfigError("optimizer._target_", optimizer.get("_target_"), "names no optimizer class",
-                          "choose optimizer=sgd|adam|adamw")
     import torch  # past the cheap checks
 
     _check_optimizer_builds(optimizer, scheduler, torch)
@@ -340,9 +322,8 @@ def _seconds(max_time) -> float | None:
 
     try:
         if isinstance(max_time, str):
-            days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-            return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
-        return datetime.timedelta(**max_time).total_seconds() if isinstance(max_time, dict) else None
+            max_time = dict(zip(("days", "hours", "minutes", "seconds"), map(int, max_time.split(":")), strict=True))
+        return datetime.timedelta(**max_time).total_seconds()
     except (TypeError, ValueError):
         return None
 
@@ -378,7 +359,7 @@ def _trainer(trainer: dict, task: str) -> dict:
         if cv and (value != 1.0 or isinstance(value, int)):
             refuse(key, "a fold is scored on all its validation images at the end of its last epoch")
     if "max_time" in trainer:
-        if (_seconds(trainer["max_time"]) or 1) <= 0:
+        if (seconds := _seconds(trainer["max_time"])) is not None and seconds <= 0:
             refuse("max_time", "leaves no time to train", "give a positive time (DD:HH:MM:SS), or remove it")
         if cv:
             refuse("max_time", "would stop a fold before the validation that scores it", "set trainer.max_epochs")
@@ -413,9 +394,9 @@ def _check_optimizer_builds(optimizer: dict, scheduler: dict, torch) -> None:
     no optimizer, a key it refuses, or a schedule it cannot follow fails here, in torch's words, not in the first fit."""
     import importlib
 
-    target = optimizer["_target_"]
-    module, _, name = target.rpartition(".")
+    target = optimizer.get("_target_")
     try:  # not hydra.utils.get_class: it logs its failure into the run's train.log first
+        module, _, name = target.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         raise ConfigError("optimizer._target_", target, "cannot be imported", "choose optimizer=sgd|adam|adamw") from None

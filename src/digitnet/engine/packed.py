@@ -1,17 +1,11 @@
 """Fold-parallel CV: K folds train at once as K independent nets packed into one.
 
-`pack` turns K copies of a net from nets.py into one net: convolutions become grouped convolutions (fold k in
-channel group k), dense layers become per-fold batched matmuls, BatchNorm runs over K*C channels (so each fold keeps
-its own statistics). The loss is the sum of the folds' mean losses, so each fold's weights get exactly the gradient of
-its own loss, and an elementwise optimizer (SGD, Adam, AdamW: plan.PACKABLE_OPTIMIZERS) updates each fold exactly as
-its own optimizer would. Gradient clipping or accumulation would couple the folds; the plan refuses them here. Each fold starts from
-the same initial weights as in the sequential run (seeded seed + fold) and sees the same batches in the same order
-(the same DataLoaders, zipped).
-
-Evidence (one NVIDIA H200, torch 2.11, 2026-11-27; bench/gpu_check.sh): 20.0 s of training on an H200 for the seed
-protocol (deep net, 5 folds x 10 epochs, batch 32) packed with the CUDA graph, 41.9 s start to report; mean accuracy
-99.055% over 5 folds, against 99.043% for the same folds in 5 separate processes (118 s). Without the graph the
-packed run took more than 60 s.
+`pack` turns K copies of a net of core.nets into one: convolutions become grouped convolutions (fold k in channel
+group k), dense layers per-fold batched matmuls, BatchNorm runs over K*C channels (each fold keeps its statistics).
+The loss is the sum of the folds' mean losses, so each fold's weights get exactly the gradient of its own loss, and an
+elementwise optimizer (config.plan.PACKABLE_OPTIMIZERS) updates each fold as its own would. Each fold starts from its
+sequential run's initial weights (seeded seed + fold) and sees the same batches in the same order (its DataLoader,
+zipped). On a GPU each step can run as one captured CUDA graph (docs/performance.md: worth 4x or more).
 """
 
 from __future__ import annotations
@@ -26,10 +20,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from digitnet.engine.callbacks import blow_up_reason
 from digitnet.core.augment import make_augment
 from digitnet.core.module import fit, optimization
 from digitnet.core.nets import build_net
+from digitnet.engine.callbacks import blow_up_reason
 
 
 class FoldFlatten(nn.Module):
