@@ -15,8 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from digitnet.augment import AffineAugment
-from digitnet.nets import build_net
+from digitnet.core.augment import AffineAugment
+from digitnet.core.nets import build_net
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from digitnet.nets import build_net
+from digitnet.core.nets import build_net
 
 N_TRAIN, N_VAL, BATCH = 48_000, 12_000, 32
 

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from digitnet.data import default_root, load_mnist
+from digitnet.core.data import default_root, load_mnist
 from digitnet.logs import quiet
-from digitnet.nets import build_net
+from digitnet.core.nets import build_net
 from digitnet.train import compose_plan, run
-from digitnet.training import make_datamodule
+from digitnet.engine.fit import make_datamodule
 
 
 class NaiveModule(pl.LightningModule):

@@ -13,11 +13,11 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from digitnet.callbacks import History
-from digitnet.data import default_root, load_mnist
+from digitnet.engine.callbacks import History
+from digitnet.core.data import default_root, load_mnist
 from digitnet.logs import quiet
 from digitnet.train import compose_plan
-from digitnet.training import make_datamodule, make_model
+from digitnet.engine.fit import make_datamodule, make_model
 
 
 def plain_epoch(dm, plan) -> float:

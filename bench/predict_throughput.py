@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitnet.data import default_root, load_mnist
-from digitnet.models import DigitClassifier
+from digitnet.core.data import default_root, load_mnist
+from digitnet.core.module import DigitClassifier
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from digitnet.stats import corrected_resampled_ttest  # noqa: E402
+from digitnet.report.stats import corrected_resampled_ttest  # noqa: E402
 
 # All on top of experiment=best (affine augmentation, one-cycle SGD, label smoothing 0.1) at batch 128: on the CPU a
 # batch of 128 costs what 4 batches of 32 do (bench: 22 s an epoch for deep either way), on a GPU 4x fewer steps.

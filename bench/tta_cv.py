@@ -30,11 +30,12 @@ def main() -> None:
     parser.add_argument("--tta", default="shift")
     args = parser.parse_args()
 
-    from digitnet import report, stats
-    from digitnet.data import load_mnist
-    from digitnet.nets import load_checkpoint, with_tta
-    from digitnet.plan import RunPlan
-    from digitnet.training import make_datamodule
+    from digitnet.report import results as report, stats
+    from digitnet.core.data import load_mnist
+    from digitnet.core.checkpoints import load_checkpoint
+    from digitnet.core.nets import with_tta
+    from digitnet.config.plan import RunPlan
+    from digitnet.engine.fit import make_datamodule
 
     saved = json.loads((args.run_dir / "plan.json").read_text())
     plan = RunPlan(**{**saved, "notes": tuple(saved.get("notes", ())), "data_device": "cpu", "tta": "none"})
