@@ -31,6 +31,7 @@ def server(trained_checkpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_draw_a_seven_and_upload_a_file(server, tmp_path):
     if CHROMIUM is None and os.environ.get("CI"):
         pytest.fail("chromium is missing: .ci/run installs Debian's chromium")

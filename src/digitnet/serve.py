@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: choose 0-65535 (0: any free port, printed at start)")
+    if not args.host.strip():  # the socket would bind every interface
+        parser.error("--host is empty; give an address (127.0.0.1: this machine only; 0.0.0.0: every interface)")
     with reported(PROG):
         try:
             import uvicorn

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from digitnet.config import schema  # noqa: E402,F401 - registers the schema in Hydra's ConfigStore
+from digitnet.config.schema import config_file_problem  # noqa: E402 - and the schema in Hydra's ConfigStore
 from digitnet.config.plan import RunPlan, make_plan  # noqa: E402
 from digitnet.engine import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import SHOW_TRACEBACKS, NoResult, UserError, describe, reported, say_error  # noqa: E402
@@ -175,33 +175,18 @@ def _check_launcher_installed(argv: list[str]) -> None:
                 raise SystemExit(1)
 
 
-def _config_file_problem(argv: list[str]) -> str | None:
-    """The first config file that is not UTF-8 YAML holding keys, in the packaged configs and the folders of
-    --config-dir and hydra.searchpath: Hydra's own error for such a file names no file (UnicodeDecodeError,
-    "Invalid loaded object type: int"), or says nothing of files at all (a list-shaped file)."""
+def _config_folders(argv: list[str]) -> list[Path]:
+    """The folders configs come from: the packaged ones, and those of --config-dir and hydra.searchpath."""
     import re
-
-    import yaml
 
     folders = [Path(str(importlib.resources.files("digitnet.conf"))) if INSTALLED else CHECKOUT_CONF]
     for i, arg in enumerate(argv):
         flag, eq, value = arg.partition("=")
         if flag in ("--config-dir", "-cd"):
             folders.append(Path(value if eq else argv[i + 1] if i + 1 < len(argv) else "."))
-        folders += [Path(p) for p in re.findall(r"file://([^'\",\]]+)", arg) if flag.lstrip("+") == "hydra.searchpath"]
-    chosen = [f"/{arg.lstrip('+').replace('=', '/', 1)}.yaml" for arg in argv if "=" in arg]  # model=x: model/x.yaml
-    paths = [p for folder in folders for p in sorted(folder.rglob("*.yaml"))]
-    for path in sorted(paths, key=lambda p: not any(str(p).endswith(c) for c in chosen)):
-        try:
-            content = yaml.safe_load(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            return f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            return f"{path}{f', line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(exc, 'problem', exc)})"
-        if content is not None and not isinstance(content, dict):
-            return f"{path} holds {type(content).__name__} {str(content)[:30]}, not keys; a config file maps keys to values"
-    return None
+        if flag.lstrip("+") == "hydra.searchpath":
+            folders += [Path(p) for p in re.findall(r"file://([^'\",\]]+)", arg)]
+    return folders
 
 
 def cli() -> None:
@@ -223,7 +208,8 @@ def cli() -> None:
         except Exception as exc:  # noqa: BLE001 - Hydra's file reading: YAML, Unicode, value errors
             if SHOW_TRACEBACKS:
                 raise
-            raise UserError(_config_file_problem(argv) or str(exc) or type(exc).__name__) from None
+            said = describe(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+            raise UserError(config_file_problem(_config_folders(argv), argv) or said) from None
 
 
 if __name__ == "__main__":

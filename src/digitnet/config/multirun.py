@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from digitnet.config.schema import config_file_problem
 from digitnet.errors import NO_RESULT, UserError, describe, shown
 from digitnet.files import enclosing_run, run_file_in, write_json_atomic
 
@@ -132,6 +133,9 @@ class SweepCallback(Callback):
                 raise UserError("hydra.launcher.timeout would stop the whole sweep at the first job past it; leave it "
                                 "null, and make jobs shorter with trainer.max_epochs or data.limit",
                                 key="hydra.launcher.timeout")
+            if options.get("n_jobs") == 0:  # joblib says so only once the jobs are dispatched
+                raise UserError("hydra.launcher.n_jobs=0 runs no job; give 1, 2, ... or -1 (one per core)",
+                                key="hydra.launcher.n_jobs")
             try:
                 joblib.Parallel(**{**options, "backend": "loky"})
             except (TypeError, ValueError) as exc:
@@ -160,7 +164,9 @@ class SweepCallback(Callback):
             try:
                 plan = make_plan(compose(config_name="config", overrides=overrides))
             except Exception as exc:  # noqa: BLE001 - the plan's refusal, or Hydra's: this job cannot run
-                raise UserError(f"sweep job {number} ({' '.join(overrides)}): {describe(exc)}") from None
+                folders = [Path(s.path) for s in config.hydra.runtime.config_sources if s.schema == "file"]
+                problem = None if isinstance(exc, UserError) else config_file_problem(folders, overrides)
+                raise UserError(f"sweep job {number} ({' '.join(overrides)}): {problem or describe(exc)}") from None
             same = plans.setdefault(json.dumps(plan.as_dict(), sort_keys=True), number)
             if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2
                 raise UserError(f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are "

@@ -152,7 +152,11 @@ class RunPlan:
         if self.task == "cv" and self.n_folds > n:
             raise ConfigError("cv.n_folds", self.n_folds, f"more folds than the {n} training images", "lower it")
         trained = n - math.ceil(n / self.n_folds) if self.task == "cv" else n  # the smallest training set
-        _check_steps(self, n, trained)
+        batches = trained // self.batch_size if trained % self.batch_size == 1 else -(-trained // self.batch_size)
+        fraction = self.trainer.get("limit_train_batches")  # a last batch of one image is dropped (core.data)
+        if isinstance(fraction, float) and int(batches * fraction) < 1:
+            raise ConfigError("trainer.limit_train_batches", fraction, f"leaves none of the {batches} batches of an "
+                              "epoch", f"give at least {1 / batches:.2g}, or a whole number of batches")
         if self.batch_size > trained:
             notes.append(f"data.batch_size={self.batch_size} is more than the {trained} training images "
                          f"{'of a fold' if self.task == 'cv' else 'of the fit'}: each epoch is one batch of all")
@@ -175,33 +179,6 @@ class RunPlan:
         else:
             how = f"{self.n_folds} folds one after another, {self.threads} thread(s)"
         return f"digitnet: task={self.task} model={self.model}: {how}; on {self.device}, precision {self.trainer['precision']}"
-
-
-def _check_steps(plan: RunPlan, n: int, trained: int) -> None:
-    """Trainer limits that depend on the data's size: a fraction of batches that leaves none, and max_steps that
-    would stop a fold inside an epoch (Lightning then skips that epoch's validation, which is the fold's score)."""
-    limit = plan.trainer.get("limit_train_batches")
-
-    def full(images: int) -> int:  # a last batch of one image is dropped (core.data)
-        return images // plan.batch_size if images % plan.batch_size == 1 else -(-images // plan.batch_size)
-
-    def batches(images: int) -> int:  # limit_train_batches as Lightning applies it
-        if isinstance(limit, float):
-            return int(full(images) * limit)
-        return min(full(images), limit) if isinstance(limit, int) else full(images)
-
-    if isinstance(limit, float) and batches(trained) < 1:
-        raise ConfigError("trainer.limit_train_batches", limit, f"leaves no batch of the {full(trained)} an epoch has",
-                          f"give at least {1 / full(trained):.2g}, or a whole number of batches")
-    max_steps = plan.trainer.get("max_steps", -1)
-    if plan.task == "cv" and max_steps not in (None, -1):
-        accumulate = plan.trainer.get("accumulate_grad_batches") or 1  # steps are optimizer steps
-        per_epoch = -(-batches(n - n // plan.n_folds) // accumulate)  # the largest training set
-        needed = per_epoch * plan.trainer["max_epochs"]
-        if max_steps < needed:
-            raise ConfigError("trainer.max_steps", max_steps, f"would stop a fold before the validation that scores "
-                              f"it ({plan.trainer['max_epochs']} epoch(s) of {per_epoch} steps take {needed})",
-                              "set trainer.max_epochs instead")
 
 
 def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -358,11 +335,11 @@ def _trainer(trainer: dict, task: str) -> dict:
         value = trainer.get(key, 1.0)
         if cv and (value != 1.0 or isinstance(value, int)):
             refuse(key, "a fold is scored on all its validation images at the end of its last epoch")
-    if "max_time" in trainer:
-        if (seconds := _seconds(trainer["max_time"])) is not None and seconds <= 0:
-            refuse("max_time", "leaves no time to train", "give a positive time (DD:HH:MM:SS), or remove it")
-        if cv:
-            refuse("max_time", "would stop a fold before the validation that scores it", "set trainer.max_epochs")
+    if "max_time" in trainer and (seconds := _seconds(trainer["max_time"])) is not None and seconds <= 0:
+        refuse("max_time", "leaves no time to train", "give a positive time (DD:HH:MM:SS), or remove it")
+    for key in ("max_time", "max_steps"):  # they stop a fit wherever they fall, even inside an epoch
+        if cv and trainer.get(key, -1) not in (None, -1):
+            refuse(key, "would stop a fold before the validation that scores it", "set trainer.max_epochs instead")
     for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
         top = trainer.get(high)  # max_steps=-1 or null: no limit
         if top is not None and (trainer.get(low) or 0) > top >= 0:

@@ -10,6 +10,7 @@ schema of the kind it names (augment.name, optimizer._target_)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -174,3 +175,25 @@ def checked(cfg: DictConfig) -> tuple[Config, dict]:
     typed = {f.name for f in fields(TrainerConf)}
     extra = {key: trainer.pop(key) for key in list(trainer) if key not in typed}
     return OmegaConf.to_object(OmegaConf.merge(schema, plain)), extra
+
+
+def config_file_problem(folders: list[Path], overrides: list[str]) -> str | None:
+    """The first config file under `folders` that is not UTF-8 YAML holding keys, those the overrides choose first
+    (model=x: model/x.yaml). Hydra's own error for such a file names no file (UnicodeDecodeError, "Invalid loaded
+    object type: int"), or comes as a YAML parser's traceback."""
+    import yaml
+
+    chosen = [f"/{o.lstrip('+').replace('=', '/', 1)}.yaml" for o in overrides if "=" in o]
+    paths = sorted((p for folder in folders for p in sorted(Path(folder).rglob("*.yaml"))),
+                   key=lambda p: not any(str(p).endswith(c) for c in chosen))
+    for path in paths:
+        try:
+            content = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            return f"{path}{f', line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        if content is not None and not isinstance(content, dict):
+            return f"{path} holds {type(content).__name__} {str(content)[:30]}, not keys; a config file maps keys to values"
+    return None

@@ -158,7 +158,7 @@ def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
     return members, notes
 
 
-def _check_member(path: Path, model: ScaledNet, result: dict) -> None:
+def check_member(path: Path, model: ScaledNet, result: dict) -> None:
     """A fold's net must be the one its result describes: architecture, scaling, pixel statistics, fold and tta."""
     key, hp = result["run_key"], model.hparams
     expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
@@ -207,7 +207,7 @@ def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
             seen[real] = ckpt
             model = load_checkpoint(ckpt)
             if ckpt in results:
-                _check_member(ckpt, model, results[ckpt])
+                check_member(ckpt, model, results[ckpt])
             own.append(model.hparams.get("tta", "none"))
             model.hparams["tta"] = "none"  # the bare net; the wrapper's hparams say what is applied
             members.append(with_tta(model, tta or own[-1]).eval())

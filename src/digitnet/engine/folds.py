@@ -69,42 +69,34 @@ class FoldStore:
             return None
         try:
             saved = json.loads(path.read_text())
-            problem = fold_problem(saved, fold, self.run_key.get("tta", "none"))
-            if problem:
-                raise ValueError(problem)
+            key = saved.get("run_key") if isinstance(saved, dict) else None
+            problem = None if key != self.run_key else fold_problem(saved, fold, self.run_key.get("tta", "none"))
+            if problem or not isinstance(key, dict):
+                raise ValueError(problem or "no run_key")
         except (ValueError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold "
                             "trains again", path=path) from None
-        if saved.get("run_key") != self.run_key:
-            changed = differences(saved.get("run_key") or {}, self.run_key) if "run_key" in saved else []
-            what = "; ".join(changed[:3]) if changed else "it was written by an older digitnet"
-            raise UserError(f"{path} was trained with another config ({what}); rerun with the same settings to resume "
-                            "it, or choose a new hydra.run.dir", path=path)
+        if key != self.run_key:
+            changed = "; ".join(differences(key, self.run_key)[:3])
+            raise UserError(f"{path} was trained with another config ({changed}); rerun with the same settings to "
+                            "resume it, or choose a new hydra.run.dir", path=path)
         saved.pop("run_key")
         if saved["status"] == "ok":
-            self._check_checkpoint(fold, path)
+            self._check_checkpoint(fold, saved)
         return saved
 
-    def _check_checkpoint(self, fold: int, result_path: Path) -> None:
-        """A finished fold's net must be there and load: resume said "finished earlier", and evaluate failed after."""
-        from digitnet.core.checkpoints import load_checkpoint
+    def _check_checkpoint(self, fold: int, result: dict) -> None:
+        """A finished fold's net must be there, load, and be the net its result describes: resume would say
+        "finished earlier", and evaluate fail after."""
+        from digitnet.core.checkpoints import check_member, load_checkpoint
 
         checkpoint = self.checkpoint(fold)
-        retrain = f"delete {result_path} and rerun: that fold trains again"
-        if not checkpoint.exists():
-            raise UserError(f"{checkpoint} is missing, though {result_path.name} says the fold finished; {retrain}",
-                            path=checkpoint)
         try:
-            net = load_checkpoint(checkpoint)
+            if not checkpoint.exists():
+                raise UserError(f"{checkpoint} is missing, though {self.path(fold).name} says the fold finished")
+            check_member(checkpoint, load_checkpoint(checkpoint), {**result, "run_key": self.run_key})
         except UserError as exc:
-            raise UserError(f"{exc}; {retrain}", path=checkpoint) from None
-        if net.hparams.get("fold", fold) != fold:
-            raise UserError(f"{checkpoint} holds the net of fold {net.hparams['fold']}, not of fold {fold} (files "
-                            f"swapped?); put it back, or {retrain}", path=checkpoint)
-        if net.hparams.get("tta", "none") != self.run_key.get("tta", "none"):
-            raise UserError(f"{checkpoint} says tta={net.hparams.get('tta', 'none')}, but this run's folds are "
-                            f"scored with tta={self.run_key.get('tta', 'none')} (copied from another run?); put it "
-                            f"back, or {retrain}", path=checkpoint)
+            raise UserError(f"{exc}; delete {self.path(fold)} and rerun: that fold trains again", path=checkpoint) from None
 
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""

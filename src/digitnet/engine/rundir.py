@@ -21,6 +21,9 @@ from digitnet.errors import UserError, shown
 from digitnet.files import enclosing_run, run_file_in
 
 LOCK_NAME = ".digitnet.lock"
+# What a run writes into its dir: a folder or a dangling link in one's place would fail a write after training.
+OWN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
+             "learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png")
 PROCESS_START = time.time()
 
 
@@ -35,47 +38,31 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
                         "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)")
 
 
-# What a run dir may hold of digitnet's, and of which kind: anything else under these names was put there by hand.
-_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
-          ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "learning_curves.png", "cv_boxplot.png",
-          "samples.png", "confusion_matrix.png", "ensemble_metrics.json", "ensemble_confusion_matrix.png",
-          "failure.json")
-_FOLDERS = (".hydra", "folds", "tb", "profiler")
-
-
 def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
-    """Before anything is read or written: not inside another run's dir, digitnet's names of the right kind, and
-    the dir writable (tried for real: root passes access() on a read-only mount, or in /sys)."""
+    """Before anything is read or written: not inside another run's dir, not above one (that run could no longer be
+    resumed), its fold files plain files, and writable (tried for real: root passes access() on a read-only mount)."""
     import tempfile
 
-    outer = enclosing_run(run_dir)
-    if outer is not None:
+    if (outer := enclosing_run(run_dir)) is not None:
         raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
     if not run_dir.is_dir():
-        return  # made by Hydra just before, or to be made: check_output_dirs tried making it
-    # A run here would strand a run below: that one could no longer be resumed (it would be inside this one).
-    below = [p for child in sorted(run_dir.iterdir()) if child.is_dir() and child.name not in _FOLDERS
-             for p in (child, *sorted(c for c in child.iterdir() if c.is_dir())) if run_file_in(p, sweeps=False)]
+        return  # Hydra makes it just before the run
+    below = [p for child in run_dir.iterdir() if child.is_dir() and child.name not in ("folds", "tb", ".hydra")
+             for p in (child, *(c for c in child.iterdir() if c.is_dir())) if run_file_in(p, sweeps=False)]
     if below:
         raise UserError(f"{shown(run_dir)} holds the run dir {shown(below[0])}; choose a folder of its own")
-    lexists = os.path.lexists  # a dangling link is there too, and no file
-    wrong = [run_dir / name for name in _FILES if lexists(run_dir / name) and not (run_dir / name).is_file()]
-    wrong += [run_dir / name for name in _FOLDERS if lexists(run_dir / name) and not (run_dir / name).is_dir()]
-    folds = run_dir / "folds"
-    if folds.is_dir():
-        wrong += [p for p in sorted(folds.glob("fold_*")) if not p.is_file()]
-    if wrong:
-        kind = "a folder" if wrong[0].is_dir() else "not a folder" if wrong[0].name in _FOLDERS else "not a plain file"
-        raise UserError(f"{shown(wrong[0])} is {kind}, where digitnet keeps its own; remove it (or choose a new "
-                        f"{key})")
-    folders = [run_dir, *(run_dir / name for name in _FOLDERS if (run_dir / name).is_dir())]
-    folders += [p for p in sorted((run_dir / "tb").glob("*")) if p.is_dir()]
-    for folder in folders:  # where this run will write: its files, the folds, the TensorBoard runs
+    odd = [p for p in (run_dir / "folds").glob("fold_*") if not p.is_file()] + [
+        run_dir / name for name in OWN_FILES if os.path.lexists(run_dir / name) and not (run_dir / name).is_file()]
+    if odd:
+        raise UserError(f"{shown(odd[0])} is not a plain file, where digitnet keeps its own; remove it (or choose "
+                        f"a new {key})", path=odd[0])
+    for folder in (run_dir, run_dir / "folds"):
         try:
-            tempfile.TemporaryFile(dir=folder).close()
+            if folder.is_dir():
+                tempfile.TemporaryFile(dir=folder).close()
         except OSError as exc:
-            raise UserError(f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to, or "
-                            "make it writable") from None
+            raise UserError(f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to",
+                            path=folder) from None
 
 
 def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -> None:

@@ -94,15 +94,16 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
 
 
 def _next_result(results, processes) -> dict:
-    """The next fold a worker finished; a worker that died (the kernel's OOM killer, say) is an error, not a wait."""
+    """The next fold a worker finished. Once every worker has ended and no fold is left to read, one of them died
+    with its fold (the kernel's OOM killer, say): an error, not a wait."""
     while True:
         try:
             return results.get(timeout=1.0)
         except queue.Empty:
-            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
-            if dead:
-                raise UserError(f"a fold worker process ended unexpectedly (exit code {dead[0]}); the folds that "
-                                "finished are kept; rerun to resume") from None
+            if all(p.exitcode is not None for p in processes):
+                codes = sorted({p.exitcode for p in processes})
+                raise UserError(f"a fold worker process ended before its fold did (exit codes {codes}); the folds "
+                                "that finished are kept; rerun to resume") from None
 
 
 RUNNERS = {"sequential": run_sequential, "packed": run_packed, "processes": run_processes}  # names.Runner
