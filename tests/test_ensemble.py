@@ -27,7 +27,8 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["cv.workers=1", "cv.workers=2", "cv.parallel=true"])
 def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_root, runner, capsys):
-    from digitnet.core.checkpoints import load_checkpoint, with_tta
+    from digitnet.core.checkpoints import load_checkpoint
+    from digitnet.core.nets import with_tta
     from digitnet.train import run
 
     plan = plan_of("data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", runner,
@@ -46,7 +47,7 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
         assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"] and hp["fold"] == fold and hp["tta"] == "shift"
         # The saved net, with the run's test-time augmentation, reproduces the fold's validation confusion matrix.
         from digitnet.core.data import load_mnist
-        from digitnet.report import confusion
+        from digitnet.report.results import confusion
         from digitnet.engine.fit import make_datamodule
 
         dm = make_datamodule(plan, load_mnist(mnist_root, download=False), fold)

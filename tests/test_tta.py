@@ -66,7 +66,7 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
     from digitnet import evaluate, predict
     from digitnet.core.data import load_mnist
     from digitnet.core.checkpoints import load_checkpoint, load_model, with_tta
-    from digitnet.report import confusion, holdout_metrics
+    from digitnet.report.results import confusion, holdout_metrics
     from digitnet.train import run
     from digitnet.engine.fit import make_datamodule
 
