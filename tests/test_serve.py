@@ -201,3 +201,10 @@ def test_a_cut_off_upload_says_so(random_client):
     for cut in (len(whole) - 4, len(whole) // 2, len(whole) // 4):  # inside the closing boundary, in b.png, in a.png
         r = random_client.post("/api/predict", content=whole[:cut], headers=request["headers"])
         assert r.status_code == 400 and "the upload was cut off" in r.json()["detail"], cut
+
+
+def test_an_unsure_reading_says_so(random_client):
+    """A random net is torn between digits: its rows are flagged, for the page and for scripts."""
+    row = random_client.post("/api/predict", files=[("files", ("7.png", SAMPLE.read_bytes(), "image/png"))]).json()
+    result = row["results"][0]
+    assert result["unsure"] is (result["probability"] < 0.7) and result["notes"] == []

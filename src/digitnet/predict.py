@@ -100,6 +100,9 @@ def main(argv=None) -> int:
             extra = "".join(f"\t{t['digit']}:{t['probability']:.4f}" for t in r["top"][1:])
             print(f"{shown(r['path'])}\t{r['digit']}\t{r['probability']:.4f}{extra}")
     sys.stdout.flush()
+    for r in rows:  # what the user should know of a reading: an unsure one, a page cut out of its surround
+        for note in r["notes"] + ([f"unsure reading (p {r['probability']:.2f})"] if r["unsure"] else []):
+            print(f"note: {shown(r['path'])}: {note}", file=sys.stderr)
     for path, reason in failed:
         print(f"{PROG}: error: {shown(path)}: {reason}", file=sys.stderr)
     return 1 if failed else 0

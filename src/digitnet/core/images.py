@@ -171,12 +171,49 @@ def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
 
 
-def mnist_form(gray: np.ndarray) -> np.ndarray:
-    """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]."""
+def _otsu(values: np.ndarray) -> float:
+    """The threshold that best splits values in [0, 1] into two classes (Otsu's, on a 64-bin histogram)."""
+    counts, edges = np.histogram(values, bins=64, range=(0, 1))
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * (edges[:-1] + edges[1:]) / 2)
+    below, above = weight[:-1], weight[-1] - weight[:-1]
+    between = (mass[-1] * below - mass[:-1] * weight[-1]) ** 2 / np.maximum(below * above, 1)
+    return float(edges[1:][np.argmax(between)])
+
+
+def _page_only(gray: np.ndarray, notes: list | None) -> np.ndarray:
+    """A light page in a darker surround (a desk, a scanner's dark margin): the surround is painted the paper's
+    shade, so that neither the background's judgement nor the ink search sees it. A page is a light region of most
+    of the frame that is mostly paper (ink under a fifth of it), clearly lighter than what lies around it."""
+    h, w = gray.shape
+    scale = 256 / max(h, w)
+    small = np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR), dtype=np.float32) / 255
+    labels, n = ndimage.label(small > _otsu(small))
+    if n == 0:
+        return gray
+    largest = labels == 1 + int(np.argmax(ndimage.sum(np.ones_like(small), labels, index=np.arange(1, n + 1))))
+    page = ndimage.binary_fill_holes(largest)
+    surround = ~page
+    if not (0.3 < page.mean() < 0.985 and largest.sum() > 0.8 * page.sum()
+            and small[surround].mean() < 0.5 * small[largest].mean()):
+        return gray
+    page = ndimage.binary_erosion(page, iterations=3)  # off the page's own edge, which would read as a stroke
+    mask = np.asarray(Image.fromarray(page).resize((w, h), Image.NEAREST))
+    if notes is not None:
+        notes.append("found a page inside a darker surround; read the page only")
+    return np.where(mask, gray, np.median(gray[mask]))
+
+
+def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
+    """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]. `notes` gathers what
+    the caller may tell the user (a page found inside a darker surround)."""
     if not np.isfinite(gray).all():
         raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
     if max(gray.shape) > MAX_SIDE:
         gray = _resize_longer_side(gray, MAX_SIDE)
+    if min(gray.shape) >= 64:
+        gray = _page_only(gray, notes)
     if np.median(_border(gray)) > 0.5:  # light background: ink on paper, so invert to MNIST's white on black
         gray = 1.0 - gray
     if min(gray.shape) >= 64:

@@ -9,12 +9,16 @@ import torch
 from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
 
 
-def prepare_one(source, preprocess: bool = True) -> np.ndarray:
+# Below this probability a reading is flagged as unsure: the net is torn between digits, or the image is no digit.
+UNSURE = 0.7
+
+
+def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> np.ndarray:
     """One image (a path or a file object) -> its 28x28 array, or ImageProblem with a one-line reason. Whatever else
     breaks on one image is that image's problem alone."""
     try:
         gray = open_gray(source)
-        return mnist_form(gray) if preprocess else as_is(gray)
+        return mnist_form(gray, notes) if preprocess else as_is(gray)
     except ImageProblem:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -35,24 +39,29 @@ def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
 def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_size: int = 512):
     """[(name, path or file object)] -> (rows, the rows' 28x28 arrays and probabilities, [(name, reason)]).
 
-    A row is what `--json` prints: {"path", "digit", "probability", "top": [{"digit", "probability"}, ...]}.
-    digitnet.serve answers with the same rows, computed here."""
-    names, arrays, failed = [], [], []
+    A row is what `--json` prints: {"path", "digit", "probability", "top": [{"digit", "probability"}, ...],
+    "unsure": probability under UNSURE, "notes": what preprocessing found}. digitnet.serve answers with the same
+    rows, computed here."""
+    names, arrays, failed, notes = [], [], [], []
     for name, source in items:
         try:
-            arrays.append(prepare_one(source, preprocess))
+            found: list = []
+            arrays.append(prepare_one(source, preprocess, found))
             names.append(name)
+            notes.append(found)
         except ImageProblem as exc:
             failed.append((name, str(exc)))
     probs = classify(model, arrays, batch_size)
     top_p, top_d = probs.topk(top_k, dim=1)
     finite = torch.isfinite(probs).all(dim=1).tolist()
     rows, extras = [], []
-    for name, array, p, ps, ds, ok in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite):
+    for name, array, p, ps, ds, ok, found in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite,
+                                                 notes):
         if not ok:  # never NaN in the output: JSON has no NaN
             failed.append((name, "the model gave no finite probabilities for it"))
             continue
         rows.append({"path": str(name), "digit": ds[0], "probability": round(ps[0], 6),
-                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)]})
+                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)],
+                     "unsure": ps[0] < UNSURE, "notes": found})
         extras.append((array, [round(q, 6) for q in p]))
     return rows, extras, failed

@@ -104,7 +104,8 @@ function showAnswer(result) {
   }
   digit.textContent = result.digit;
   digit.dataset.digit = result.digit;
-  document.getElementById("probability").textContent = `probability ${(100 * result.probability).toFixed(1)}%`;
+  document.getElementById("probability").textContent =
+    `probability ${(100 * result.probability).toFixed(1)}%` + (result.unsure ? " (unsure)" : "");
   preview.src = result.preview;
   result.probabilities.forEach((p, d) => {
     const bar = document.createElement("div");
@@ -153,7 +154,7 @@ async function predictFiles(fileList) {
       img.width = 56; img.height = 56; img.src = r.preview; img.alt = "28x28 view";
       row.insertCell().append(img);
       row.insertCell().textContent = r.digit;
-      row.insertCell().textContent = `${(100 * r.probability).toFixed(1)}%`;
+      row.insertCell().textContent = `${(100 * r.probability).toFixed(1)}%` + (r.unsure ? " (unsure)" : "");
     }
     for (const e of body.errors) {
       const row = tbody.insertRow();
