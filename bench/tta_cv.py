@@ -34,11 +34,14 @@ def main() -> None:
     from digitnet.core.data import load_mnist
     from digitnet.core.checkpoints import load_checkpoint
     from digitnet.core.nets import with_tta
+    from dataclasses import fields
+
     from digitnet.config.plan import RunPlan
     from digitnet.engine.fit import make_datamodule
 
     saved = json.loads((args.run_dir / "plan.json").read_text())
-    plan = RunPlan(**{**saved, "notes": tuple(saved.get("notes", ())), "data_device": "cpu", "tta": "none"})
+    known = {f.name for f in fields(RunPlan)}
+    plan = RunPlan(**{k: v for k, v in saved.items() if k in known} | {"notes": (), "device": "cpu", "tta": "none"})
     arrays = load_mnist(plan.data_root, download=False)
     rows = {"none": [], args.tta: []}
     start = time.perf_counter()

@@ -133,7 +133,7 @@ def test_environment_variables_reach_typed_keys(monkeypatch):
 
 def test_every_auto_is_settled_on_cpu():
     plan = plan_of()
-    assert (plan.device, plan.data_device, plan.runner, plan.processes, plan.cuda_graph) == ("cpu", "cpu", "processes", 2, False)
+    assert (plan.device, plan.runner, plan.processes, plan.cuda_graph) == ("cpu", "processes", 2, False)
     assert plan.eval_batch_size == 250 and plan.trainer["accelerator"] == "cpu" and plan.progress == "epochs"
     assert "auto" not in str(plan.as_dict())
     assert plan_of(cores=1).runner == "sequential" and plan_of("cv.workers=1").runner == "sequential"
@@ -146,12 +146,12 @@ def test_every_auto_is_settled_on_cpu():
 
 def test_every_auto_is_settled_on_one_cuda_device():
     plan = plan_of(cuda_available=True)
-    assert (plan.device, plan.data_device, plan.runner, plan.processes, plan.cuda_graph) == ("cuda", "cuda", "packed", 1, True)
+    assert (plan.device, plan.runner, plan.processes, plan.cuda_graph) == ("cuda", "packed", 1, True)
     assert plan.eval_batch_size == 1000 and plan.trainer["accelerator"] == "gpu"
     assert plan_of("trainer.accelerator=cpu", cuda_available=True).device == "cpu"
     assert plan_of("cv.cuda_graph=false", cuda_available=True).cuda_graph is False
     assert plan_of("cv.parallel=false", cuda_available=True).runner == "sequential"
-    assert plan_of("task=final", cuda_available=True).data_device == "cuda"
+    assert plan_of("task=final", cuda_available=True).device == "cuda"  # the final fit's data lives there too
 
 
 @pytest.mark.parametrize("overrides", [["+trainer.gradient_clip_val=0.05"], ["+trainer.accumulate_grad_batches=2"],

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_the_plan_picks_the_gpu_path():
     plan = plan_of(cuda_available=True, cores=16)
-    assert (plan.device, plan.data_device, plan.runner, plan.cuda_graph) == ("cuda", "cuda", "packed", True)
+    assert (plan.device, plan.runner, plan.cuda_graph) == ("cuda", "packed", True)
 
 
 def test_captured_step_equals_the_eager_step_on_cuda(mnist_root, tmp_path):

@@ -43,7 +43,7 @@ def test_final_writes_checkpoint_metrics_and_figure(final_run):
     assert metrics["accuracy"] > 0.85
     assert f"> {100 * metrics['accuracy']:.3f}" in result.stdout.splitlines()
     assert f"Checkpoint: {run_dir / 'final.ckpt'}" in result.stdout
-    assert metrics["plan"]["task"] == "final" and metrics["plan"]["data_device"] == "cpu"
+    assert metrics["plan"]["task"] == "final" and metrics["plan"]["device"] == "cpu"
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 10000
     assert matrix.sum(1).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -31,7 +31,7 @@ PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16":
 OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_root_dir")
 # Plan keys that never change a fold's result, so a resumed run may differ in them: where things are shown and
 # logged, and how the folds are scheduled (sequential, processes and packed give the same folds; tested).
-NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "data_device", "runner", "processes",
+NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "runner", "processes",
                       "threads", "cuda_graph", "progress", "notes", "trainer.enable_progress_bar",
                       "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.profiler")
 CV_ONLY = ("n_folds", "cv_seed")  # not part of what a final fit depends on
@@ -110,8 +110,7 @@ class RunPlan:
     trainer: dict  # lightning Trainer arguments, accelerator and precision resolved
     n_folds: int
     cv_seed: int  # KFold(n_folds, shuffle=True, random_state=cv_seed)
-    device: str  # cpu | cuda
-    data_device: str  # where the training set lives while training (cuda: batches gathered there by index)
+    device: str  # cpu | cuda; on cuda the data lives there too, batches gathered by index
     runner: str  # a Runner
     processes: int  # fold worker processes (runner=processes), else 1
     threads: int  # torch threads of the run (the cores); workers share them
@@ -209,11 +208,9 @@ def _check_ranges(values: dict, task: str) -> None:
 
 def _switch(key: str, value) -> bool | None:
     """auto -> None; true / false as they are."""
-    if isinstance(value, bool):
-        return value
-    if value == "auto":
-        return None
-    raise ConfigError(key, value, "must be auto, true or false")
+    if not isinstance(value, bool) and value != "auto":
+        raise ConfigError(key, value, "must be auto, true or false")
+    return None if value == "auto" else value
 
 
 def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int | None = None,
@@ -256,19 +253,15 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
             notes, plain_steps=groups["augment"]["name"] == "none" and scheduler["name"] == "none",
             dropout=conf.model.dropout)
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
-    if not trainer.get("enable_progress_bar", True):
-        progress = "off"
-    elif runner == "processes" or not (tty if tty is not None else sys.stdout.isatty()):
-        progress = "epochs"
-    else:
-        progress = "bar"
+    terminal = (tty if tty is not None else sys.stdout.isatty()) and runner != "processes"
+    progress = "off" if not trainer["enable_progress_bar"] else "bar" if terminal else "epochs"
     trainer["enable_progress_bar"] = progress == "bar"
     return RunPlan(
         task=task, model=model, seed=conf.seed, data_root=data["root"], download=data["download"], limit=data["limit"],
         batch_size=data["batch_size"], scaling=data["scaling"], optimizer=optimizer, trainer=trainer,
         # auto: 1000 on CUDA (fewer launches); 250 on CPU (12k images in 1.7 s, against 2.6 s at 1000).
         eval_batch_size=data["eval_batch_size"] if data["eval_batch_size"] != "auto" else 1000 if device == "cuda" else 250,
-        n_folds=cv["n_folds"], cv_seed=cv["seed"], device=device, data_device=device, runner=runner,
+        n_folds=cv["n_folds"], cv_seed=cv["seed"], device=device, runner=runner,
         processes=processes, threads=cores, cuda_graph=graph, progress=progress, augment=groups["augment"],
         scheduler=scheduler, label_smoothing=conf.loss.label_smoothing, dropout=conf.model.dropout,
         tta=conf.tta.name.value, notes=tuple(notes),
@@ -278,9 +271,9 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
 def _check_sizes(task: str, limit: int, n_folds: int, seed: int) -> None:
     """Enough images for every fold to train (a one-image batch is dropped, for BatchNorm's sake), and fold seeds
     that stay 32-bit."""
+    if task == "final" and limit == 1:
+        raise ConfigError("data.limit", 1, "one training image trains nothing", "give 2 or more (0: all)")
     if task == "final":
-        if limit == 1:
-            raise ConfigError("data.limit", 1, "one training image trains nothing", "give 2 or more (0: all)")
         return
     if 0 < limit < n_folds:
         raise ConfigError("data.limit", limit, f"fewer images than cv.n_folds={n_folds}", "each fold needs images")

@@ -31,7 +31,7 @@ def make_datamodule(plan: RunPlan, arrays: MNISTArrays, fold: int | None) -> MNI
         arrays, fold=fold, n_folds=plan.n_folds, cv_seed=plan.cv_seed, limit=plan.limit, batch_size=plan.batch_size,
         eval_batch_size=plan.eval_batch_size, scaling=plan.scaling, shuffle_seed=plan.seed + (fold or 0),
     )
-    return dm.to_device(plan.data_device) if plan.data_device != "cpu" else dm
+    return dm.to_device(plan.device) if plan.device != "cpu" else dm
 
 
 def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> DigitClassifier:
