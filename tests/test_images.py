@@ -117,8 +117,9 @@ def test_a_broken_link_in_a_folder_is_kept_to_get_its_own_line(tmp_path):
     draw_seven().save(tmp_path / "good.png")
     (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
     assert expand_paths([str(tmp_path)]) == [tmp_path / "gone.png", tmp_path / "good.png"]
-    with pytest.raises(ImageProblem, match="no such file"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(tmp_path / "gone.png")
+    assert err.value.kind == "unreadable"
 
 
 def test_rgb_jpeg_photo_like(tmp_path):
@@ -134,14 +135,16 @@ def test_rgb_jpeg_photo_like(tmp_path):
 
 
 def test_blank_image_is_refused():
-    with pytest.raises(ImageProblem, match="no digit found"):
+    with pytest.raises(ImageProblem) as err:
         mnist_form(np.full((50, 50), 0.9, dtype=np.float32))
+    assert err.value.kind == "no digit"
 
 
 def test_as_is_needs_28x28():
     assert as_is(np.zeros((28, 28))).shape == (28, 28)
-    with pytest.raises(ImageProblem, match="is 40x30; --no-preprocess needs 28x28"):
+    with pytest.raises(ImageProblem) as err:
         as_is(np.zeros((30, 40)))
+    assert err.value.kind == "size"
 
 
 def test_thin_pen_strokes_are_widened_to_mnist_weight():
@@ -192,8 +195,9 @@ def test_dust_texture_and_jpeg_noise_are_not_ink(tmp_path):
     assert_mnist_like(out)
     assert np.abs(out - reference).mean() < 0.08
     blank = page_with_seven((1000, 800), (0, 0, 0, 0), 0, dust=40, noise=0.03)
-    with pytest.raises(ImageProblem, match="no digit found"):
+    with pytest.raises(ImageProblem) as err:
         mnist_form(blank)
+    assert err.value.kind == "no digit"
 
 
 def test_non_finite_pixels_are_this_image_s_problem(tmp_path):
@@ -201,8 +205,9 @@ def test_non_finite_pixels_are_this_image_s_problem(tmp_path):
     a[10:30, 18:22] = 1.0
     a[0, 0] = np.nan
     Image.fromarray(a, mode="F").save(tmp_path / "nan.tif")
-    with pytest.raises(ImageProblem, match="not numbers"):
+    with pytest.raises(ImageProblem) as err:
         mnist_form(open_gray(tmp_path / "nan.tif"))
+    assert err.value.kind == "not numbers"
 
 
 @pytest.mark.parametrize("size", [28, 40, 63])
@@ -218,23 +223,26 @@ def test_a_pipe_is_not_an_image(tmp_path):
     import os
 
     os.mkfifo(tmp_path / "fifo.png")
-    with pytest.raises(ImageProblem, match="not a regular file"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(tmp_path / "fifo.png")  # returns at once: it never opens the pipe
+    assert err.value.kind == "unreadable"
 
 
 def test_a_symlink_loop_is_named_as_a_path_problem_not_a_damaged_image(tmp_path):
     (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
     (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
-    with pytest.raises(ImageProblem, match=r"^cannot be opened \(Too many levels of symbolic links\); check the path$"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(tmp_path / "a.png")
+    assert err.value.kind == "unreadable"
 
 
 def test_infinite_float_pixels_are_refused(tmp_path):
     a = np.zeros((40, 40), dtype=np.float32)
     a[10:30, 18:22] = np.inf
     Image.fromarray(a, mode="F").save(tmp_path / "inf.tif")
-    with pytest.raises(ImageProblem, match="not numbers"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(tmp_path / "inf.tif")
+    assert err.value.kind == "not numbers"
 
 
 @pytest.mark.parametrize("suffix", ["gif", "tiff", "png"])
@@ -244,14 +252,15 @@ def test_an_image_of_several_frames_is_refused_not_read_as_its_first(tmp_path, s
     one.paste(255, (13, 5, 16, 23))
     path = tmp_path / f"two.{suffix}"
     seven.save(path, save_all=True, append_images=[one])
-    with pytest.raises(ImageProblem, match=r"holds 2 frames \(.*\); digitnet reads one digit an image"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(path)
+    assert err.value.kind == "frames"
     one.save(tmp_path / f"one.{suffix}")
     assert open_gray(tmp_path / f"one.{suffix}").shape == (28, 28)
 
 
 def test_a_colour_mode_pil_cannot_turn_grey_is_named_as_such(tmp_path):
     Image.new("LAB", (40, 40)).save(tmp_path / "lab.tif")  # a valid file, not a damaged one
-    with pytest.raises(ImageProblem, match=r"^its colour mode is not supported \(conversion from LAB to .*\); save it "
-                                           r"as RGB or grayscale$"):
+    with pytest.raises(ImageProblem) as err:
         open_gray(tmp_path / "lab.tif")
+    assert err.value.kind == "colour mode" and "LAB" in str(err.value)

@@ -115,7 +115,7 @@ def test_a_trained_model_answers_like_predict_and_under_load(trained_checkpoint)
     row = body["results"][0]
     assert row["digit"] == 7
     rows, _, _ = predict_images(load_checkpoint(trained_checkpoint), [("seven.png", SAMPLE)], top_k=3)
-    assert {k: row[k] for k in ("path", "digit", "probability", "top")} == rows[0]  # the same code, the same fields
+    assert {k: row[k] for k in ("path", "digit", "probability", "top", "unsure", "notes")} == rows[0]  # the same code, the same fields
 
     answers, failures = [], []
 

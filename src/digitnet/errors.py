@@ -54,7 +54,7 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         cause = exc.__cause__
-        tail = f"\n{cause}" if isinstance(cause, OmegaConfBaseException) and str(cause) not in str(exc) else ""
+        tail = f"\n{cause}" if isinstance(cause, OmegaConfBaseException) else ""
         return f"{exc}{tail}".strip()
     if isinstance(exc, OSError) and exc.filename is not None:
         if os.path.islink(exc.filename) and not os.path.exists(exc.filename):

@@ -23,7 +23,12 @@ _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
 class ImageProblem(Exception):
-    """This one image cannot be used; the message says why (the caller adds the path)."""
+    """This one image cannot be used; the message says why (the caller adds the path). `kind`: unreadable (the
+    file system's refusal), not an image, damaged, too large, frames, colour mode, not numbers, no digit, size."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_gray(img: Image.Image) -> np.ndarray:
@@ -31,7 +36,7 @@ def to_gray(img: Image.Image) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
-            raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
+            raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers")
         if a.min() >= 0 and a.max() <= 1:
             return a
         if a.min() >= 0 and a.max() <= 255 and img.mode != "F":
@@ -55,47 +60,47 @@ def to_gray(img: Image.Image) -> np.ndarray:
             background = 1.0 if ink < 0.5 else 0.0
             gray = gray * alpha + background * (1 - alpha)
         return gray
-    return np.asarray(img.convert("L"), dtype=np.float32) / 255
+    try:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255
+    except ValueError as exc:  # a colour mode PIL reads but cannot turn grey, such as LAB
+        raise ImageProblem(f"its colour mode {img.mode} is not supported ({exc}); save it as RGB or grayscale", "colour mode") from None
 
 
 def open_gray(path: str | Path) -> np.ndarray:
     """Read a one-frame image file as grayscale floats, or raise ImageProblem with a one-line reason."""
     if isinstance(path, (str, Path)) and Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
-        raise ImageProblem("is not a regular file (a pipe or a device); pass an image file")
+        raise ImageProblem("is not a regular file (a pipe or a device); pass an image file", "unreadable")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageProblem(f"is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} Mpx); "
-                                       f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down")
+                                       f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down", "too large")
                 frames = getattr(img, "n_frames", 1)
                 # A phone's JPEG (MPO) holds the photo and its previews: the first frame is the picture itself.
                 if frames > 1 and img.format != "MPO":
                     raise ImageProblem(f"holds {frames} frames ({img.format}: an animation or several pages); "
-                                       "digitnet reads one digit an image: save the frame you want as its own file")
+                                       "digitnet reads one digit an image: save the frame you want as its own file", "frames")
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
                 img.load()
                 return to_gray(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        size = str(exc).split(" exceeds")[0]
-        raise ImageProblem(f"refused by PIL's decompression-bomb guard: {size} is too large") from None
+        raise ImageProblem(f"refused by PIL's decompression-bomb guard ({exc})", "too large") from None
     except UnidentifiedImageError:
-        raise ImageProblem("not an image PIL can read (PNG, JPEG, BMP, GIF, TIFF, ...)") from None
+        raise ImageProblem("not an image PIL can read (PNG, JPEG, BMP, GIF, TIFF, ...)", "not an image") from None
     except FileNotFoundError:
-        raise ImageProblem("no such file") from None
+        raise ImageProblem("no such file", "unreadable") from None
     except IsADirectoryError:
-        raise ImageProblem("is a directory") from None
+        raise ImageProblem("is a directory", "unreadable") from None
     except PermissionError:
-        raise ImageProblem("cannot be read (permission denied)") from None
+        raise ImageProblem("cannot be read (permission denied)", "unreadable") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system's refusal, not the image's content
-            raise ImageProblem(f"cannot be opened ({exc.strerror}); check the path") from None
+            raise ImageProblem(f"cannot be opened ({exc.strerror}); check the path", "unreadable") from None
         detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        if detail.startswith("conversion from"):  # a colour mode PIL reads but cannot turn grey, such as LAB
-            raise ImageProblem(f"its colour mode is not supported ({detail}); save it as RGB or grayscale") from None
-        raise ImageProblem(f"damaged or truncated image ({detail})") from None
+        raise ImageProblem(f"damaged or truncated image ({detail})", "damaged") from None
 
 
 def _flatten_illumination(gray: np.ndarray) -> np.ndarray:
@@ -209,7 +214,7 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
     """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]. `notes` gathers what
     the caller may tell the user (a page found inside a darker surround)."""
     if not np.isfinite(gray).all():
-        raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image")
+        raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers")
     if max(gray.shape) > MAX_SIDE:
         gray = _resize_longer_side(gray, MAX_SIDE)
     if min(gray.shape) >= 64:
@@ -225,7 +230,7 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
     smooth = ndimage.median_filter(gray, size=3) if min(gray.shape) >= 9 else gray
     ink_level = float(smooth.max())
     if ink_level - background < 0.1:
-        raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
+        raise ImageProblem("no digit found (the image is blank or has almost no contrast)", "no digit")
     scale = ink_level - background
     ink = np.clip((gray - background) / scale, 0, 1)
     smooth = np.clip((smooth - background) / scale, 0, 1)
@@ -233,11 +238,11 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
     ink[~_digit_mask(smooth)] = 0
     ink[ink < 0.2] = 0
     if ink.sum() == 0:
-        raise ImageProblem("no digit found (the image is blank or has almost no contrast)")
+        raise ImageProblem("no digit found (the image is blank or has almost no contrast)", "no digit")
     r0, r1, c0, c1 = _ink_box(ink)
     digit = _resize_longer_side(_widen_thin_strokes(ink[r0:r1, c0:c1]), 20)
     if digit.sum() <= 0:
-        raise ImageProblem("no digit found (the ink vanished when scaled to 20 px)")
+        raise ImageProblem("no digit found (the ink vanished when scaled to 20 px)", "no digit")
     com_r, com_c = ndimage.center_of_mass(digit)
     top = int(np.clip(round(14 - com_r), 0, 28 - digit.shape[0]))
     left = int(np.clip(round(14 - com_c), 0, 28 - digit.shape[1]))
@@ -249,7 +254,7 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
 def as_is(gray: np.ndarray) -> np.ndarray:
     """The tutorial's way: an image that already is 28x28 MNIST-style, used unchanged."""
     if gray.shape != (28, 28):
-        raise ImageProblem(f"is {gray.shape[1]}x{gray.shape[0]}; --no-preprocess needs 28x28 (drop the flag to resize)")
+        raise ImageProblem(f"is {gray.shape[1]}x{gray.shape[0]}; --no-preprocess needs 28x28 (drop the flag to resize)", "size")
     return gray.astype(np.float32)
 
 

@@ -23,7 +23,7 @@ def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> n
         raise
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})") from None
+        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})", "damaged") from None
 
 
 @torch.inference_mode()
