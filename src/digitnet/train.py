@@ -38,7 +38,7 @@ INSTALLED = importlib.util.find_spec("digitnet.conf") is not None
 CONFIG_PATH = "pkg://digitnet.conf" if INSTALLED else str(CHECKOUT_CONF)
 # Hydra's launchers that digitnet's extras install: `hydra/launcher=NAME` -> (its plugin package, the extra).
 LAUNCHERS = {"joblib": ("hydra_joblib_launcher", "joblib"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
-             "submitit_slurm": ("hydra_submitit_launcher", "slurm"), "ray": ("hydra_ray_launcher", "ray")}
+             "submitit_slurm": ("hydra_submitit_launcher", "slurm")}
 
 
 def compose_plan(*overrides: str, **machine) -> RunPlan:
