@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from hydra.errors import MissingConfigException
+from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue,
+                              ValidationError)
 
 from conftest import compose_cfg, plan_of
-from digitnet.config.plan import NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, RANGES, RunPlan, differences
+from digitnet.config.plan import CV_ONLY, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, RANGES, RunPlan, differences
 from digitnet.core.data import MNISTArrays
 from digitnet.errors import ConfigError, UserError
 from digitnet.names import TTA, Arch, Augment, Schedule, names
@@ -43,6 +45,8 @@ def arrays_of(n_train: int, n_test: int = 10) -> MNISTArrays:
     (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val", -1),
     (["+trainer.accumulate_grad_batches=abc"], "trainer.accumulate_grad_batches", "abc"),
     (["+trainer.min_epochs=abc"], "trainer.min_epochs", "abc"),
+    (["+trainer.max_steps=null"], "trainer.max_steps", None),  # Lightning's Trainer would fail on None (a TypeError)
+    (["data.eval_batch_size=99999999999999999999"], "data.eval_batch_size", 99999999999999999999),
 ])
 def test_values_out_of_range_are_config_errors_naming_key_and_value(overrides, key, value):
     with pytest.raises(ConfigError) as err:
@@ -86,7 +90,8 @@ def test_rules_between_keys_and_result_protecting_trainer_rules(overrides, key):
 
 def test_task_final_ignores_the_cv_settings():
     """A final fit has no folds: cv.* is neither checked nor part of what a rerun must match."""
-    assert plan_of("task=final", "cv.n_folds=1", "cv.workers=0").task == "final"
+    assert plan_of("task=final", "cv.n_folds=1", "cv.workers=0", "cv.seed=-1").task == "final"
+    assert set(CV_ONLY).isdisjoint(plan_of("task=final").fingerprint_fields())
     assert plan_of("task=final", "cv.n_folds=3").fingerprint() == plan_of("task=final").fingerprint()
     assert plan_of("cv.n_folds=3").fingerprint() != plan_of().fingerprint()
 
@@ -98,6 +103,7 @@ def test_task_final_ignores_the_cv_settings():
     (["optimizer._target_=torch.optim.Adam"], ConfigKeyError, "optimizer.momentum"),
     (["+optimizer.maximize=true"], ConfigKeyError, "optimizer.maximize"),
     (["~model"], MissingMandatoryValue, "model.name"),
+    (["model=deepbn", "model.dropout=${oc.env:DIGITNET_SURELY_UNSET}"], InterpolationResolutionError, "model.dropout"),
 ])
 def test_keys_the_schema_lacks_are_omegaconfs_to_refuse(overrides, error, full_key):
     """`+key=value` is added by Hydra without the schema; the plan merges the config into it again."""
@@ -106,14 +112,32 @@ def test_keys_the_schema_lacks_are_omegaconfs_to_refuse(overrides, error, full_k
     assert err.value.full_key == full_key
 
 
-@pytest.mark.parametrize("override", ["data.scaling=minmax", "task=tune", "model.name=resnet", "data.limit=abc",
-                                      "optimizer.lr=fast", "data.download=maybe", "augment.degrees=3",
-                                      "trainer.max_epoch=3", "model=resnet", "tta.name=shfit"])
-def test_wrong_types_unknown_keys_and_choices_are_refused_by_hydra_at_composition(override):
+@pytest.mark.parametrize("override, cause, full_key", [
+    ("data.scaling=minmax", ValidationError, "data.scaling"), ("task=tune", ValidationError, "task"),
+    ("model.name=resnet", ValidationError, "model.name"), ("tta.name=shfit", ValidationError, "tta.name"),
+    ("data.limit=abc", ValidationError, "data.limit"), ("cv.n_folds=2.5", ValidationError, "cv.n_folds"),
+    ("data.batch_size=true", ValidationError, "data.batch_size"), ("data.root=null", ValidationError, "data.root"),
+    ("optimizer.lr=fast", ValidationError, "optimizer.lr"), ("data.download=maybe", ValidationError, "data.download"),
+    ("+optimizer.nesterov=abc", ValidationError, "optimizer.nesterov"),
+    ("augment.degrees=3", ConfigAttributeError, "augment.degrees"),  # augment=none has no degrees
+    ("trainer.max_epoch=3", ConfigAttributeError, "trainer.max_epoch"), ("Model=deep", ConfigAttributeError, "Model"),
+])
+def test_wrong_types_and_unknown_keys_are_refused_by_hydra_at_composition(override, cause, full_key):
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(override)
-    cause = err.value.__cause__
-    assert cause is None or isinstance(cause, OmegaConfBaseException)  # OmegaConf's own words, naming the key
+    assert isinstance(err.value.__cause__, cause) and err.value.__cause__.full_key == full_key
+
+
+@pytest.mark.parametrize("override, options", [
+    ("model=resnet", names(Arch)), ("tta=shfit", names(TTA)), ("augment=afine", names(Augment)),
+    ("scheduler=cos", names(Schedule)), ("optimizer=lbfgs", ["adam", "adamw", "sgd"]),
+    ("experiment=bestt", ["best", "tutorial"]),  # not an optional group: a misspelled preset never trains the defaults
+])
+def test_an_unknown_group_choice_is_refused_with_the_groups_options(override, options):
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg(override)
+    assert err.value.missing_cfg_file == override.replace("=", "/")
+    assert sorted(err.value.options) == sorted(options)
 
 
 def test_the_optimizer_is_built_by_torch_before_any_work():
@@ -152,6 +176,25 @@ def test_every_auto_is_settled_on_one_cuda_device():
     assert plan_of("cv.cuda_graph=false", cuda_available=True).cuda_graph is False
     assert plan_of("cv.parallel=false", cuda_available=True).runner == "sequential"
     assert plan_of("task=final", cuda_available=True).device == "cuda"  # the final fit's data lives there too
+
+
+def test_the_rules_that_protect_a_folds_score_do_not_bind_a_final_fit():
+    """A final fit is scored on the holdout after it ends: stopping it by time or steps, or validating on part of the
+    training set, changes no recorded score."""
+    plan = plan_of("task=final", "+trainer.max_steps=3", "+trainer.max_time=00:00:01:00",
+                   "+trainer.limit_val_batches=0.2", "+trainer.val_check_interval=0.5")
+    assert (plan.trainer["max_steps"], plan.trainer["limit_val_batches"]) == (3, 0.2)
+    assert plan.for_data(arrays_of(300)).trainer["max_steps"] == 3
+    assert plan_of("task=final", "+trainer.limit_val_batches=1").trainer["limit_val_batches"] == 1
+
+
+def test_lightnings_precision_aliases_are_one_run():
+    assert plan_of("trainer.precision=bf16").trainer["precision"] == "bf16-mixed"
+    assert plan_of("trainer.precision=32").fingerprint() == plan_of().fingerprint()
+    with pytest.raises(ConfigError) as err:  # 16 is 16-mixed, which needs a GPU
+        plan_of("trainer.precision=16")
+    assert (err.value.key, err.value.value) == ("trainer.precision", "16-mixed")
+    assert plan_of("trainer.precision=16", cuda_available=True).trainer["precision"] == "16-mixed"
 
 
 @pytest.mark.parametrize("overrides", [["+trainer.gradient_clip_val=0.05"], ["+trainer.accumulate_grad_batches=2"],
@@ -196,13 +239,19 @@ def test_the_fingerprint_covers_what_a_result_depends_on():
     for changed in (["trainer.precision=bf16-mixed"], ["+trainer.gradient_clip_val=0.5"], ["optimizer=adam"],
                     ["trainer.deterministic=true"], ["data.batch_size=64"], ["seed=2"], ["cv.seed=2"],
                     ["data.scaling=center"], ["trainer.max_epochs=3"], ["model=deepbn"], ["tta=shift"],
-                    ["optimizer.weight_decay=0.001"]):
+                    ["optimizer.weight_decay=0.001"], ["+trainer.limit_train_batches=0.5"], ["loss.label_smoothing=0.1"],
+                    ["augment=affine"], ["scheduler=cosine"]):
         assert plan_of(*changed).fingerprint() != base.fingerprint(), changed
     for same in (["trainer.enable_progress_bar=false"], ["trainer.enable_model_summary=true"],
                  ["trainer.log_every_n_steps=10"], ["cv.workers=1"], ["cv.parallel=true"], ["data.eval_batch_size=64"],
                  ["data.root=/elsewhere"], ["data.download=false"], ["+trainer.profiler=simple"]):
         assert plan_of(*same).fingerprint() == base.fingerprint(), same
     assert plan_of(cuda_available=True).fingerprint() != base.fingerprint()  # GPU arithmetic is other arithmetic
+    assert plan_of("model=deepbn", "model.dropout=0.1").fingerprint() != plan_of("model=deepbn").fingerprint()
+    fields = plan_of("+trainer.profiler=simple").fingerprint_fields()
+    for key in NOT_IN_FINGERPRINT:
+        group, _, sub = key.partition(".")
+        assert (sub not in fields[group]) if sub else (group not in fields), key
     data = base.for_data(arrays_of(600))
     other = base.for_data(replace(arrays_of(600), train_y=torch.ones(600, dtype=torch.long)))
     assert data.data_digest and data.fingerprint() != other.fingerprint()  # the same config on other data
@@ -254,5 +303,7 @@ def test_presets_and_the_closed_lists_agree_with_the_config_groups():
     assert options("model") == sorted(names(Arch)) and options("tta") == sorted(names(TTA))
     assert options("augment") == sorted(names(Augment)) and options("scheduler") == sorted(names(Schedule))
     assert plan_of("experiment=tutorial") == plan_of()  # the tutorial's recipe is the defaults, spelled out
+    assert {o: plan_of(f"optimizer={o}").optimizer["_target_"] for o in options("optimizer")} == {
+        "sgd": "torch.optim.SGD", "adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
     best = plan_of("experiment=best")
     assert (best.model, best.tta, best.trainer["max_epochs"], best.label_smoothing) == ("deep", "shift", 30, 0.1)

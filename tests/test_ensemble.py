@@ -74,7 +74,7 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
 
     assert predict.main([str(run_dir), str(SAMPLE), "--json"]) == 0
     from_dir = json.loads(capsys.readouterr().out)
-    assert set(from_dir[0]) == {"path", "digit", "probability", "top"}  # the same fields as for one checkpoint
+    assert set(from_dir[0]) == {"path", "digit", "probability", "top", "unsure", "notes"}  # the same fields as for one checkpoint
     folds = sorted(str(p) for p in (run_dir / "folds").glob("fold_*.ckpt"))
     assert predict.main([folds[0], *folds[1:], str(SAMPLE), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_dir  # several checkpoints: the same ensemble
@@ -127,5 +127,5 @@ def test_a_partly_finished_cv_run_says_its_ensemble_is_part_of_one(tmp_path, cap
     from digitnet import predict
 
     assert predict.main([str(tmp_path), str(SAMPLE)]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("note: ") and str(tmp_path) in err[0] and "fold 1" in err[0]
+    run_notes = [line for line in capsys.readouterr().err.splitlines() if str(tmp_path) in line]
+    assert len(run_notes) == 1 and run_notes[0].startswith("note: ") and "fold 1" in run_notes[0]
