@@ -16,8 +16,8 @@ PROG = "digitnet.predict"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
-    parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, or a CV "
-                        "run dir (the ensemble of its folds)")
+    parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, a CV "
+                        "run dir (the ensemble of its folds), or an exported .onnx model (run without torch)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "
                         "of them; leading .ckpt files join MODEL in an ensemble")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tab-separated lines")
@@ -55,7 +55,7 @@ def check_image_args(images: list[str]) -> None:
     for arg in images:
         if not arg.strip():  # Path("") is the working dir: every image under it would be predicted
             raise UserError("an image path is empty ('' among the images); name image files or folders")
-        if arg.endswith(".ckpt"):
+        if arg.endswith((".ckpt", ".onnx")):
             raise UserError(f"{arg}: models come first; put it before the images (MODEL [MORE.ckpt ...] IMAGE ...)")
         held = run_file_in(Path(arg))
         if held:
@@ -66,18 +66,17 @@ def check_image_args(images: list[str]) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     with _empty_json_list_on_error(args.json), reported(PROG):
-        from digitnet.core.checkpoints import load_model
         from digitnet.core.images import expand_paths
-        from digitnet.core.inference import predict_images
+        from digitnet.core.inference import load_predictor, predict_images
 
         more = []
-        while args.images and args.images[0].endswith(".ckpt"):
+        while args.images and args.images[0].endswith((".ckpt", ".onnx")):
             more.append(args.images.pop(0))
-        if more and not args.images and not args.checkpoint.endswith(".ckpt") and not Path(args.checkpoint).is_dir():
+        if more and not args.images and not args.checkpoint.endswith((".ckpt", ".onnx")) and not Path(args.checkpoint).is_dir():
             raise UserError(f"no images after the models: {args.checkpoint} was read as the model; the model comes "
                             f"first ({' '.join(more)} {args.checkpoint})")
         check_image_args(args.images)
-        model = load_model([args.checkpoint, *more], args.tta)  # several: the mean of their softmax probabilities
+        model = load_predictor([args.checkpoint, *more], args.tta)  # several: the mean of their softmax probabilities
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         skipped: list[Path] = []

@@ -1,5 +1,5 @@
 """`python -m digitnet.serve MODEL` (`digitnet-serve`): draw a digit in the browser, or send images over HTTP, and
-see what the model reads. MODEL is a checkpoint, a task=final run dir or a CV run dir (the ensemble of its folds).
+see what the model reads. MODEL is a checkpoint, a task=final run dir, a CV run dir (the ensemble of its folds) or an exported .onnx model.
 The app itself: digitnet/web/app.py."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ PROG = "digitnet.serve"
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1].split("\n")[0])
-    parser.add_argument("model", help="a checkpoint (final.ckpt), a task=final run dir, or a CV run dir")
+    parser.add_argument("model", help="a checkpoint (final.ckpt), a task=final run dir, a CV run dir, or an .onnx "
+                        "model (digitnet-export; run without torch)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation; default: what the "

@@ -10,8 +10,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
@@ -130,9 +128,10 @@ def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
 def _resize_longer_side(a: np.ndarray, target: int) -> np.ndarray:
     h, w = a.shape
     size = [max(1, round(h * target / max(h, w))), max(1, round(w * target / max(h, w)))]
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    # What torchvision's resize does for tensors, without importing torchvision (a second of start-up).
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)[0, 0].numpy()
+    # PIL's antialiased bilinear resize (what torchvision's antialias=True matches): no torch, so that an ONNX model
+    # predicts without importing it.
+    image = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
+    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR)).clip(0, 1)
 
 
 def _widen_thin_strokes(crop: np.ndarray) -> np.ndarray:

@@ -3,10 +3,12 @@ problem), all predicted in batches. `predict` prints these rows; `serve` answers
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-import torch
 
 from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
+from digitnet.errors import UserError
 
 
 # Below this probability a reading is flagged as unsure: the net is torn between digits, or the image is no digit.
@@ -26,14 +28,41 @@ def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> n
         raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})", "damaged") from None
 
 
-@torch.inference_mode()
-def classify(model, arrays: list[np.ndarray], batch_size: int) -> torch.Tensor:
-    """Softmax probabilities, (N, 10), computed in batches."""
-    probs = []
-    for i in range(0, len(arrays), batch_size):
-        x = torch.from_numpy(np.stack(arrays[i : i + batch_size]))[:, None]
-        probs.append(torch.softmax(model(x), dim=1))
-    return torch.cat(probs) if probs else torch.empty(0, 10)
+def load_predictor(sources: list[str], tta: str | None = None):
+    """What predict and serve run: one exported .onnx model (onnxruntime; torch is never imported), or checkpoints
+    and run dirs (core.checkpoints.load_model: one model, or the ensemble of several)."""
+    onnx = [s for s in sources if Path(s).suffix == ".onnx"]
+    if not onnx:
+        from digitnet.core.checkpoints import load_model
+
+        return load_model(sources, tta)
+    from digitnet.core.onnxmodel import OnnxModel
+
+    if len(sources) > 1:
+        raise UserError(f"{onnx[0]} is an ONNX model, which runs alone; to export an ensemble, pass a CV run dir to "
+                        "digitnet-export", path=Path(onnx[0]))
+    model = OnnxModel(onnx[0])
+    if tta and tta != model.hparams.get("tta"):
+        raise UserError(f"--tta {tta}: {onnx[0]} applies tta={model.hparams.get('tta')} in its graph; export the "
+                        f"model again with --tta {tta}", key="tta", value=tta, path=Path(onnx[0]))
+    return model
+
+
+def classify(model, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """Softmax probabilities, (N, 10), computed in batches by a torch model or an OnnxModel."""
+    run = model.predict_proba if hasattr(model, "predict_proba") else _torch_probabilities(model)
+    probs = [run(np.stack(arrays[i : i + batch_size])[:, None]) for i in range(0, len(arrays), batch_size)]
+    return np.concatenate(probs) if probs else np.empty((0, 10), np.float32)
+
+
+def _torch_probabilities(model):
+    import torch
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+
+    return run
 
 
 def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_size: int = 512):
@@ -52,8 +81,9 @@ def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_
         except ImageProblem as exc:
             failed.append((name, str(exc)))
     probs = classify(model, arrays, batch_size)
-    top_p, top_d = probs.topk(top_k, dim=1)
-    finite = torch.isfinite(probs).all(dim=1).tolist()
+    top_d = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    top_p = np.take_along_axis(probs, top_d, axis=1)
+    finite = np.isfinite(probs).all(axis=1).tolist()
     rows, extras = [], []
     for name, array, p, ps, ds, ok, found in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite,
                                                  notes):

@@ -23,20 +23,26 @@ WEB = Path(__file__).resolve().parent / "static"
 
 
 def find_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, a task=final run dir (its final.ckpt) or a CV run dir (the ensemble of its folds)."""
-    from digitnet.core.checkpoints import model_files
+    """A checkpoint file, a task=final run dir (its final.ckpt), a CV run dir (the ensemble of its folds) or an
+    exported .onnx model (checked as it loads)."""
+    if Path(source).suffix != ".onnx":
+        from digitnet.core.checkpoints import model_files
 
-    model_files(source)  # refuses a path that names no model
+        model_files(source)  # refuses a path that names no model
     return Path(source)
 
 
 def model_info(ckpt: Path, model) -> dict:
     """What the page shows about the model: its net, scaling, size and, where its run dir says, holdout accuracy."""
-    from digitnet.core.nets import count_parameters
-
     ckpt = ckpt / "final.ckpt" if (ckpt / "final.ckpt").is_file() else ckpt
+    if "parameters" in model.hparams:  # an ONNX model's metadata; counting a torch model's would import torch
+        parameters = model.hparams["parameters"]
+    else:
+        from digitnet.core.nets import count_parameters
+
+        parameters = count_parameters(model)
     info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
-            "tta": model.hparams.get("tta", "none"), "parameters": count_parameters(model), "holdout_accuracy": None}
+            "tta": model.hparams.get("tta", "none"), "parameters": parameters, "holdout_accuracy": None}
     metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
     if not ckpt.is_dir() and ckpt.name != "final.ckpt":
         return info  # a loose checkpoint: the test_metrics.json beside it may be another model's
@@ -145,14 +151,13 @@ def create_app(ckpt: str | Path, tta: str | None = None):
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
 
-    from digitnet.core.checkpoints import load_model
-    from digitnet.core.inference import predict_images
+    from digitnet.core.inference import load_predictor, predict_images
 
     # python-multipart logs a bad body's parse error as a bare warning line in the server's log, and raises it;
     # the client gets it as its 400, so the log keeps only uvicorn's access line.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     ckpt = Path(ckpt)
-    model = load_model([ckpt], tta)  # tta None: what the checkpoint's run used
+    model = load_predictor([ckpt], tta)  # tta None: what the checkpoint's run used
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     info = model_info(ckpt, model)
