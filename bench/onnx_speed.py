@@ -44,7 +44,12 @@ def serve_startup(model: str) -> float:
                               text=True)
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline()).group(0)
-        response = httpx.post(url + "api/predict", files=[("files", ("s.png", SAMPLE.read_bytes(), "image/png"))])
+        while True:  # the port is bound before uvicorn listens on it
+            try:
+                response = httpx.post(url + "api/predict", files=[("files", ("s.png", SAMPLE.read_bytes(), "image/png"))])
+                break
+            except httpx.ConnectError:
+                time.sleep(0.01)
         response.raise_for_status()
         return time.perf_counter() - start
     finally:

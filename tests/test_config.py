@@ -4,7 +4,7 @@ and every `auto` is settled once. In process: these are the fast tests of the in
 import pickle
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -244,7 +244,8 @@ def test_the_fingerprint_covers_what_a_result_depends_on():
         assert plan_of(*changed).fingerprint() != base.fingerprint(), changed
     for same in (["trainer.enable_progress_bar=false"], ["trainer.enable_model_summary=true"],
                  ["trainer.log_every_n_steps=10"], ["cv.workers=1"], ["cv.parallel=true"], ["data.eval_batch_size=64"],
-                 ["data.root=/elsewhere"], ["data.download=false"], ["+trainer.profiler=simple"]):
+                 ["data.root=/elsewhere"], ["data.download=false"], ["+trainer.profiler=simple"],
+                 ["logger=[csv,mlflow]"]):
         assert plan_of(*same).fingerprint() == base.fingerprint(), same
     assert plan_of(cuda_available=True).fingerprint() != base.fingerprint()  # GPU arithmetic is other arithmetic
     assert plan_of("model=deepbn", "model.dropout=0.1").fingerprint() != plan_of("model=deepbn").fingerprint()
@@ -307,3 +308,8 @@ def test_presets_and_the_closed_lists_agree_with_the_config_groups():
         "sgd": "torch.optim.SGD", "adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
     best = plan_of("experiment=best")
     assert (best.model, best.tta, best.trainer["max_epochs"], best.label_smoothing) == ("deep", "shift", 30, 0.1)
+    from digitnet.config.schema import LoggerConf
+
+    assert options("logger") == sorted(f.name for f in fields(LoggerConf))
+    assert all(list(plan_of(f"logger=[{o}]").loggers) == [o] for o in options("logger"))
+    assert list(plan_of().loggers) == ["tensorboard"] and plan_of("logger=[]").loggers == {}

@@ -163,18 +163,22 @@ def bad_checkpoint(ckpt, kind) -> None:
     torch.save(state, ckpt)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "old-pickle", "bad-scaling"])
-def test_damaged_checkpoints_are_one_line_in_process(tmp_path, kind, capsys):
+@pytest.mark.parametrize("kind", ["truncated", "old-pickle", "bad-scaling", "not-a-checkpoint", "code-payload",
+                                  "unknown-arch"])
+def test_damaged_checkpoints_are_one_line_in_process(tmp_path, kind, capsys, monkeypatch):
     """The same refusals as below, without the two processes a kind (predict and evaluate share load_checkpoint)."""
     from digitnet.core.checkpoints import load_checkpoint
 
-    ckpt = tmp_path / "model.ckpt"
+    ckpt, mark = tmp_path / "model.ckpt", tmp_path / "payload_ran"
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
     bad_checkpoint(ckpt, kind)
     with pytest.raises(UserError) as err:
         load_checkpoint(ckpt)
     assert err.value.path == ckpt and "\n" not in str(err.value) and capsys.readouterr().err == ""
+    assert not mark.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["not-a-checkpoint", "code-payload", "unknown-arch", "missing"])
 def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
     import zipfile

@@ -52,7 +52,7 @@ def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
     loggers = {}
     model, _ = train_folds(quiet_trainer(2), plan, dms,
-                           lambda k: loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k)))
+                           lambda k: [loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k))])
     for i, k in enumerate(folds):
         pl.seed_everything(plan.seed + k, verbose=False)
         dm = make_datamodule(plan, arrays, k)
@@ -107,7 +107,7 @@ def test_captured_step_logic_equals_the_plain_step(mnist_root, tmp_path):
     for captured in (False, True):
         dms = {k: make_datamodule(plan, arrays, k) for k in range(3)}
         model, _ = train_folds(quiet_trainer(2), plan, dms,
-                               lambda k: pl.loggers.CSVLogger(tmp_path, version=f"{captured}{k}"), captured)
+                               lambda k: [pl.loggers.CSVLogger(tmp_path, version=f"{captured}{k}")], captured)
         runs.append(model)
     eager, graphed = runs
     assert graphed.captured_step is not None and not graphed.automatic_optimization

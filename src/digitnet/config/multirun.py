@@ -65,15 +65,32 @@ class SweepCallback(Callback):
             from digitnet.report.sweep import JOBS_FILE  # what the summary lists, jobs that never start included
 
             write_json_atomic(sweep_dir / JOBS_FILE, [{"dir": str(n), "overrides": o} for n, o in enumerate(jobs)])
+        mlflow = OmegaConf.select(config, "logger.mlflow")
+        if mlflow is not None and mlflow.enabled:  # the parent run, made before any job writes to the store
+            from digitnet.report.tracking import start_sweep
+
+            try:
+                start_sweep(OmegaConf.to_container(mlflow, resolve=True), sweep_dir, list(config.hydra.overrides.task))
+            except UserError as exc:
+                _refuse(f"{exc}; nothing was run")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from digitnet.report.sweep import summarize
 
         try:
-            jobs = summarize(config.hydra.sweep.dir)["jobs"]
+            summary = summarize(config.hydra.sweep.dir)
+            jobs = summary["jobs"]
         except Exception as exc:  # noqa: BLE001 - Hydra would make it a warning and exit 0
             _refuse(f"the sweep's summary could not be written ({describe(exc)}); the jobs' results are kept in their "
                     "dirs: python -m digitnet.summarize SWEEP_DIR writes it")
+        mlflow = OmegaConf.select(config, "logger.mlflow")
+        if mlflow is not None and mlflow.enabled:
+            from digitnet.report.tracking import end_sweep
+
+            try:
+                end_sweep(OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir), summary["best"])
+            except Exception as exc:  # noqa: BLE001 - the summary and the jobs' runs are written already
+                print(f"note: MLflow could not record the sweep's summary ({describe(exc)})", file=sys.stderr)
         failed = [j["job"] for j in jobs if j["status"].startswith("failed")]
         good = [j for j in jobs if j["mean"] is not None and j["n_at_chance"] < j["n"]]
         if failed or not good:

@@ -32,7 +32,7 @@ OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_ro
 # Plan keys that never change a fold's result, so a resumed run may differ in them: where things are shown and
 # logged, and how the folds are scheduled (sequential, processes and packed give the same folds; tested).
 NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "runner", "processes",
-                      "threads", "cuda_graph", "progress", "notes", "trainer.enable_progress_bar",
+                      "threads", "cuda_graph", "progress", "notes", "loggers", "trainer.enable_progress_bar",
                       "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.profiler")
 CV_ONLY = ("n_folds", "cv_seed")  # not part of what a final fit depends on
 # The config key of each plan field, where they differ: what a resume refusal names.
@@ -121,6 +121,7 @@ class RunPlan:
     label_smoothing: float = 0.0
     dropout: float = 0.0  # model.dropout (deepbn), training only
     tta: str = "none"  # how fold scores, the holdout score and checkpoints' predictions are made
+    loggers: dict = field(default_factory=lambda: {"tensorboard": {}})  # the selected ones, with their options
     data_digest: str = ""  # what the images and labels in use are (core.data.digest), set once they are read
     notes: tuple = ()  # why an `auto` chose what it chose, where that is not the obvious choice
 
@@ -224,7 +225,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
             raise ConfigError(group, node, "the chosen option holds no keys", f"give {group} an option file of keys")
     task, model = conf.task.value, conf.model.name.value
     groups = {name: _plain(getattr(conf, name)) for name in ("data", "model", "optimizer", "trainer", "cv", "augment",
-                                                             "scheduler", "loss")}
+                                                             "scheduler", "loss", "logger")}
     groups["trainer"].update(extra)
     values = {f"{g}.{k}": v for g, node in groups.items() for k, v in node.items()} | {"seed": conf.seed}
     _check_ranges(values, task)
@@ -264,8 +265,23 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
         n_folds=cv["n_folds"], cv_seed=cv["seed"], device=device, runner=runner,
         processes=processes, threads=cores, cuda_graph=graph, progress=progress, augment=groups["augment"],
         scheduler=scheduler, label_smoothing=conf.loss.label_smoothing, dropout=conf.model.dropout,
-        tta=conf.tta.name.value, notes=tuple(notes),
+        tta=conf.tta.name.value, notes=tuple(notes), loggers=_loggers(groups["logger"]),
     )
+
+
+def _loggers(selection: dict) -> dict:
+    """{name: options} of the loggers logger=[...] selected. An option set on one not selected would be lost."""
+    from digitnet.config.schema import LoggerConf
+
+    defaults = asdict(LoggerConf())
+    for name, options in selection.items():
+        changed = [key for key, value in options.items() if value != defaults[name][key] and key != "enabled"]
+        if changed and not options["enabled"]:
+            chosen = [n for n, o in selection.items() if o["enabled"]] + [name]
+            raise ConfigError(f"logger.{name}.{changed[0]}", options[changed[0]], f"logger {name} is not selected",
+                              f"select it: logger=[{','.join(chosen)}]")
+    return {name: {k: v for k, v in options.items() if k != "enabled"} for name, options in selection.items()
+            if options["enabled"]}
 
 
 def _check_sizes(task: str, limit: int, n_folds: int, seed: int) -> None:

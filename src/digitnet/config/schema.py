@@ -127,6 +127,30 @@ class TTAConf:
 
 
 @dataclass
+class TensorBoardConf:
+    enabled: bool = False  # each conf/logger/ option sets it: logger=[tensorboard,mlflow] selects two
+
+
+@dataclass
+class CSVConf:
+    enabled: bool = False
+
+
+@dataclass
+class MLflowConf:
+    enabled: bool = False
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"  # relative to the working dir
+    experiment_name: str = "digitnet"
+
+
+@dataclass
+class LoggerConf:
+    tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
+    csv: CSVConf = field(default_factory=CSVConf)
+    mlflow: MLflowConf = field(default_factory=MLflowConf)
+
+
+@dataclass
 class Config:
     task: Task = Task.cv
     seed: int = 1
@@ -139,6 +163,7 @@ class Config:
     scheduler: Any = MISSING
     loss: LossConf = field(default_factory=LossConf)
     tta: TTAConf = field(default_factory=TTAConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
 
 
 # group -> (the key that names a node's kind, {kind: its schema}). An optimizer of another class (your own option

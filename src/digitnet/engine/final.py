@@ -13,7 +13,7 @@ from digitnet.core.data import MNISTArrays
 from digitnet.core.module import fit
 from digitnet.core.nets import with_tta
 from digitnet.engine.callbacks import Diverged, DivergenceGuard
-from digitnet.engine.fit import make_datamodule, make_model, make_trainer, say_profile, tb_logger
+from digitnet.engine.fit import fit_loggers, make_datamodule, make_model, make_trainer, say_profile
 from digitnet.errors import NoResult, UserError
 from digitnet.logs import say
 from digitnet.report import results
@@ -25,9 +25,10 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     dm = make_datamodule(plan, arrays, fold=None)  # on the plan's data device, as every fold's
     model = make_model(plan, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
-    shutil.rmtree(run_dir / "tb" / "final", ignore_errors=True)  # an interrupted fit's events: not mixed in
+    for logs in ("tb", "csv"):  # an interrupted fit's events: not mixed in
+        shutil.rmtree(run_dir / logs / "final", ignore_errors=True)
     profile = run_dir / "profiler" / "final"
-    trainer = make_trainer(plan, tb_logger(run_dir, "final"), [DivergenceGuard()], "final fit", profile,
+    trainer = make_trainer(plan, fit_loggers(plan, run_dir, "final"), [DivergenceGuard()], "final fit", profile,
                            limit_val_batches=0)
     try:
         fit(trainer, model, datamodule=dm)

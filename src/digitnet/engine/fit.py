@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from digitnet.config.plan import RunPlan
 from digitnet.core.checkpoints import checkpoint_dict
@@ -42,9 +42,22 @@ def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> D
                            dropout=plan.dropout, tta=plan.tta)
 
 
-def tb_logger(run_dir: Path, version: str) -> TensorBoardLogger:
-    # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by results.log_hparams.
-    return TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)
+def fit_loggers(plan: RunPlan, run_dir: Path, version: str) -> list:
+    """The Lightning loggers of one fit (`version`: fold_K or final) that logger=[...] selected: TensorBoard in
+    run_dir/tb/VERSION, CSV in run_dir/csv/VERSION. MLflow is not among them: report.tracking records a run from its
+    results, in the parent process."""
+    loggers = []
+    if "tensorboard" in plan.loggers:
+        # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by results.log_hparams.
+        loggers.append(TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False))
+    if "csv" in plan.loggers:
+        loggers.append(CSVLogger(run_dir, name="csv", version=version))
+    return loggers
+
+
+def tb_writer(loggers: list):
+    """The TensorBoard SummaryWriter among a fit's loggers (sample images, confusion matrices), or None."""
+    return next((lg.experiment for lg in loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def make_trainer(plan: RunPlan, logger, callbacks: list, label: str, profile: Path | None = None,
@@ -92,8 +105,9 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
         plain = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
         matrix = results.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
         score, without_tta = float(matrix.trace() / matrix.sum()), float(plain.trace() / plain.sum())
-        writer.add_scalar("fold/score", score)  # the fold's score, beside the learning curves' val_acc without TTA
-        writer.add_scalar("fold/score_without_tta", without_tta)
+        if writer is not None:  # the fold's score, beside the learning curves' val_acc without TTA
+            writer.add_scalar("fold/score", score)
+            writer.add_scalar("fold/score_without_tta", without_tta)
     if status == "ok" and (score is None or not math.isfinite(score)):
         status, reason, score = "diverged", "validation accuracy is not finite", None
     result = {
@@ -116,7 +130,8 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
         if matrix is None:
             matrix = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
         result["confusion_matrix"] = matrix.tolist()
-        results.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
+        if writer is not None:
+            results.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
     return result
 
 
@@ -135,7 +150,8 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     model = make_model(plan, dm, fold)
     history = History()
     profile = run_dir / "profiler" / f"fold_{fold}"
-    trainer = make_trainer(plan, tb_logger(run_dir, f"fold_{fold}"), [history, DivergenceGuard(), *callbacks],
+    loggers = fit_loggers(plan, run_dir, f"fold_{fold}")
+    trainer = make_trainer(plan, loggers, [history, DivergenceGuard(), *callbacks],
                            fold_label(plan, fold), profile)
     start = time.perf_counter()
     status, reason = "ok", None
@@ -144,9 +160,10 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     except Diverged as exc:
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
-    result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, trainer.logger.experiment,
+    result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, tb_writer(loggers),
                          plan.eval_batch_size, plan.tta)
-    trainer.logger.finalize("success")
+    for logger in loggers:
+        logger.finalize("success")
     if "profiler" in plan.trainer:
         say_profile(profile)
     weights = checkpoint_dict(model.net, fold_hparams(plan, dm, fold)) if result["status"] == "ok" else None

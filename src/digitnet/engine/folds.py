@@ -99,8 +99,9 @@ class FoldStore:
             raise UserError(f"{exc}; delete {self.path(fold)} and rerun: that fold trains again", path=checkpoint) from None
 
     def start_afresh(self, fold: int) -> None:
-        """A fold that is (re)trained starts a clean TensorBoard run: drop what an interrupted attempt logged."""
-        shutil.rmtree(self.run_dir / "tb" / f"fold_{fold}", ignore_errors=True)
+        """A fold that is (re)trained starts clean logs: drop what an interrupted attempt logged."""
+        for logs in ("tb", "csv"):
+            shutil.rmtree(self.run_dir / logs / f"fold_{fold}", ignore_errors=True)
         self.remove_partial_files(fold)
 
     def remove_partial_files(self, fold: int | None = None) -> None:

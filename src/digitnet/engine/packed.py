@@ -17,7 +17,7 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from digitnet.core.augment import make_augment
@@ -135,7 +135,7 @@ class FoldParallelClassifier(pl.LightningModule):
         self.first_losses: list[float] | None = None
         self.histories: list[list[dict]] = [[] for _ in range(self.k)]
         self.closed_epochs = 0
-        self.fold_loggers: list[TensorBoardLogger] = []
+        self.fold_loggers: list[list[Logger]] = []  # each fold's own
 
     def forward(self, x):
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -226,9 +226,9 @@ class FoldParallelClassifier(pl.LightningModule):
             if val[2, k] > 0:
                 epoch.update(val_loss=float(val[0, k] / val[2, k]), val_acc=float(val[1, k] / val[2, k]))
             self.histories[k].append(epoch)
-            if self.fold_loggers:
-                scalars = {key: value for key, value in epoch.items() if key != "epoch"}
-                self.fold_loggers[k].log_metrics({**scalars, "epoch": self.current_epoch}, step=self.steps_done - 1)
+            scalars = {key: value for key, value in epoch.items() if key != "epoch"}
+            for logger in self.fold_loggers[k] if self.fold_loggers else ():
+                logger.log_metrics({**scalars, "epoch": self.current_epoch}, step=self.steps_done - 1)
         self.train_totals.zero_()
         self.val_totals.zero_()
 
@@ -300,7 +300,7 @@ class ZippedFolds:
             yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
 
 
-def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_logger, captured: bool | None = None):
+def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_loggers, captured: bool | None = None):
     """Fit the folds of `dms` ({fold: datamodule}) together; return the model and the seconds it took.
     `captured` (default: plan.cuda_graph) runs each step through CapturedStep."""
     folds = list(dms)
@@ -313,9 +313,10 @@ def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_logger, captured
         captured=plan.cuda_graph if captured is None else captured,
         augment=plan.augment, scheduler=plan.scheduler, label_smoothing=plan.label_smoothing,
     )
-    model.fold_loggers = [make_fold_logger(k) for k in folds]
-    for k, logger in zip(folds, model.fold_loggers):
-        logger.log_hyperparams({**dict(model.hparams), "fold": k})
+    model.fold_loggers = [make_fold_loggers(k) for k in folds]
+    for k, loggers in zip(folds, model.fold_loggers):
+        for logger in loggers:
+            logger.log_hyperparams({**dict(model.hparams), "fold": k})
     train = ZippedFolds([dms[k].train_dataloader() for k in folds])
     val = ZippedFolds([dms[k].val_dataloader() for k in folds])
     start = time.perf_counter()

@@ -24,7 +24,7 @@ from digitnet.files import enclosing_run, run_file_in
 LOCK_NAME = ".digitnet.lock"
 # What a run writes into its dir: a folder or a dangling link in one's place would fail a write after training.
 OWN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
-             "learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png")
+             "learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png", "mlflow_run.json")
 PROCESS_START = time.time()
 
 

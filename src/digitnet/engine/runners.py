@@ -14,7 +14,8 @@ from typing import Callable
 
 from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
-from digitnet.engine.fit import fold_hparams, fold_result, make_datamodule, make_trainer, say_profile, tb_logger, train_fold
+from digitnet.engine.fit import (fit_loggers, fold_hparams, fold_result, make_datamodule, make_trainer, say_profile,
+                                 tb_writer, train_fold)
 from digitnet.engine.folds import FoldStore
 from digitnet.errors import UserError
 
@@ -38,18 +39,19 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
     profile = store.run_dir / "profiler" / "folds"
     trainer = make_trainer(plan, False, [], f"folds {', '.join(map(str, folds))} of {plan.n_folds} at once", profile)
-    model, seconds = train_folds(trainer, plan, dms, lambda k: tb_logger(store.run_dir, f"fold_{k}"))
+    model, seconds = train_folds(trainer, plan, dms, lambda k: fit_loggers(plan, store.run_dir, f"fold_{k}"))
     if "profiler" in plan.trainer:
         say_profile(profile)
-    for i, (k, logger) in enumerate(zip(folds, model.fold_loggers)):
+    for i, (k, loggers) in enumerate(zip(folds, model.fold_loggers)):
         dm = dms[k]
         net = ScaledNet(plan.model, dm.pixel_mean, dm.pixel_std)
         net.net = unpack(model.net, plan.model, i).to(model.device)
         status = "diverged" if i in model.diverged else "ok"
         # A fold's "seconds" is its share of the joint run, so that the folds' seconds add up to the wall time.
         result = fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
-                             logger.experiment, plan.eval_batch_size, plan.tta) | {"parallel_seconds": round(seconds, 3)}
-        logger.finalize("success")
+                             tb_writer(loggers), plan.eval_batch_size, plan.tta) | {"parallel_seconds": round(seconds, 3)}
+        for logger in loggers:
+            logger.finalize("success")
         store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm, k)) if status == "ok" else None)
         finish(result)
 

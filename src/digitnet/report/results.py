@@ -84,7 +84,8 @@ def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample
     scores = [s for s in summary["fold_scores"] if s is not None]
     save(boxplot_figure({summary["model"]: scores}, f"{summary['model']}: {len(scores)}-fold CV"), run_dir / "cv_boxplot.png")
     save(samples_figure(sample_x, sample_y), run_dir / "samples.png")
-    log_hparams(run_dir, summary)
+    if "tensorboard" in summary["plan"]["loggers"]:
+        log_hparams(run_dir, summary)
 
 
 def log_hparams(run_dir: Path, summary: dict) -> None:

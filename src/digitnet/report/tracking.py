@@ -1,0 +1,176 @@
+"""MLflow tracking (logger=[...,mlflow]): one MLflow run per CV job or final fit, recorded when it ends from what it
+wrote into its run dir, by the process that ran it (never a fold worker: nothing races on one sqlite file). A
+sweep's jobs are grouped under one parent run, made before the first job starts.
+
+A run dir records which MLflow run holds it (RUN_FILE); recording it again (a rerun that resumed or re-reported it)
+replaces that run, so that one run dir is one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from digitnet.errors import ConfigError
+from digitnet.files import write_json_atomic
+
+RUN_FILE = "mlflow_run.json"  # in a run dir: {"tracking_uri", "run_id"}
+SWEEP_FILE = "mlflow_sweep.json"  # in a sweep dir: the parent run, the same way
+SQLITE = "sqlite:///"
+FIGURES = ("learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png", "cv_summary.json",
+           "test_metrics.json")
+
+
+def client(options: dict):
+    """(MlflowClient, experiment id) of logger.mlflow's store, the experiment made if new: a store MLflow cannot use
+    is refused here, before any training."""
+    uri, name = options["tracking_uri"], options["experiment_name"]
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ConfigError("logger", "mlflow", "MLflow is not installed", 'pip install "digitnet[mlflow]"') from None
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its retries and notices; a failure is said below
+    try:
+        artifacts = None
+        if uri.startswith(SQLITE):  # the folder of the database, and its runs' figures beside it
+            folder = Path(uri[len(SQLITE):]).expanduser().resolve().parent
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()  # MLflow would retry an unwritable one for minutes
+            artifacts = (folder / "mlartifacts" / name).as_uri()
+        mlflow = MlflowClient(tracking_uri=uri)
+        experiment = mlflow.get_experiment_by_name(name)
+        return mlflow, experiment.experiment_id if experiment else mlflow.create_experiment(name, artifacts)
+    except Exception as exc:  # noqa: BLE001 - MLflow's and SQLAlchemy's errors of every kind
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError("logger.mlflow.tracking_uri", uri, f"MLflow cannot use it ({type(exc).__name__}: {first})",
+                          f"give a writable {SQLITE}PATH.db, or a tracking server's http(s) URL") from None
+
+
+def _params(plan: dict, prefix: str = "") -> dict:
+    """The plan's settings as MLflow params: nested keys joined by dots, values as text."""
+    out = {}
+    for key, value in plan.items():
+        if isinstance(value, dict):
+            out.update(_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+# MLflow's metric name: the result's key (cv_summary.json's, test_metrics.json's).
+CV_METRICS = {"cv_mean": "mean", "cv_std": "std", "cv_n": "n", "n_diverged": "n_diverged", "n_at_chance": "n_at_chance",
+              "cv_mean_without_tta": "mean_without_tta", "train_seconds": "train_seconds"}
+FINAL_METRICS = {"holdout_accuracy": "accuracy", "holdout_accuracy_without_tta": "accuracy_without_tta",
+                 "holdout_loss": "loss", "train_seconds": "train_seconds", "wall_seconds": "wall_seconds"}
+
+
+def _metrics(result: dict) -> dict:
+    """{key: [(step, value)]}: a CV job's per-fold curves (step: the epoch) and scores, or a final fit's score."""
+    final = result.get("task") == "final"
+    out = {key: [(0, result[name])] for key, name in (FINAL_METRICS if final else CV_METRICS).items()
+           if result.get(name) is not None}
+    for fold in [] if final else result["folds"]:
+        k = fold["fold"]
+        if fold["score"] is not None:
+            out[f"fold_{k}/score"] = [(0, fold["score"])]
+        for epoch in fold["history"]:
+            for name, value in epoch.items():
+                if name != "epoch":
+                    out.setdefault(f"fold_{k}/{name}", []).append((epoch["epoch"], value))
+    return out
+
+
+def _figures(result: dict, run_dir: Path, folder: Path) -> None:
+    """The run's figures and JSON report, and each fold's validation confusion matrix, into `folder`."""
+    from digitnet.report.figures import confusion_figure, save
+
+    for name in FIGURES:
+        if (run_dir / name).is_file():
+            (folder / name).write_bytes((run_dir / name).read_bytes())
+    (folder / "confusion_matrices").mkdir()
+    for fold in result.get("folds", []):
+        if fold.get("confusion_matrix"):
+            save(confusion_figure(fold["confusion_matrix"], f"fold {fold['fold']}: validation confusion matrix"),
+                 folder / "confusion_matrices" / f"fold_{fold['fold']}.png")
+
+
+def _replace(mlflow, record: Path, uri: str) -> None:
+    """Delete the MLflow run a run dir (or sweep dir) was recorded in before, where it is in this store."""
+    try:
+        before = json.loads(record.read_text())
+        if before["tracking_uri"] == uri:
+            mlflow.delete_run(before["run_id"])
+    except Exception:  # noqa: BLE001 - no record, or its run is gone already: nothing to replace
+        pass
+
+
+def record(plan, result: dict, run_dir: Path, parent: str | None = None) -> str:
+    """Record a finished run (`result`: cv_summary.json's or test_metrics.json's content) as one MLflow run, under
+    the sweep's `parent` run where given. Returns its run id."""
+    from mlflow.entities import Metric, Param
+
+    options = plan.loggers["mlflow"]
+    mlflow, experiment = client(options)
+    _replace(mlflow, run_dir / RUN_FILE, options["tracking_uri"])
+    tags = {"digitnet.run_dir": str(run_dir.resolve()), "digitnet.task": plan.task}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run_id = mlflow.create_run(experiment, tags=tags, run_name=f"{run_dir.parent.name}/{run_dir.name}").info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for key, points in _metrics(result).items() for step, value in points]
+    params = [Param(key, value[:6000]) for key, value in _params(plan.fingerprint_fields()).items()]
+    try:
+        for start in range(0, max(len(metrics), len(params)), 100):  # MLflow takes 100 params, 1000 metrics a batch
+            mlflow.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
+        with tempfile.TemporaryDirectory() as folder:
+            _figures(result, run_dir, Path(folder))
+            mlflow.log_artifacts(run_id, folder)
+        if plan.task == "final":
+            mlflow.log_artifact(run_id, str(run_dir / "final.ckpt"))
+    except BaseException:
+        mlflow.set_terminated(run_id, "FAILED")  # said so in MLflow, not left as running
+        raise
+    mlflow.set_terminated(run_id)
+    write_json_atomic(run_dir / RUN_FILE, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
+    return run_id
+
+
+def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
+    """The parent run of a sweep: the one recorded in the sweep dir (a rerun resumes the sweep), or a new one."""
+    mlflow, experiment = client(options)
+    try:
+        before = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        if before["tracking_uri"] == options["tracking_uri"] and mlflow.get_run(before["run_id"]).info.lifecycle_stage == "active":
+            return before["run_id"]
+    except Exception:  # noqa: BLE001 - none recorded, or not in this store
+        pass
+    tags = {"digitnet.sweep_dir": str(sweep_dir.resolve()), "digitnet.overrides": " ".join(overrides)}
+    run_id = mlflow.create_run(experiment, tags=tags, run_name=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}").info.run_id
+    write_json_atomic(sweep_dir / SWEEP_FILE, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
+    return run_id
+
+
+def sweep_parent(sweep_dir: Path, options: dict) -> str | None:
+    """The parent run a sweep job is recorded under (start_sweep's), if the sweep has one in this store."""
+    try:
+        before = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        return before["run_id"] if before["tracking_uri"] == options["tracking_uri"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> None:
+    """The sweep's summary (table, box plot) and its best mean onto the parent run."""
+    parent = sweep_parent(sweep_dir, options)
+    if parent is None:
+        return
+    mlflow, _ = client(options)
+    for name in ("sweep_summary.md", "sweep_summary.csv", "sweep_boxplot.png"):
+        if (sweep_dir / name).is_file():
+            mlflow.log_artifact(parent, str(sweep_dir / name))
+    if best is not None:
+        mlflow.log_metric(parent, "best_cv_mean", best["mean"])
+        mlflow.set_tag(parent, "digitnet.best_job", f"{best['job']}: {best['overrides']}")
+    mlflow.set_terminated(parent)
