@@ -94,14 +94,19 @@ def test_a_store_that_fails_after_the_run_costs_none_of_its_results(tmp_path, sy
     (["logger=[mlflow]", "logger.mlflow.tracking_uri=sqlite:////proc/digitnet/mlflow.db"], "logger.mlflow.tracking_uri"),
     (["logger=[mlflow]", "logger.mlflow.tracking_uri=TMP/mlruns"], "logger.mlflow.tracking_uri"),  # MLflow 3's file store
     (["logger.mlflow.experiment_name=mine"], "logger.mlflow.experiment_name"),  # mlflow not selected: would be lost
+    (["logger=[mlflow]", "logger.mlflow.tracking_uri=http://127.0.0.1:9"], "logger.mlflow.tracking_uri"),  # no server
 ])
 def test_a_store_mlflow_cannot_use_is_refused_before_any_work(tmp_path, synthetic_root, overrides, key):
+    import time
+
     from digitnet.errors import ConfigError
     from digitnet.train import run
 
+    start = time.monotonic()
     with pytest.raises(ConfigError) as err:
         run(plan_of(f"data.root={synthetic_root}", *(o.replace("TMP", str(tmp_path)) for o in overrides)), tmp_path / "run")
     assert err.value.key == key and not (tmp_path / "run").exists()
+    assert time.monotonic() - start < 60  # MLflow's own retries of a server that does not answer take minutes
 
 
 @pytest.mark.slow

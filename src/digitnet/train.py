@@ -62,16 +62,16 @@ def prepare(plan: RunPlan):
     quiet()
     check_trainer(plan)
     if "mlflow" in plan.loggers:
-        from digitnet.report.tracking import client
+        from digitnet.report.tracking import check
 
-        client(plan.loggers["mlflow"])  # the store is usable, and the experiment made, before any work
+        check(plan.loggers["mlflow"])  # the store is usable, and the experiment made, before any work
     arrays = load_mnist(plan.data_root, download=plan.download)
     return plan.for_data(arrays), arrays
 
 
-def execute(plan: RunPlan, arrays, run_dir: Path, parent_run: str | None = None) -> dict:
-    """The task itself, into run_dir, recorded in MLflow if selected (under a sweep's `parent_run`). Returns
-    cv_summary.json's or test_metrics.json's content."""
+def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True) -> dict:
+    """The task itself, into run_dir, recorded in MLflow if selected (`tracked`; a sweep's callback records its
+    jobs when the sweep ends). Returns cv_summary.json's or test_metrics.json's content."""
     from digitnet.logs import say
 
     say(plan.describe())
@@ -82,13 +82,15 @@ def execute(plan: RunPlan, arrays, run_dir: Path, parent_run: str | None = None)
     if plan.task == "final":
         from digitnet.engine.final import run_final
 
-        return track(plan, run_final(plan, arrays, run_dir), run_dir, parent_run)
-    from digitnet.engine.cv import run_cv
+        result = run_final(plan, arrays, run_dir)
+    else:
+        from digitnet.engine.cv import run_cv
 
-    return track(plan, run_cv(plan, arrays, run_dir), run_dir, parent_run)
+        result = run_cv(plan, arrays, run_dir)
+    return track(plan, result, run_dir) if tracked else result
 
 
-def track(plan: RunPlan, result: dict, run_dir: Path, parent_run: str | None = None) -> dict:
+def track(plan: RunPlan, result: dict, run_dir: Path) -> dict:
     """Record a finished run in MLflow (logger=[...,mlflow]). Its results are in run_dir already: a store that fails
     now is said, and costs none of them."""
     if "mlflow" in plan.loggers:
@@ -96,7 +98,7 @@ def track(plan: RunPlan, result: dict, run_dir: Path, parent_run: str | None = N
         from digitnet.report.tracking import record
 
         try:
-            say(f"MLflow: run {record(plan, result, run_dir, parent_run)} in {plan.loggers['mlflow']['tracking_uri']}")
+            say(f"MLflow: run {record(plan, result, run_dir)} in {plan.loggers['mlflow']['tracking_uri']}")
         except Exception as exc:  # noqa: BLE001 - the run's own files hold everything
             say(f"note: MLflow could not record this run ({describe(exc)}); its results are in {run_dir}")
     return result
@@ -143,10 +145,11 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
             if not (run_dir / "test_metrics.json").exists():  # stopped between saving and scoring it
                 from digitnet.engine.final import score_saved
 
-                return track(plan, score_saved(plan, arrays, run_dir), run_dir, _parent_run(plan, sweep_job))
+                scored = score_saved(plan, arrays, run_dir)
+                return scored if sweep_job else track(plan, scored, run_dir)
             return rundir.report_existing_final(run_dir)
         rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
-        summary = execute(plan, arrays, run_dir, _parent_run(plan, sweep_job))
+        summary = execute(plan, arrays, run_dir, tracked=not sweep_job)
         if plan.task == "cv" and not usable(summary) and not sweep_job:
             raise NoResult(f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
                            f"chance (chance is 10%); the report is in {run_dir}; try a lower optimizer.lr")
@@ -162,15 +165,6 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
             rundir.remove_if_new_and_empty(run_dir)
         else:
             lock.release()
-
-
-def _parent_run(plan: RunPlan, sweep_job: bool) -> str | None:
-    """A sweep job's MLflow parent run (config.multirun.SweepCallback made it)."""
-    if not (sweep_job and "mlflow" in plan.loggers):
-        return None
-    from digitnet.report.tracking import sweep_parent
-
-    return sweep_parent(Path(HydraConfig.get().sweep.dir), plan.loggers["mlflow"])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")

@@ -88,9 +88,12 @@ class SweepCallback(Callback):
             from digitnet.report.tracking import end_sweep
 
             try:
-                end_sweep(OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir), summary["best"])
-            except Exception as exc:  # noqa: BLE001 - the summary and the jobs' runs are written already
-                print(f"note: MLflow could not record the sweep's summary ({describe(exc)})", file=sys.stderr)
+                problems = end_sweep(OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir),
+                                     summary["best"])
+            except Exception as exc:  # noqa: BLE001 - the jobs' results and the summary are written already
+                problems = [describe(exc)]
+            for problem in problems:  # what the runs on disk still hold; rerunning the sweep records them again
+                print(f"note: MLflow could not record {problem}", file=sys.stderr)
         failed = [j["job"] for j in jobs if j["status"].startswith("failed")]
         good = [j for j in jobs if j["mean"] is not None and j["n_at_chance"] < j["n"]]
         if failed or not good:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import NamedTuple
 
 from omegaconf import DictConfig
@@ -127,6 +127,20 @@ class RunPlan:
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists: what the JSON reports hold
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "RunPlan":
+        """A run dir's plan.json, also an older digitnet's: fields this one lacks are dropped, those it added take
+        their defaults. ValueError if it is no plan."""
+        known = {f.name for f in fields(cls)}
+        try:
+            plan = cls(**{k: v for k, v in saved.items() if k in known} | {"notes": ()})
+            plan.fingerprint()
+        except (TypeError, AttributeError) as exc:
+            raise ValueError(str(exc)) from None
+        if not isinstance(plan.trainer, dict) or not isinstance(plan.optimizer, dict):
+            raise ValueError("trainer and optimizer must be mappings")
+        return plan
 
     def fingerprint_fields(self) -> dict:
         """What a run's results depend on: everything but NOT_IN_FINGERPRINT (and the CV settings, for task=final)."""

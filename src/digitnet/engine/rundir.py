@@ -8,7 +8,6 @@ the dir is free and holds nothing of another config, then takes the dir's lock, 
 from __future__ import annotations
 
 import fcntl
-from dataclasses import fields
 import json
 import os
 import time
@@ -79,11 +78,7 @@ def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -
                             f"restore plan.json, or delete final.ckpt to fit again, or choose a new {key}")
         return
     try:
-        known = {f.name for f in fields(RunPlan)}  # a plan of an older digitnet may hold keys this one dropped
-        saved = RunPlan(**{k: v for k, v in json.loads(path.read_text()).items() if k in known} | {"notes": ()})
-        saved.fingerprint()
-        if not isinstance(saved.trainer, dict) or not isinstance(saved.optimizer, dict):
-            raise ValueError("trainer and optimizer must be mappings")
+        saved = RunPlan.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
                         f"{key}") from None

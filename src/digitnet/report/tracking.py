@@ -1,6 +1,7 @@
-"""MLflow tracking (logger=[...,mlflow]): one MLflow run per CV job or final fit, recorded when it ends from what it
-wrote into its run dir, by the process that ran it (never a fold worker: nothing races on one sqlite file). A
-sweep's jobs are grouped under one parent run, made before the first job starts.
+"""MLflow tracking (logger=[...,mlflow]): one MLflow run per CV job or final fit, recorded from what it wrote into its
+run dir by one process only, so that nothing races on one sqlite file: a single run's own process when it ends; for
+a sweep, the sweep's process when the last job has ended (its jobs may run in parallel, on other machines too), under
+a parent run made before the first job starts.
 
 A run dir records which MLflow run holds it (RUN_FILE); recording it again (a rerun that resumed or re-reported it)
 replaces that run, so that one run dir is one MLflow run."""
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
+from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -23,9 +26,33 @@ FIGURES = ("learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_ma
            "test_metrics.json")
 
 
+# For the check before a run: a server that does not answer is said in seconds, not after MLflow's retries (minutes).
+CHECK_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextmanager
+def _environment(values: dict):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check(options: dict) -> None:
+    """logger.mlflow's store answers and holds the experiment (made if new), before any training."""
+    with _environment(CHECK_ENVIRONMENT):
+        client(options)
+
+
 def client(options: dict):
-    """(MlflowClient, experiment id) of logger.mlflow's store, the experiment made if new: a store MLflow cannot use
-    is refused here, before any training."""
+    """(MlflowClient, experiment id) of logger.mlflow's store, the experiment made if new; a store MLflow cannot use
+    is a ConfigError."""
     uri, name = options["tracking_uri"], options["experiment_name"]
     try:
         from mlflow.tracking import MlflowClient
@@ -139,7 +166,8 @@ def record(plan, result: dict, run_dir: Path, parent: str | None = None) -> str:
 
 def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
     """The parent run of a sweep: the one recorded in the sweep dir (a rerun resumes the sweep), or a new one."""
-    mlflow, experiment = client(options)
+    with _environment(CHECK_ENVIRONMENT):  # before any job: a store that does not answer is said at once
+        mlflow, experiment = client(options)
     try:
         before = json.loads((sweep_dir / SWEEP_FILE).read_text())
         if before["tracking_uri"] == options["tracking_uri"] and mlflow.get_run(before["run_id"]).info.lifecycle_stage == "active":
@@ -152,21 +180,23 @@ def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
     return run_id
 
 
-def sweep_parent(sweep_dir: Path, options: dict) -> str | None:
-    """The parent run a sweep job is recorded under (start_sweep's), if the sweep has one in this store."""
-    try:
-        before = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        return before["run_id"] if before["tracking_uri"] == options["tracking_uri"] else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> list[str]:
+    """Each finished job of the sweep as a child of its parent run, then the sweep's summary (table, box plot) and
+    best mean onto the parent. Returns what could not be recorded."""
+    from digitnet.config.plan import RunPlan
+    from digitnet.report.sweep import job_dirs
 
-
-def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> None:
-    """The sweep's summary (table, box plot) and its best mean onto the parent run."""
-    parent = sweep_parent(sweep_dir, options)
-    if parent is None:
-        return
+    parent = json.loads((sweep_dir / SWEEP_FILE).read_text())["run_id"]
     mlflow, _ = client(options)
+    problems = []
+    for job_dir, _ in job_dirs(sweep_dir):
+        reports = [job_dir / name for name in ("cv_summary.json", "test_metrics.json") if (job_dir / name).is_file()]
+        try:
+            plan = RunPlan.from_dict(json.loads((job_dir / "plan.json").read_text())) if reports else None
+            if plan is not None and "mlflow" in plan.loggers:
+                record(plan, json.loads(reports[0].read_text()), job_dir, parent)
+        except Exception as exc:  # noqa: BLE001 - one job's record failing keeps none of the others from theirs
+            problems.append(f"job {job_dir.name}: {type(exc).__name__}: {str(exc).strip()[:200]}")
     for name in ("sweep_summary.md", "sweep_summary.csv", "sweep_boxplot.png"):
         if (sweep_dir / name).is_file():
             mlflow.log_artifact(parent, str(sweep_dir / name))
@@ -174,3 +204,4 @@ def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> None:
         mlflow.log_metric(parent, "best_cv_mean", best["mean"])
         mlflow.set_tag(parent, "digitnet.best_job", f"{best['job']}: {best['overrides']}")
     mlflow.set_terminated(parent)
+    return problems
