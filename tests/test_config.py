@@ -162,6 +162,10 @@ def test_every_auto_is_settled_on_cpu():
     assert "auto" not in str(plan.as_dict())
     assert plan_of(cores=1).runner == "sequential" and plan_of("cv.workers=1").runner == "sequential"
     assert plan_of("cv.workers=3", cores=2).processes == 3 and plan_of("cv.parallel=true").runner == "packed"
+    # A quick look trains in less time than worker processes take to start: in this process, unless asked.
+    quick = ("data.limit=600", "trainer.max_epochs=1", "cv.n_folds=2")
+    assert (plan_of(*quick).runner, plan_of(*quick, "cv.workers=2").runner) == ("sequential", "processes")
+    assert plan_of("data.limit=12000", "trainer.max_epochs=10").runner == "processes"
     assert plan_of("trainer.enable_progress_bar=false").progress == "off"
     assert plan_of("cv.workers=1", tty=True).progress == "bar"
     assert plan_of(tty=True).progress == "epochs"  # fold workers share the terminal: lines, not bars

@@ -26,6 +26,10 @@ COUNT_MAX = 2**31 - 1  # a count beyond this overflows the data loader
 # Packing K folds into one net is exact when the optimizer's update of each weight entry depends only on that entry's
 # gradient and state (elementwise). Each of these has a float64 packed-equals-sequential test; others couple entries.
 PACKABLE_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+# cv.workers=auto trains a CV this small (training images x epochs, all folds) in this process: a worker process
+# starts in about 7 s (torch and Lightning imported again), which fold workers win back at about 0.06 ms an image
+# (docs/performance.md).
+SMALL_CV_WORK = 100_000
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's own
 # Set by digitnet for every fit: TensorBoard under the run dir, its own callbacks, its own checkpoints.
 OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_root_dir")
@@ -266,7 +270,7 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
             _switch("cv.parallel", cv["parallel"]), _switch("cv.cuda_graph", cv["cuda_graph"]),
             None if cv["workers"] == "auto" else cv["workers"], optimizer, trainer, device, cores, cv["n_folds"],
             notes, plain_steps=groups["augment"]["name"] == "none" and scheduler["name"] == "none",
-            dropout=conf.model.dropout)
+            dropout=conf.model.dropout, work=data["limit"] * (cv["n_folds"] - 1) * trainer["max_epochs"] or None)
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
     terminal = (tty if tty is not None else sys.stdout.isatty()) and runner != "processes"
     progress = "off" if not trainer["enable_progress_bar"] else "bar" if terminal else "epochs"
@@ -440,8 +444,9 @@ def _graph_blocker(optimizer: dict, runner: str, device: str, plain_steps: bool)
 
 
 def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps,
-                   dropout):
-    """(runner, processes, cuda_graph) for task=cv."""
+                   dropout, work=None):
+    """(runner, processes, cuda_graph) for task=cv. `work`: the images the folds train on, times the epochs, where
+    data.limit bounds it."""
     blocker = _packing_blocker(optimizer, trainer, dropout)
     if parallel and blocker:
         raise ConfigError("cv.parallel", True, blocker, "set cv.parallel=false (or auto)")
@@ -455,6 +460,8 @@ def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, co
         # cv.workers=auto: on CPU one fold process per core, one thread each (docs/performance.md: at batch 32 two
         # 1-thread processes finish two deep-net steps faster than one 2-thread process finishes one each).
         processes = min(workers or (cores if device == "cpu" else 1), n_folds)
+        if workers is None and work is not None and work < SMALL_CV_WORK:  # a quick look: no worker start-up
+            processes = 1
         runner = "processes" if processes > 1 else "sequential"
     graph_blocker = _graph_blocker(optimizer, runner, device, plain_steps)
     if cuda_graph and graph_blocker:

@@ -57,8 +57,18 @@ class DigitClassifier(pl.LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
 
+    def on_fit_start(self):
+        if self.device.type == "cpu" and next(self.parameters()).dtype == torch.float32:  # see forward
+            self.net.to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.hparams.pixel_mean) / self.hparams.pixel_std)
+        x = (x - self.hparams.pixel_mean) / self.hparams.pixel_std
+        if x.device.type == "cpu" and x.dtype == torch.float32:
+            # oneDNN's float32 convolutions and pooling are faster on channels_last: the deep net's batch-32 step
+            # took 13.8 instead of 17.1 ms on one thread, as each fold worker has (docs/performance.md). float64
+            # (trainer.precision=64-true, what the packed-equals-sequential tests use) keeps the plain layout.
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
