@@ -122,3 +122,14 @@ def test_a_sweeps_jobs_are_children_of_one_parent_run(tmp_path, synthetic_root):
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.01", "0.05"] and len(recorded) == 3
     assert parent.data.metrics["best_cv_mean"] == max(r.data.metrics["cv_mean"] for r in children)
     assert "sweep_summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.slow
+def test_the_default_store_is_the_callers_also_when_hydra_changes_into_the_run_dir(tmp_path, synthetic_root):
+    done = run_cli("digitnet.train", f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
+                   "logger=[mlflow]", "hydra.job.chdir=true", "hydra.run.dir=run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from mlflow.tracking import MlflowClient
+
+    (recorded,) = runs(MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"))
+    assert recorded.data.tags["digitnet.run_dir"] == str(tmp_path / "run") and not (tmp_path / "run" / "outputs").exists()

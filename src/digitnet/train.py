@@ -113,11 +113,16 @@ def run(plan: RunPlan, run_dir: str | Path) -> dict:
 def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     """The plan, the data and the run dir's lock: nothing is written into run_dir before its checks pass, so that a
     refused rerun leaves it as it was. Returns (plan, arrays, lock)."""
-    if HydraConfig.get().job.chdir:  # Hydra moved into the run dir: a relative data.root means the caller's
+    if HydraConfig.get().job.chdir:  # Hydra moved into the run dir: a relative path means the caller's
+        cwd = HydraConfig.get().runtime.cwd
         root = OmegaConf.select(cfg, "data.root", throw_on_resolution_failure=False)
-        if isinstance(root, str) and root.strip() and not os.path.isabs(root):
-            with open_dict(cfg):
-                cfg.data.root = os.path.join(HydraConfig.get().runtime.cwd, root)
+        store = OmegaConf.select(cfg, "logger.mlflow.tracking_uri", throw_on_resolution_failure=False) \
+            if OmegaConf.select(cfg, "logger.mlflow.enabled", throw_on_resolution_failure=False) is True else None
+        with open_dict(cfg):
+            if isinstance(root, str) and root.strip() and not os.path.isabs(root):
+                cfg.data.root = os.path.join(cwd, root)
+            if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
+                cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
     plan = make_plan(cfg)
     interrupts.interrupt.task = plan.task
     plan, arrays = prepare(plan)

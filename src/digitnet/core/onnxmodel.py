@@ -28,7 +28,8 @@ class OnnxModel:
         except ImportError:
             raise UserError('running an ONNX model needs onnxruntime: pip install "digitnet[onnx]"') from None
         if not self.path.is_file():
-            raise UserError(f"{shown(self.path)}: no such file; pass a model exported by digitnet-export", path=self.path)
+            what = "not a file" if self.path.exists() else "no such file"
+            raise UserError(f"{shown(self.path)}: {what}; pass a model exported by digitnet-export", path=self.path)
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors for a bad file have no public types
