@@ -95,6 +95,7 @@ def test_a_store_that_fails_after_the_run_costs_none_of_its_results(tmp_path, sy
     (["logger=[mlflow]", "logger.mlflow.tracking_uri=TMP/mlruns"], "logger.mlflow.tracking_uri"),  # MLflow 3's file store
     (["logger.mlflow.experiment_name=mine"], "logger.mlflow.experiment_name"),  # mlflow not selected: would be lost
     (["logger=[mlflow]", "logger.mlflow.tracking_uri=http://127.0.0.1:9"], "logger.mlflow.tracking_uri"),  # no server
+    (["logger=[mlflow]", "logger.mlflow.experiment_name= "], "logger.mlflow.experiment_name"),
 ])
 def test_a_store_mlflow_cannot_use_is_refused_before_any_work(tmp_path, synthetic_root, overrides, key):
     import time

@@ -298,6 +298,10 @@ def _loggers(selection: dict) -> dict:
             chosen = [n for n, o in selection.items() if o["enabled"]] + [name]
             raise ConfigError(f"logger.{name}.{changed[0]}", options[changed[0]], f"logger {name} is not selected",
                               f"select it: logger=[{','.join(chosen)}]")
+    mlflow = selection["mlflow"]
+    if mlflow["enabled"] and not mlflow["experiment_name"].strip():
+        raise ConfigError("logger.mlflow.experiment_name", mlflow["experiment_name"], "is empty",
+                          "name the experiment (the default is digitnet)")
     return {name: {k: v for k, v in options.items() if k != "enabled"} for name, options in selection.items()
             if options["enabled"]}
 

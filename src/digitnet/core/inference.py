@@ -31,7 +31,7 @@ def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> n
 def load_predictor(sources: list[str], tta: str | None = None):
     """What predict and serve run: one exported .onnx model (onnxruntime; torch is never imported), or checkpoints
     and run dirs (core.checkpoints.load_model: one model, or the ensemble of several)."""
-    onnx = [s for s in sources if Path(s).suffix == ".onnx"]
+    onnx = [s for s in sources if Path(s).suffix.lower() == ".onnx"]
     if not onnx:
         from digitnet.core.checkpoints import load_model
 

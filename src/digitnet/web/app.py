@@ -25,7 +25,7 @@ WEB = Path(__file__).resolve().parent / "static"
 def find_checkpoint(source: str | Path) -> Path:
     """A checkpoint file, a task=final run dir (its final.ckpt), a CV run dir (the ensemble of its folds) or an
     exported .onnx model (checked as it loads)."""
-    if Path(source).suffix != ".onnx":
+    if Path(source).suffix.lower() != ".onnx":
         from digitnet.core.checkpoints import model_files
 
         model_files(source)  # refuses a path that names no model
