@@ -61,8 +61,8 @@ def export(model, out: Path) -> dict:
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         torch.onnx.export(graph, (torch.rand(3, 1, 28, 28),), tmp, input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}, opset_version=OPSET, dynamo=True, external_data=False,
-                          verbose=False)
+                          dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}, opset_version=OPSET, dynamo=True,
+                          external_data=False, verbose=False)
         names = [Path(n).name for n in getattr(model, "names", [])]
         metadata = {**{k: v for k, v in model.hparams.items() if k in ("arch", "scaling", "tta", "pixel_mean",
                                                                          "pixel_std")},

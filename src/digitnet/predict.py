@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         more = []
         while args.images and args.images[0].endswith((".ckpt", ".onnx")):
             more.append(args.images.pop(0))
-        if more and not args.images and not args.checkpoint.endswith((".ckpt", ".onnx")) and not Path(args.checkpoint).is_dir():
+        model_like = args.checkpoint.endswith((".ckpt", ".onnx")) or Path(args.checkpoint).is_dir()
+        if more and not args.images and not model_like:
             raise UserError(f"no images after the models: {args.checkpoint} was read as the model; the model comes "
                             f"first ({' '.join(more)} {args.checkpoint})")
         check_image_args(args.images)

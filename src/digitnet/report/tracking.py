@@ -170,12 +170,14 @@ def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
         mlflow, experiment = client(options)
     try:
         before = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        if before["tracking_uri"] == options["tracking_uri"] and mlflow.get_run(before["run_id"]).info.lifecycle_stage == "active":
+        same_store = before["tracking_uri"] == options["tracking_uri"]
+        if same_store and mlflow.get_run(before["run_id"]).info.lifecycle_stage == "active":
             return before["run_id"]
     except Exception:  # noqa: BLE001 - none recorded, or not in this store
         pass
     tags = {"digitnet.sweep_dir": str(sweep_dir.resolve()), "digitnet.overrides": " ".join(overrides)}
-    run_id = mlflow.create_run(experiment, tags=tags, run_name=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}").info.run_id
+    name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+    run_id = mlflow.create_run(experiment, tags=tags, run_name=name).info.run_id
     write_json_atomic(sweep_dir / SWEEP_FILE, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
     return run_id
 
