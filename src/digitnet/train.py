@@ -29,6 +29,7 @@ from digitnet.config.plan import RunPlan, make_plan  # noqa: E402
 from digitnet.engine import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import SHOW_TRACEBACKS, NoResult, UserError, describe, reported, say_error  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
+from digitnet.report.sweep import PRUNED_FILE  # noqa: E402
 
 PROG = "digitnet.train"
 # The configs ship inside the package (pyproject maps conf/ to digitnet.conf); from a checkout without installing
@@ -69,9 +70,10 @@ def prepare(plan: RunPlan):
     return plan.for_data(arrays), arrays
 
 
-def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True) -> dict:
+def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True, after_fold=None) -> dict:
     """The task itself, into run_dir, recorded in MLflow if selected (`tracked`; a sweep's callback records its
-    jobs when the sweep ends). Returns cv_summary.json's or test_metrics.json's content."""
+    jobs when the sweep ends). `after_fold`: a search trial's pruning hook (engine/cv.py). Returns
+    cv_summary.json's or test_metrics.json's content."""
     from digitnet.logs import say
 
     say(plan.describe())
@@ -86,7 +88,7 @@ def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True) -> dict:
     else:
         from digitnet.engine.cv import run_cv
 
-        result = run_cv(plan, arrays, run_dir)
+        result = run_cv(plan, arrays, run_dir, after_fold)
     return track(plan, result, run_dir) if tracked else result
 
 
@@ -123,7 +125,12 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
                 cfg.data.root = os.path.join(cwd, root)
             if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
                 cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
-    plan = make_plan(cfg)
+    cores, cuda = _launcher_share() if sweep_job else (None, None)
+    plan = make_plan(cfg, cores=cores, cuda_available=cuda)
+    if cores is not None:
+        import torch
+
+        torch.set_num_threads(plan.threads)
     interrupts.interrupt.task = plan.task
     plan, arrays = prepare(plan)
     rundir.check_place(run_dir, key)
@@ -133,8 +140,29 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     lock = rundir.RunDirLock(run_dir, key)
     interrupts.interrupt.kept = True
     rundir.check_compatible(run_dir, plan, key)  # again, now that no other run can write here
-    (run_dir / "failure.json").unlink(missing_ok=True)  # an earlier try of this sweep job failed
+    for name in ("failure.json", PRUNED_FILE):  # an earlier try of this sweep job failed, or was pruned
+        (run_dir / name).unlink(missing_ok=True)
     return plan, arrays, lock
+
+
+def _launcher_share() -> tuple[int | None, bool | None]:
+    """(cores, may it use a GPU) as this sweep job's launcher gave them, where torch's own view is wider. torch's
+    thread count already follows OMP_NUM_THREADS (joblib's workers get cores // n_jobs) and the CPU affinity (SLURM
+    binds a task's cpus_per_task); but Ray only reserves a task's num_cpus and num_gpus, and submitit_local starts
+    every job at once on the whole machine, so its cpus_per_task is read here (1 when unset, as on SLURM)."""
+    import torch
+
+    launcher = HydraConfig.get().launcher
+    target, ours = str(OmegaConf.select(launcher, "_target_")), torch.get_num_threads()
+    if target.endswith(".RayLauncher"):
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+        return min(ours, max(1, int(cpus))), bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+    if target.endswith(".LocalLauncher"):
+        return min(ours, OmegaConf.select(launcher, "cpus_per_task") or 1), None
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return (min(ours, int(slurm)) if slurm.isdigit() else None), None
 
 
 def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
@@ -154,7 +182,8 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
                 return scored if sweep_job else track(plan, scored, run_dir)
             return rundir.report_existing_final(run_dir)
         rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
-        summary = execute(plan, arrays, run_dir, tracked=not sweep_job)
+        reporter = _trial_reporter() if sweep_job and plan.task == "cv" else None
+        summary = execute(plan, arrays, run_dir, tracked=not sweep_job, after_fold=reporter and reporter.after_fold)
         if plan.task == "cv" and not usable(summary) and not sweep_job:
             raise NoResult(f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
                            f"chance (chance is 10%); the report is in {run_dir}; try a lower optimizer.lr")
@@ -170,6 +199,15 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
             rundir.remove_if_new_and_empty(run_dir)
         else:
             lock.release()
+
+
+def _trial_reporter():
+    """This sweep job's pruning hook when it is a trial of an Optuna search (hydra/sweeper=digitnet_optuna)."""
+    if not str(OmegaConf.select(HydraConfig.get().sweeper, "_target_")).startswith("hydra_plugins.digitnet_optuna"):
+        return None
+    from digitnet.search.study import job_reporter
+
+    return job_reporter(HydraConfig.get())
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")

@@ -8,13 +8,24 @@ from pathlib import Path
 from digitnet.report.results import cv_summary, write_cv_report
 from digitnet.core.data import MNISTArrays
 from digitnet.engine.folds import FoldStore
+from digitnet.files import write_json_atomic
+from digitnet.report.sweep import PRUNED_FILE
 from digitnet.logs import say
 from digitnet.config.plan import RunPlan
 from digitnet.engine.runners import RUNNERS
 
 
-def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
-    """Train and score every fold (skipping folds a previous run in this dir finished); write the report."""
+class Pruned(Exception):
+    """Raised by an after-fold hook (a search trial's pruner) to stop the fold loop."""
+
+    def __init__(self, fold: int, value: float):
+        super().__init__(f"pruned after fold {fold}")
+        self.fold, self.value = fold, value
+
+
+def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -> dict:
+    """Train and score every fold (skipping folds a previous run in this dir finished); write the report.
+    `after_fold(result)`: called as each fold ends; raising Pruned stops the run, without a report."""
     start = time.perf_counter()
     store = FoldStore.for_plan(run_dir, plan)
     results: dict[int, dict] = {}
@@ -26,17 +37,25 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
         line += f"; tta={result['tta']}, {100 * result['score_without_tta']:.3f} without)" if "tta" in result else ")"
         say(line + ("  at chance: learned nothing" if result.get("at_chance") else ""))
         results[result["fold"]] = result
+        if after_fold is not None:
+            after_fold(result)
 
-    for fold in range(plan.n_folds):
-        saved = store.load(fold)
-        if saved is not None:
-            finish(saved, resumed=True)
-    resumed = len(results)
-    pending = [fold for fold in range(plan.n_folds) if fold not in results]
-    for fold in pending:
-        store.start_afresh(fold)
-    if pending:
-        RUNNERS[plan.runner](plan, arrays, pending, store, finish)
+    try:
+        for fold in range(plan.n_folds):
+            saved = store.load(fold)
+            if saved is not None:
+                finish(saved, resumed=True)
+        resumed = len(results)
+        pending = [fold for fold in range(plan.n_folds) if fold not in results]
+        for fold in pending:
+            store.start_afresh(fold)
+        if pending:
+            RUNNERS[plan.runner](plan, arrays, pending, store, finish)
+    except Pruned as pruned:  # the folds that ended are kept; the summary marks the run as pruned
+        write_json_atomic(run_dir / PRUNED_FILE, {"fold": pruned.fold, "value": pruned.value,
+                                                  "folds": sorted(results)})
+        say(f"pruned after fold {pruned.fold}: mean so far {100 * pruned.value:.3f}, below the pruner's bar")
+        return {"status": str(pruned), "mean": None}
 
     ordered = [results[fold] for fold in range(plan.n_folds)]
     summary = cv_summary(plan, ordered, wall_seconds=time.perf_counter() - start, resumed_folds=resumed)

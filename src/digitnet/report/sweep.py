@@ -21,7 +21,8 @@ from digitnet.files import run_file_in
 from digitnet.report.stats import TEST_NAME, corrected_resampled_ttest
 
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")
-JOBS_FILE = "sweep_jobs.json"  # the jobs the sweep planned, written by its callback before the first one runs
+JOBS_FILE = "sweep_jobs.json"  # the jobs the sweep planned, written by its callback (a search: its sweeper)
+PRUNED_FILE = "pruned.json"  # in a search trial's dir: the fold after which its pruner stopped it
 
 
 def _read_json(path: Path):
@@ -91,7 +92,9 @@ def _from_folds(job_dir: Path, n_folds: int | None) -> dict:
 def read_job(job_dir: Path, overrides: list[str] | None = None) -> dict:
     """A job's row: its overrides, status and fold scores. `overrides`: what the sweep planned for it, for a job
     that never started (no .hydra/ of its own)."""
-    started = (job_dir / ".hydra").is_dir() or run_file_in(job_dir, sweeps=False) or (job_dir / "failure.json").exists()
+    # A job that started has its own overrides.yaml; one refused before it started has the sweep's plan of it.
+    started = (job_dir / ".hydra").is_dir() or run_file_in(job_dir, sweeps=False) or (
+        (job_dir / "failure.json").exists() and overrides is None)
     job = {"job": job_dir.name, "dir": str(job_dir), "override_list": saved_overrides(job_dir) if started else overrides}
     plan = _read_json(job_dir / "plan.json") if (job_dir / "plan.json").is_file() else None
     if plan is not None and not (isinstance(plan, dict) and all(
@@ -110,6 +113,11 @@ def read_job(job_dir: Path, overrides: list[str] | None = None) -> dict:
     if (job_dir / "failure.json").is_file() and not path.is_file():
         failure = _read_json(job_dir / "failure.json")
         job["status"] = f"failed: {failure.get('error', '?') if isinstance(failure, dict) else '?'}"
+    elif (job_dir / PRUNED_FILE).is_file() and not path.is_file():  # a search trial its pruner stopped
+        pruned = _read_json(job_dir / PRUNED_FILE)
+        if not isinstance(pruned, dict) or not isinstance(pruned.get("fold"), int):
+            raise _damaged(job_dir / PRUNED_FILE, "not a pruned trial's record")
+        job["status"] = f"pruned after fold {pruned['fold']}"
     # What the paired test needs: the fold plan must be the same for both jobs.
     folds = job.pop("folds")
     job["ratio"] = folds[0]["n_val"] / folds[0]["n_train"] if folds else None

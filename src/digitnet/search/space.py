@@ -1,0 +1,93 @@
+"""A search space in Hydra's sweep syntax, as Optuna distributions: `key=interval(a,b)` (uniform),
+`key=tag(log,interval(a,b))` (log-uniform), `key=range(a,b,step)` (stepped, b excluded as in Python), and
+`key=choice(x,y)` or `key=x,y` or a YAML list (categorical). Integer bounds give integer values. The same words as
+hydra-optuna-sweeper's, from `hydra.sweeper.params` or from sweep overrides on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from digitnet.errors import UserError
+
+
+@dataclass
+class Space:
+    distributions: dict  # key -> optuna distribution
+    fixed: list[str]  # plain overrides every trial gets
+
+    def overrides(self, params: dict) -> list[str]:
+        """A trial's overrides: the fixed ones, then its sampled values."""
+        return self.fixed + [f"{key}={value_text(value)}" for key, value in params.items()]
+
+    def describe(self) -> dict:
+        """What a study was made with, to refuse another space on resume."""
+        return {"params": {key: repr(d) for key, d in self.distributions.items()}, "fixed": self.fixed}
+
+
+def value_text(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _distribution(override):
+    from hydra.core.override_parser.types import IntervalSweep, RangeSweep
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = override.value()
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep)
+        tags = set(value.tags)
+        if tags - {"log"}:
+            raise ValueError(f"tag(s) {', '.join(sorted(tags - {'log'}))} mean nothing to the search; only `log`")
+        kind = IntDistribution if isinstance(value.start, int) and isinstance(value.end, int) else FloatDistribution
+        return kind(value.start, value.end, log="log" in tags)
+    if override.is_range_sweep() and not value.shuffle:
+        assert isinstance(value, RangeSweep)
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ValueError("the range is empty")
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(values[0], values[-1], step=int(value.step))
+        return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+    if override.is_choice_sweep() or override.is_range_sweep():
+        choices = tuple(override.sweep_iterator())
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in choices):
+            raise ValueError("a choice takes plain values (numbers, words, true/false, null)")
+        return CategoricalDistribution(choices)
+    raise ValueError("a search takes interval(), tag(log, interval()), range() or a choice")
+
+
+def search_space(params: dict, arguments: list[str]) -> Space:
+    """`params` (hydra.sweeper.params) and the command line's overrides; a sweep override on the command line
+    joins the space, a plain one is fixed for every trial (and wins over a param of the same key)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    lines = [f"{key}={_as_sweep(value)}" for key, value in params.items()] + list(arguments)
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except HydraException as exc:
+        raise UserError(f"hydra.sweeper.params: {exc}", key="hydra.sweeper.params") from None
+    distributions, fixed = {}, []
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            distributions.pop(key, None)
+            fixed.append(override.input_line)
+            continue
+        try:
+            distributions[key] = _distribution(override)
+        except ValueError as exc:
+            raise UserError(f"{override.input_line}: {exc}", key=key, value=override.input_line) from None
+    if not distributions:
+        raise UserError("the search has nothing to search: give hydra.sweeper.params (hparams_search=lr) or a sweep "
+                        "override such as 'optimizer.lr=tag(log,interval(1e-4,1))'", key="hydra.sweeper.params")
+    return Space(distributions, fixed)
+
+
+def _as_sweep(value) -> str:
+    """A YAML list in params is a choice; anything else is already Hydra's syntax."""
+    from omegaconf import ListConfig
+
+    if isinstance(value, (list, ListConfig)):
+        return f"choice({','.join(value_text(v) for v in value)})"
+    return str(value)

@@ -1,0 +1,261 @@
+"""An Optuna search run as a Hydra sweep (hydra/sweeper=digitnet_optuna; presets in conf/hparams_search/).
+
+The sweeper asks Optuna for `n_jobs` trials at a time, launches them as Hydra jobs through the configured launcher,
+and tells Optuna each outcome, read from the job's dir as the sweep summary reads it. A trial's job reports its
+running CV score to the same study after each fold and stops when the pruner says so (FoldReporter). The study is a
+journal file in the sweep dir, which every launcher's jobs can reach; job N is trial N, so a rerun of the command
+resumes the study: trials an interruption left running are run again in their dirs (their finished folds kept).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from digitnet.engine import interrupts
+from digitnet.engine.cv import Pruned
+from digitnet.errors import UserError, describe, shown
+from digitnet.files import write_json_atomic
+from digitnet.logs import say
+
+JOURNAL = "optuna_journal.log"
+RESULTS = "search_results.yaml"
+STUDY = "digitnet"
+SWEEPER = "hydra_plugins.digitnet_optuna.optuna_sweeper.OptunaSweeper"
+
+
+def _storage(sweep_dir: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+
+
+def _instantiate(node):
+    from hydra.utils import instantiate
+
+    return None if node is None else instantiate(node)
+
+
+class FoldReporter:
+    """A search trial's side of pruning, in its job: the mean of the folds finished so far, reported after each."""
+
+    def __init__(self, trial):
+        self.trial, self.scores = trial, []
+
+    def after_fold(self, result: dict) -> None:
+        if result["status"] != "ok":
+            return  # a diverged fold fails the trial; its folds go on as in any CV run
+        self.scores.append(result["score"])
+        value = sum(self.scores) / len(self.scores)
+        self.trial.report(value, step=len(self.scores) - 1)
+        if self.trial.should_prune():
+            raise Pruned(result["fold"], value)
+
+
+def job_reporter(hydra_cfg: DictConfig) -> FoldReporter | None:
+    """The reporter of this job's trial, when this job is one of a search's trials; None otherwise."""
+    sweeper = hydra_cfg.sweeper
+    if OmegaConf.select(sweeper, "_target_") != SWEEPER:
+        return None
+    import optuna
+
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    storage = _storage(sweep_dir)
+    study = optuna.load_study(study_name=STUDY, storage=storage, pruner=_instantiate(sweeper.pruner))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY),
+                                                               hydra_cfg.job.num)
+    return FoldReporter(optuna.trial.Trial(study, trial_id))
+
+
+class Search:
+    """The sweeper's loop. `conf`: hydra.sweeper (sampler, pruner, direction, n_trials, n_jobs, params)."""
+
+    def __init__(self, conf: dict):
+        self.conf = conf
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def sweep(self, arguments: list[str]) -> None:
+        from digitnet.engine.rundir import RunDirLock
+        from digitnet.search.space import search_space
+
+        self._check_settings()
+        space = search_space(self.conf.get("params") or {}, arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunDirLock(self.sweep_dir, "hydra.sweep.dir")  # one process at a time drives a study
+        try:
+            study = self._study(space)
+            OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
+            self._run(study, space)
+            self._write_results(study)
+        finally:
+            lock.release()
+
+    def _check_settings(self) -> None:
+        if OmegaConf.to_container(self.config.hydra.sweep)["subdir"] != "${hydra.job.num}":
+            raise UserError("a search keeps trial N in job dir N: leave hydra.sweep.subdir as ${hydra.job.num}",
+                            key="hydra.sweep.subdir")
+        for key in ("n_trials", "n_jobs"):
+            if not isinstance(self.conf[key], int) or self.conf[key] < 1:
+                raise UserError(f"hydra.sweeper.{key}={self.conf[key]!r}: give a whole number, 1 or more",
+                                key=f"hydra.sweeper.{key}", value=self.conf[key])
+
+    def _study(self, space):
+        """The sweep dir's study, made or loaded; one made with other search settings is refused."""
+        import optuna
+
+        settings = {"space": space.describe(), "direction": self.conf["direction"],
+                    "sampler": self.conf["sampler"], "pruner": self.conf["pruner"]}
+        try:
+            sampler, pruner = _instantiate(self.conf["sampler"]), _instantiate(self.conf["pruner"])
+        except Exception as exc:  # noqa: BLE001 - Hydra's instantiate names the target and the bad argument
+            raise UserError(f"hydra.sweeper.sampler/pruner: {describe(exc)}", key="hydra.sweeper") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(study_name=STUDY, storage=_storage(self.sweep_dir), sampler=sampler,
+                                    pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"],
+                                    load_if_exists=True)
+        before = study.user_attrs.get("settings")
+        if before is None:
+            study.set_user_attr("settings", settings)
+        elif before != settings:
+            changed = ", ".join(k for k in settings if settings[k] != before.get(k))
+            raise UserError(f"{shown(self.sweep_dir / JOURNAL)} holds a study made with other search settings "
+                            f"({changed}); rerun it with its own, or choose a new hydra.sweep.dir",
+                            key="hydra.sweeper", path=self.sweep_dir / JOURNAL)
+        return study
+
+    def _run(self, study, space) -> None:
+        from optuna.trial import TrialState
+
+        n_trials, n_jobs = self.conf["n_trials"], self.conf["n_jobs"]
+        trials = study.get_trials(deepcopy=False)
+        stale = [t.number for t in trials if t.state == TrialState.RUNNING]  # an interrupted run's: resumed
+        done = sum(t.state.is_finished() for t in trials)
+        if done >= n_trials and not stale:
+            say(f"search: the study in {shown(self.sweep_dir)} has its {done} trials (hydra.sweeper.n_trials="
+                f"{n_trials}); nothing to run")
+            return
+        say(f"search: {n_trials} trials, {done} done earlier{f', {len(stale)} resumed' if stale else ''}; "
+            f"study {shown(self.sweep_dir / JOURNAL)}")
+        while stale or done < n_trials:
+            batch = {n: self._params(study, n) for n in stale[:n_jobs]}
+            stale = stale[n_jobs:]
+            while len(batch) < n_jobs and done + len(batch) + len(stale) < n_trials:
+                trial = study.ask(space.distributions)
+                batch[trial.number] = trial.params
+            jobs = {n: space.overrides(params) for n, params in batch.items()}
+            self._record_jobs(jobs)
+            self._launch({n: o for n, o in jobs.items() if self._checked(n, o)})
+            for number in jobs:
+                self._tell(study, number)
+            done += len(jobs)
+
+    @staticmethod
+    def _params(study, number: int) -> dict:
+        return study.get_trials(deepcopy=False)[number].params
+
+    def _record_jobs(self, jobs: dict[int, list[str]]) -> None:
+        """The summary's list of planned jobs (a trial that never started still gets its row)."""
+        import json
+
+        from digitnet.report.sweep import JOBS_FILE
+
+        path = self.sweep_dir / JOBS_FILE
+        known = {j["dir"]: j for j in json.loads(path.read_text())} if path.is_file() else {}
+        known.update({str(n): {"dir": str(n), "overrides": o} for n, o in jobs.items()})
+        write_json_atomic(path, sorted(known.values(), key=lambda j: int(j["dir"])))
+
+    def _planned(self, number: int) -> list[str]:
+        import json
+
+        from digitnet.report.sweep import JOBS_FILE
+
+        jobs = json.loads((self.sweep_dir / JOBS_FILE).read_text())
+        return next(j["overrides"] for j in jobs if j["dir"] == str(number))
+
+    def _checked(self, number: int, overrides: list[str]) -> bool:
+        """A trial whose values make no plan (out of a key's range, say) fails here, not inside the launcher,
+        where an in-process job's refusal would end the whole search."""
+        from digitnet.config.plan import make_plan
+
+        from omegaconf import open_dict
+
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                del cfg["hydra"]  # the job's own settings only, as the grid sweep's check composes them
+            make_plan(cfg)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the trial is recorded as failed, and the search goes on
+            self._fail(number, overrides, exc)
+            return False
+
+    def _fail(self, number: int, overrides: list[str], exc: BaseException) -> None:
+        from digitnet.errors import say_error
+
+        say_error("digitnet.train", UserError(f"trial {number} ({' '.join(overrides)}) failed: {describe(exc)}"))
+        write_json_atomic(self.sweep_dir / str(number) / "failure.json",
+                          {"error": describe(exc), "type": type(exc).__name__})
+
+    def _launch(self, jobs: dict[int, list[str]]) -> None:
+        """Jobs with consecutive numbers go to the launcher together (it numbers them from the first); a launcher
+        that fails fails its jobs, not the search."""
+        numbers = sorted(jobs)
+        groups = [[n] for n in numbers[:1]]
+        for n in numbers[1:]:
+            (groups[-1].append(n) if n == groups[-1][-1] + 1 else groups.append([n]))
+        for group in groups:
+            try:
+                self.launcher.launch([jobs[n] for n in group], initial_job_idx=group[0])
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a job's exit or a launcher's error
+                if interrupts.interrupt.signals:  # Ctrl-C or SIGTERM: the search stops; a rerun resumes the trial
+                    raise
+                for n in group:
+                    if not (self.sweep_dir / str(n) / "cv_summary.json").is_file():
+                        self._fail(n, jobs[n], exc if isinstance(exc, Exception) else
+                                   UserError(f"its job exited with code {exc.code}"))
+
+    def _tell(self, study, number: int) -> None:
+        """Optuna is told what the job's dir says: a mean, pruned, or failed (diverged, error, never ran)."""
+        from optuna.trial import TrialState
+
+        from digitnet.report.sweep import read_job
+
+        try:
+            job = read_job(self.sweep_dir / str(number), self._planned(number))
+        except UserError as exc:
+            job = {"status": f"failed: {exc}", "mean": None}
+        if job["status"].startswith("ok") and job["mean"] is not None and math.isfinite(job["mean"]):
+            study.tell(number, job["mean"], skip_if_finished=True)
+        elif job["status"].startswith("pruned"):
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        else:
+            say(f"search: trial {number} recorded as failed ({job['status']})")
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _write_results(self, study) -> None:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        count = {state: sum(t.state == state for t in trials) for state in TrialState}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = study.best_trial if complete else None
+        results = {"best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
+                   "best_trial": best.number if best else None, "direction": self.conf["direction"],
+                   "n_trials": sum(t.state.is_finished() for t in trials), "n_complete": count[TrialState.COMPLETE],
+                   "n_pruned": count[TrialState.PRUNED], "n_failed": count[TrialState.FAIL],
+                   "study": str(self.sweep_dir / JOURNAL)}
+        (self.sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
+        say(f"search: {results['n_trials']} trials ({results['n_pruned']} pruned, {results['n_failed']} failed); "
+            + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else "none completed")
+            + f"; {shown(self.sweep_dir / RESULTS)}")
