@@ -77,8 +77,9 @@ def test_a_usage_error_is_hydras_argparse_exit_2():
     assert result.returncode == 2 and "--bogus-flag" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("launcher, extra", [("joblib", "joblib"), ("submitit_slurm", "slurm")])
-def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys, launcher, extra):
+@pytest.mark.parametrize("choice, extra", [("hydra/launcher=joblib", "joblib"), ("hydra/launcher=submitit_slurm", "slurm"),
+                                           ("hydra/launcher=ray", "ray"), ("hparams_search=lr", "optuna")])
+def test_a_plugin_that_is_missing_names_the_extra(monkeypatch, capsys, choice, extra):
     """Hydra says only that the launcher option is unknown; the fix is digitnet's extra."""
     import importlib.util
 
@@ -86,7 +87,7 @@ def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys,
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(SystemExit) as exit_:
-        train._check_launcher_installed(["-m", f"hydra/launcher={launcher}", "seed=1,2"])
+        train._check_plugins_installed(["-m", choice, "seed=1,2"])
     assert exit_.value.code == 1 and f"digitnet[{extra}]" in capsys.readouterr().err
 
 

@@ -5,12 +5,15 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitnet"
-LIBRARIES = ("hydra", "omegaconf", "lightning", "pytorch_lightning", "joblib", "starlette", "fastapi", "torchmetrics")
+LIBRARIES = ("hydra", "omegaconf", "lightning", "pytorch_lightning", "joblib", "starlette", "fastapi", "torchmetrics",
+             "optuna", "ray", "submitit")
 
 
 def modules() -> dict[str, ast.Module]:
+    """digitnet's modules, and its Hydra plugin (src/hydra_plugins/digitnet_optuna)."""
+    files = sorted(PACKAGE.rglob("*.py")) + sorted((PACKAGE.parent / "hydra_plugins").rglob("*.py"))
     return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): ast.parse(p.read_text())
-            for p in sorted(PACKAGE.rglob("*.py"))}
+            for p in files}
 
 
 def imports_of(tree: ast.Module) -> set[str]:

@@ -39,7 +39,7 @@ INSTALLED = importlib.util.find_spec("digitnet.conf") is not None
 CONFIG_PATH = "pkg://digitnet.conf" if INSTALLED else str(CHECKOUT_CONF)
 # Hydra's launchers that digitnet's extras install: `hydra/launcher=NAME` -> (its plugin package, the extra).
 LAUNCHERS = {"joblib": ("hydra_joblib_launcher", "joblib"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
-             "submitit_slurm": ("hydra_submitit_launcher", "slurm")}
+             "submitit_slurm": ("hydra_submitit_launcher", "slurm"), "ray": ("hydra_ray_launcher", "ray")}
 
 
 def compose_plan(*overrides: str, **machine) -> RunPlan:
@@ -125,12 +125,13 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
                 cfg.data.root = os.path.join(cwd, root)
             if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
                 cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
-    cores, cuda = _launcher_share() if sweep_job else (None, None)
-    plan = make_plan(cfg, cores=cores, cuda_available=cuda)
-    if cores is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(plan.threads)
+    cores, cuda = launcher_share(HydraConfig.get().launcher, os.environ, torch.get_num_threads()) if sweep_job else \
+        (None, None)
+    plan = make_plan(cfg, cores=cores, cuda_available=cuda)
+    if cores is not None and cores != torch.get_num_threads():
+        torch.set_num_threads(cores)
     interrupts.interrupt.task = plan.task
     plan, arrays = prepare(plan)
     rundir.check_place(run_dir, key)
@@ -145,24 +146,23 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     return plan, arrays, lock
 
 
-def _launcher_share() -> tuple[int | None, bool | None]:
-    """(cores, may it use a GPU) as this sweep job's launcher gave them, where torch's own view is wider. torch's
-    thread count already follows OMP_NUM_THREADS (joblib's workers get cores // n_jobs) and the CPU affinity (SLURM
-    binds a task's cpus_per_task); but Ray only reserves a task's num_cpus and num_gpus, and submitit_local starts
-    every job at once on the whole machine, so its cpus_per_task is read here (1 when unset, as on SLURM)."""
-    import torch
-
-    launcher = HydraConfig.get().launcher
-    target, ours = str(OmegaConf.select(launcher, "_target_")), torch.get_num_threads()
+def launcher_share(launcher, environ, threads: int) -> tuple[int | None, bool | None]:
+    """(cores, may it use a GPU) as a sweep job's launcher (hydra.launcher) gave them, where torch's own view is
+    wider; None: torch's. torch's thread count (`threads`) already follows OMP_NUM_THREADS (joblib's workers get
+    cores // n_jobs) and the CPU affinity (SLURM binds a task's cpus_per_task); but Ray only reserves a task's
+    num_cpus and num_gpus, and submitit_local starts every job at once on the whole machine, so its cpus_per_task is
+    read here (1 when unset, as on SLURM)."""
+    target = str(OmegaConf.select(launcher, "_target_"))
     if target.endswith(".RayLauncher"):
         import ray
+        import torch
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
-        return min(ours, max(1, int(cpus))), bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+        return min(threads, max(1, int(cpus))), bool(ray.get_gpu_ids()) and torch.cuda.is_available()
     if target.endswith(".LocalLauncher"):
-        return min(ours, OmegaConf.select(launcher, "cpus_per_task") or 1), None
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return (min(ours, int(slurm)) if slurm.isdigit() else None), None
+        return min(threads, OmegaConf.select(launcher, "cpus_per_task") or 1), None
+    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
+    return (min(threads, int(slurm)) if slurm.isdigit() else None), None
 
 
 def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
@@ -228,16 +228,20 @@ def main(cfg: DictConfig) -> float | None:
         restore_handlers()
 
 
-def _check_launcher_installed(argv: list[str]) -> None:
-    """`hydra/launcher=joblib` without digitnet's extra: Hydra says only that the option is unknown."""
+def _check_plugins_installed(argv: list[str]) -> None:
+    """`hydra/launcher=joblib` without digitnet's extra: Hydra says only that the option is unknown; a search without
+    Optuna would fail after composing."""
     for arg in argv:
         key, _, name = arg.partition("=")
+        needs = None
         if key.lstrip("+") == "hydra/launcher" and name in LAUNCHERS:
             package, extra = LAUNCHERS[name]
-            if importlib.util.find_spec(f"hydra_plugins.{package}") is None:
-                print(f'{PROG}: error: hydra/launcher={name} needs its plugin: pip install "digitnet[{extra}]"',
-                      file=sys.stderr)
-                raise SystemExit(1)
+            needs = extra if importlib.util.find_spec(f"hydra_plugins.{package}") is None else None
+        elif key.lstrip("+") in ("hparams_search", "hydra/sweeper") and name not in ("null", "basic"):
+            needs = "optuna" if importlib.util.find_spec("optuna") is None else None
+        if needs:
+            print(f'{PROG}: error: {arg} needs its plugin: pip install "digitnet[{needs}]"', file=sys.stderr)
+            raise SystemExit(1)
 
 
 def _config_folders(argv: list[str]) -> list[Path]:
@@ -263,7 +267,7 @@ def cli() -> None:
 
     interrupts.catch_early()
     argv = sys.argv[1:]
-    _check_launcher_installed(argv)
+    _check_plugins_installed(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with reported(PROG):
         try:

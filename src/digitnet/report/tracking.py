@@ -199,7 +199,7 @@ def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> list[str]:
                 record(plan, json.loads(reports[0].read_text()), job_dir, parent)
         except Exception as exc:  # noqa: BLE001 - one job's record failing keeps none of the others from theirs
             problems.append(f"job {job_dir.name}: {type(exc).__name__}: {str(exc).strip()[:200]}")
-    for name in ("sweep_summary.md", "sweep_summary.csv", "sweep_boxplot.png"):
+    for name in ("sweep_summary.md", "sweep_summary.csv", "sweep_boxplot.png", "search_results.yaml"):
         if (sweep_dir / name).is_file():
             mlflow.log_artifact(parent, str(sweep_dir / name))
     if best is not None:

@@ -1,6 +1,6 @@
 """A search space in Hydra's sweep syntax, as Optuna distributions: `key=interval(a,b)` (uniform),
-`key=tag(log,interval(a,b))` (log-uniform), `key=range(a,b,step)` (stepped, b excluded as in Python), and
-`key=choice(x,y)` or `key=x,y` or a YAML list (categorical). Integer bounds give integer values. The same words as
+`key=tag(log,interval(a,b))` (log-uniform), both real-valued; `key=range(a,b,step)` (stepped, b excluded as in
+Python; whole numbers for whole bounds), and `key=choice(x,y)` or `key=x,y` or a YAML list (categorical). The same words as
 hydra-optuna-sweeper's, from `hydra.sweeper.params` or from sweep overrides on the command line."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def value_text(value) -> str:
 
 
 def _distribution(override):
-    from hydra.core.override_parser.types import IntervalSweep, RangeSweep
+    from hydra.core.override_parser.types import Glob, IntervalSweep, RangeSweep
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
@@ -38,8 +38,7 @@ def _distribution(override):
         tags = set(value.tags)
         if tags - {"log"}:
             raise ValueError(f"tag(s) {', '.join(sorted(tags - {'log'}))} mean nothing to the search; only `log`")
-        kind = IntDistribution if isinstance(value.start, int) and isinstance(value.end, int) else FloatDistribution
-        return kind(value.start, value.end, log="log" in tags)
+        return FloatDistribution(value.start, value.end, log="log" in tags)  # Hydra's interval() is real-valued
     if override.is_range_sweep() and not value.shuffle:
         assert isinstance(value, RangeSweep)
         values = list(override.sweep_iterator())
@@ -48,6 +47,8 @@ def _distribution(override):
         if all(isinstance(v, int) for v in values):
             return IntDistribution(values[0], values[-1], step=int(value.step))
         return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+    if isinstance(value, Glob):
+        raise ValueError("glob() picks among a group's options only as a grid does; list them: choice(a,b)")
     if override.is_choice_sweep() or override.is_range_sweep():
         choices = tuple(override.sweep_iterator())
         if not all(v is None or isinstance(v, (bool, int, float, str)) for v in choices):

@@ -10,6 +10,7 @@ resumes the study: trials an interruption left running are run again in their di
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import yaml
@@ -51,7 +52,9 @@ class FoldReporter:
             return  # a diverged fold fails the trial; its folds go on as in any CV run
         self.scores.append(result["score"])
         value = sum(self.scores) / len(self.scores)
-        self.trial.report(value, step=len(self.scores) - 1)
+        with warnings.catch_warnings():  # a resumed trial reports its finished folds again: Optuna keeps the first
+            warnings.simplefilter("ignore")
+            self.trial.report(value, step=len(self.scores) - 1)
         if self.trial.should_prune():
             raise Pruned(result["fold"], value)
 
@@ -225,37 +228,46 @@ class Search:
                         self._fail(n, jobs[n], exc if isinstance(exc, Exception) else
                                    UserError(f"its job exited with code {exc.code}"))
 
-    def _tell(self, study, number: int) -> None:
-        """Optuna is told what the job's dir says: a mean, pruned, or failed (diverged, error, never ran)."""
-        from optuna.trial import TrialState
-
+    def _outcome(self, number: int) -> tuple[str, float | None]:
+        """A trial's status and mean, read from its job dir as the sweep summary reads it."""
         from digitnet.report.sweep import read_job
 
         try:
             job = read_job(self.sweep_dir / str(number), self._planned(number))
         except UserError as exc:
-            job = {"status": f"failed: {exc}", "mean": None}
-        if job["status"].startswith("ok") and job["mean"] is not None and math.isfinite(job["mean"]):
-            study.tell(number, job["mean"], skip_if_finished=True)
-        elif job["status"].startswith("pruned"):
+            return f"failed: {exc}", None
+        if job["status"].startswith("ok") and not (job["mean"] is not None and math.isfinite(job["mean"])):
+            return "failed: no finite mean", None
+        return job["status"], job["mean"]
+
+    def _tell(self, study, number: int) -> None:
+        """Optuna is told what the job's dir says. A diverged trial is told as pruned, not failed: Optuna's samplers
+        ignore failed trials, and would keep sampling the region where training blows up."""
+        from optuna.trial import TrialState
+
+        status, mean = self._outcome(number)
+        if status.startswith("ok"):
+            study.tell(number, mean, skip_if_finished=True)
+        elif status.startswith("pruned") or status == "diverged":
             study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            say(f"search: trial {number} recorded as failed ({job['status']})")
+            say(f"search: trial {number} recorded as failed ({status})")
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
     def _write_results(self, study) -> None:
         from optuna.trial import TrialState
 
-        trials = study.get_trials(deepcopy=False)
-        count = {state: sum(t.state == state for t in trials) for state in TrialState}
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = study.best_trial if complete else None
+        trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        statuses = [self._outcome(t.number)[0] for t in trials]
+        best = study.best_trial if any(t.state == TrialState.COMPLETE for t in trials) else None
+        diverged = statuses.count("diverged")
         results = {"best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
                    "best_trial": best.number if best else None, "direction": self.conf["direction"],
-                   "n_trials": sum(t.state.is_finished() for t in trials), "n_complete": count[TrialState.COMPLETE],
-                   "n_pruned": count[TrialState.PRUNED], "n_failed": count[TrialState.FAIL],
+                   "n_trials": len(trials), "n_complete": sum(s.startswith("ok") for s in statuses),
+                   "n_pruned": sum(s.startswith("pruned") for s in statuses),
+                   "n_failed": sum(s.startswith("failed") for s in statuses) + diverged, "n_diverged": diverged,
                    "study": str(self.sweep_dir / JOURNAL)}
         (self.sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
-        say(f"search: {results['n_trials']} trials ({results['n_pruned']} pruned, {results['n_failed']} failed); "
-            + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else "none completed")
-            + f"; {shown(self.sweep_dir / RESULTS)}")
+        say(f"search: {results['n_trials']} trials ({results['n_pruned']} pruned, {results['n_failed']} failed or "
+            "diverged); " + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else
+                             "none completed") + f"; {shown(self.sweep_dir / RESULTS)}")

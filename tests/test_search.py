@@ -1,0 +1,273 @@
+"""The Optuna search (hparams_search=..., hydra/sweeper=digitnet_optuna): its search words, pruning fold by fold,
+resuming a study, trials that cannot run; and sweeps through Ray and submitit_local, sized by their launcher."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, run_cli
+
+optuna = pytest.importorskip("optuna")
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+
+from digitnet.engine.cv import Pruned  # noqa: E402
+from digitnet.errors import UserError  # noqa: E402
+from digitnet.report.sweep import read_job  # noqa: E402
+from digitnet.search.space import search_space  # noqa: E402
+from digitnet.search.study import FoldReporter  # noqa: E402
+
+SEARCH = ["hparams_search=lr", "data.limit=600", "trainer.max_epochs=1", "cv.n_folds=3",
+          "trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("optimizer.lr=tag(log, interval(0.0001, 1.0))", FloatDistribution(1e-4, 1.0, log=True)),
+    ("optimizer.lr=interval(0.001, 0.1)", FloatDistribution(0.001, 0.1)),
+    ("loss.label_smoothing=interval(0, 1)", FloatDistribution(0.0, 1.0)),  # Hydra's interval() is real-valued
+    ("data.batch_size=range(16, 65, 16)", IntDistribution(16, 64, step=16)),  # the stop excluded, as in Python
+    ("model=choice(baseline, deep)", CategoricalDistribution(("baseline", "deep"))),
+    ("model=baseline,deep", CategoricalDistribution(("baseline", "deep"))),
+])
+def test_search_words_become_optuna_distributions(override, expected):
+    key = override.split("=")[0]
+    assert search_space({}, [override]).distributions == {key: expected}
+
+
+def test_params_lists_and_fixed_overrides():
+    space = search_space({"optimizer.lr": "tag(log, interval(0.001, 0.1))", "optimizer.momentum": [0.0, 0.9]},
+                         ["model=deep", "optimizer.momentum=0.5"])
+    # A plain override on the command line is every trial's, and takes its key out of the space.
+    assert space.distributions == {"optimizer.lr": FloatDistribution(0.001, 0.1, log=True)}
+    assert space.fixed == ["model=deep", "optimizer.momentum=0.5"]
+    assert space.overrides({"optimizer.lr": 0.01, "data.download": False, "x": None}) == [
+        "model=deep", "optimizer.momentum=0.5", "optimizer.lr=0.01", "data.download=false", "x=null"]
+    choice = search_space({"optimizer.momentum": [0.0, 0.9]}, []).distributions["optimizer.momentum"]
+    assert choice == CategoricalDistribution((0.0, 0.9))
+
+
+@pytest.mark.parametrize("params, arguments, key", [
+    ({}, ["optimizer.lr=tag(grid, interval(0.1, 1))"], "optimizer.lr"),  # a tag that means nothing here
+    ({}, ["optimizer.lr=tag(log, interval(0, 1))"], "optimizer.lr"),  # log of 0
+    ({}, ["optimizer.lr=interval(1, 0.1)"], "optimizer.lr"),  # low above high
+    ({}, ["data.limit=range(10, 10)"], "data.limit"),  # empty
+    ({}, ["model=glob(*)"], "model"),
+    ({}, ["model=deep"], "hydra.sweeper.params"),  # nothing to search
+    ({"optimizer.lr": "interval(0.1"}, [], "hydra.sweeper.params"),  # not Hydra's syntax
+])
+def test_search_words_that_cannot_be_searched_name_their_key(params, arguments, key):
+    with pytest.raises(UserError) as caught:
+        search_space(params, arguments)
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("preset", ["lr", "recipe"])
+def test_presets_choose_the_sweeper_and_search_keys_of_the_config(preset):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"hparams_search={preset}"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.digitnet_optuna.optuna_sweeper.OptunaSweeper"
+    assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner" and sweeper.direction == "maximize"
+    for key in sweeper.params:  # each searched key is one of the config's, so every trial composes
+        assert OmegaConf.select(cfg, key, default="absent") != "absent", key
+    assert search_space(OmegaConf.to_container(sweeper.params), []).distributions
+    assert cfg.cv.workers == 1 and cfg.cv.parallel is False  # folds end one by one: prunable after each
+    if preset == "recipe":
+        assert cfg.model.name.value == "deep" and cfg.augment.name.value == "affine" and cfg.tta.name.value == "shift"
+
+
+def test_a_trial_is_pruned_after_the_fold_that_falls_below_the_median():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    good = study.ask()
+    for step, value in enumerate([0.9, 0.92, 0.91]):
+        good.report(value, step)
+    study.tell(good, 0.91)
+    reporter = FoldReporter(study.ask())
+    reporter.after_fold({"fold": 0, "status": "diverged", "score": None})  # no score to report
+    with pytest.raises(Pruned) as caught:  # folds end in any order: step 0 is the first that ended
+        reporter.after_fold({"fold": 2, "status": "ok", "score": 0.5})
+    assert (caught.value.fold, caught.value.value) == (2, 0.5)
+    # Optuna's median pruner weighs a trial's best running value: a strong first fold carries it.
+    strong = FoldReporter(study.ask())
+    strong.after_fold({"fold": 0, "status": "ok", "score": 0.95})
+    strong.after_fold({"fold": 1, "status": "ok", "score": 0.5})
+    assert strong.scores == [0.95, 0.5]
+
+
+def test_summary_rows_of_pruned_and_refused_trials(tmp_path):
+    pruned = tmp_path / "3"
+    (pruned / ".hydra").mkdir(parents=True)
+    (pruned / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.5\n")
+    (pruned / "pruned.json").write_text(json.dumps({"fold": 0, "value": 0.2, "folds": []}))
+    assert read_job(pruned)["status"] == "pruned after fold 0"
+    (pruned / "pruned.json").write_text("[1, 2]")
+    with pytest.raises(UserError) as caught:
+        read_job(pruned)
+    assert caught.value.path == pruned / "pruned.json"
+    # Refused before it started (its values made no plan): the sweep's plan of it labels the row.
+    refused = tmp_path / "4"
+    refused.mkdir()
+    (refused / "failure.json").write_text(json.dumps({"error": "optimizer.momentum=1.5: ...", "type": "ConfigError"}))
+    job = read_job(refused, ["optimizer.momentum=1.5"])
+    assert job["override_list"] == ["optimizer.momentum=1.5"] and job["status"].startswith("failed: optimizer.momentum")
+
+
+@pytest.mark.parametrize("launcher, environ, share", [
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": None},
+     {}, (1, None)),  # every job at once on the whole machine: 1 core, as SLURM gives when unset
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 3},
+     {}, (3, None)),
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
+     {"SLURM_CPUS_PER_TASK": "2"}, (2, None)),
+    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, {}, (None, None)),  # torch's view
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}, {}, (None, None)),
+])
+def test_a_sweep_job_takes_the_cores_its_launcher_gave_it(launcher, environ, share):
+    from digitnet.train import launcher_share
+
+    assert launcher_share(OmegaConf.create(launcher), environ, threads=8) == share
+    assert launcher_share(OmegaConf.create(launcher), environ, threads=1)[0] in (None, 1)  # never above torch's
+
+
+def _rows(sweep):
+    return list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+
+
+def _state(sweep):
+    """Every file of the sweep dir but its summary (rewritten, with the same content) and logs."""
+    return {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")
+            if p.is_file() and p.name not in ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")}
+
+
+@pytest.mark.slow
+def test_a_search_prunes_fold_by_fold_and_a_rerun_changes_nothing(tmp_path, mnist_root):
+    sweep = tmp_path / "search"
+    args = [*SEARCH, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}"]
+    result = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _rows(sweep)
+    assert [r["job"] for r in rows] == [str(n) for n in range(8)]
+    pruned = [r for r in rows if r["status"].startswith("pruned after fold")]
+    assert pruned, [r["status"] for r in rows]
+    for row in pruned:  # stopped early: fewer fold files than folds, and no report of a finished run
+        job = sweep / row["job"]
+        assert len(list((job / "folds").glob("fold_*.json"))) < 3 and not (job / "cv_summary.json").exists()
+        assert row["status"] == f"pruned after fold {json.loads((job / 'pruned.json').read_text())['fold']}"
+    results = yaml.safe_load((sweep / "search_results.yaml").read_text())
+    ok = [r for r in rows if r["status"].startswith("ok")]
+    assert results["n_trials"] == 8 and results["n_pruned"] == len(pruned)
+    failed = [r for r in rows if r["status"] == "diverged" or r["status"].startswith("failed")]
+    assert results["n_failed"] == len(failed) and results["n_trials"] == len(ok) + len(pruned) + len(failed)
+    best = max(ok, key=lambda r: float(r["mean"]))
+    assert results["best_value"] == pytest.approx(float(best["mean"]))
+    assert best["overrides"] == f"optimizer.lr={results['best_params']['optimizer.lr']}"
+    study = optuna.load_study(study_name="digitnet", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna_journal.log"))))
+    assert [t.number for t in study.trials] == list(range(8))  # trial N is job N
+
+    # The same command again: a finished study adds nothing and changes no file.
+    before = _state(sweep)
+    again = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=8")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _state(sweep) == before and _rows(sweep) == rows
+
+    # More trials resume the study; another search space into the same dir is refused, changing nothing.
+    more = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=9")
+    assert more.returncode == 0 and _rows(sweep)[:8] == rows and len(_rows(sweep)) == 9, more.stderr[-2000:]
+    before = _state(sweep)
+    other = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=10", "hydra.sweeper.params.optimizer.lr=interval(0.01,0.1)")
+    assert other.returncode == 1 and "Traceback" not in other.stderr and "hydra.sweep.dir" in other.stderr
+    assert _state(sweep) == before
+
+
+@pytest.mark.slow
+def test_a_trial_that_cannot_run_is_recorded_and_the_search_goes_on(tmp_path, mnist_root):
+    sweep = tmp_path / "search"
+    # Every choice is tried (BruteForceSampler); momentum 1.5 makes no plan.
+    result = run_cli("digitnet.train", *SEARCH, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}",
+                     "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+                     "~hydra.sweeper.sampler.n_startup_trials", "hydra.sweeper.params=null", "optimizer.momentum=1.5,0.5")
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    rows = {r["overrides"]: r for r in _rows(sweep)}
+    assert rows["optimizer.momentum=1.5"]["status"].startswith("failed: optimizer.momentum")
+    assert rows["optimizer.momentum=0.5"]["status"] == "ok"
+    results = yaml.safe_load((sweep / "search_results.yaml").read_text())
+    assert results["n_failed"] == 1 and results["best_params"] == {"optimizer.momentum": 0.5}
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_resumes_its_running_trial(tmp_path, mnist_root):
+    sweep = tmp_path / "search"
+    args = ["hparams_search=lr", "data.limit=3000", "trainer.max_epochs=2", "cv.n_folds=3", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=null", "trainer.enable_progress_bar=false", f"data.root={mnist_root}",
+            f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen([sys.executable, "-m", "digitnet.train", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (sweep / "1" / "folds" / "fold_0.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert not (sweep / "search_results.yaml").exists()
+
+    resumed = run_cli("digitnet.train", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "1 resumed" in resumed.stdout and "(fold 0, finished earlier)" in resumed.stdout
+    rows = _rows(sweep)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert yaml.safe_load((sweep / "search_results.yaml").read_text())["n_trials"] == 2
+
+
+def _processes(*names):
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in listing if any(name in line for name in names)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher, plugin, leftovers", [
+    ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::")),
+    ("submitit_local", "hydra_plugins.hydra_submitit_launcher", ("submitit.local._local",)),
+])
+def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(tmp_path, mnist_root, launcher, plugin,
+                                                                        leftovers):
+    pytest.importorskip(plugin)
+    if _processes(*leftovers):
+        pytest.skip(f"{launcher} processes were running before the test")
+    sweeps = {}
+    for name in ("basic", launcher):
+        sweeps[name] = tmp_path / name
+        chosen = [] if name == "basic" else [f"hydra/launcher={launcher}"]
+        result = run_cli("digitnet.train", "-m", *chosen, "optimizer.lr=0.01,0.05", "data.limit=600", "cv.n_folds=2",
+                         "trainer.max_epochs=1", f"data.root={mnist_root}", f"hydra.sweep.dir={sweeps[name]}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    basic, other = _rows(sweeps["basic"]), _rows(sweeps[launcher])
+    assert [(r["overrides"], r["status"]) for r in other] == [(r["overrides"], r["status"]) for r in basic] == [
+        ("optimizer.lr=0.01", "ok"), ("optimizer.lr=0.05", "ok")]
+    for a, b in zip(basic, other):  # 1 thread a job there, 2 here: the same folds within a few images
+        assert float(b["mean"]) == pytest.approx(float(a["mean"]), abs=0.01)
+    plans = [json.loads((sweeps[launcher] / job / "plan.json").read_text()) for job in ("0", "1")]
+    assert [p["threads"] for p in plans] == [1, 1]  # the launcher's share, not the machine's cores
+    time.sleep(1)
+    assert not _processes(*leftovers)
+
+
+@pytest.mark.slow
+def test_search_trials_run_in_parallel_through_a_launcher(tmp_path, mnist_root):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "search"
+    result = run_cli("digitnet.train", *SEARCH, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", f"data.root={mnist_root}",
+                     f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_rows(sweep)) == 4
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # joblib's: the cores over its n_jobs
+    assert all(json.loads((sweep / j / "plan.json").read_text())["threads"] <= share for j in "0123")
