@@ -1,6 +1,6 @@
 """An Optuna search with and without fold-by-fold pruning, against a grid of the same budget.
 
-    python bench/search_pruning.py [--trials 20] [--limit 15000] [--epochs 3] [--out DIR]
+    python bench/search_pruning.py [--trials 20] [--limit 15000] [--epochs 3] [--out DIR] [--runs pruned,...]
 
 Runs, one after the other, whole processes on this machine (MNIST: $DIGITNET_DATA):
 1. `hparams_search=lr` with its MedianPruner (the preset as shipped);
@@ -9,13 +9,15 @@ Runs, one after the other, whole processes on this machine (MNIST: $DIGITNET_DAT
    in the search.
 Each on the first --limit training images at --epochs epochs, 5 folds. Prints a markdown table: wall time, trials
 pruned, fold-trainings run, best lr and its CV mean; and what the grid finds with the pruned search's compute (every
-k-th of its points, k chosen so that the fold-trainings match).
+k-th of its points, k chosen so that the fold-trainings match). `--runs` runs only some of them into an --out
+that holds the others (their times are kept in DIR/seconds.json), to measure one again on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=15000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--runs", default="pruned,unpruned,grid")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="search-bench-"))
     common = [f"data.limit={args.limit}", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false"]
@@ -61,7 +64,12 @@ def main() -> None:
     runs = {"search, pruned": (search, out / "pruned"),
             "search, no pruning": (search + ["hydra.sweeper.pruner=null"], out / "unpruned"),
             "grid": (["-m", f"optimizer.lr={lrs}", "cv.workers=1", "cv.parallel=false", *common], out / "grid")}
-    seconds = {name: run(argv, folder) for name, (argv, folder) in runs.items()}
+    times = out / "seconds.json"
+    seconds = json.loads(times.read_text()) if times.is_file() else {}
+    for name, (argv, folder) in runs.items():
+        if folder.name in args.runs.split(","):
+            seconds[name] = run(argv, folder)
+            times.write_text(json.dumps(seconds))
     print(f"{args.trials} trials, data.limit={args.limit}, {args.epochs} epochs, 5 folds; results in {out}\n")
     print("| run | wall s | trials pruned | fold trainings | best | CV mean % |")
     print("|---|---|---|---|---|---|")

@@ -75,7 +75,7 @@ def test_presets_choose_the_sweeper_and_search_keys_of_the_config(preset):
         cfg = compose(config_name="config", overrides=[f"hparams_search={preset}"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.digitnet_optuna.optuna_sweeper.OptunaSweeper"
-    assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner" and sweeper.direction == "maximize"
+    assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner" and sweeper.direction.value == "maximize"
     for key in sweeper.params:  # each searched key is one of the config's, so every trial composes
         assert OmegaConf.select(cfg, key, default="absent") != "absent", key
     assert search_space(OmegaConf.to_container(sweeper.params), []).distributions
@@ -232,29 +232,37 @@ def _processes(*names):
     return [line for line in listing if any(name in line for name in names)]
 
 
+ENGINE_SWEEP = ["-m", "optimizer.lr=0.01,0.05", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory, mnist_root):
+    sweep = tmp_path_factory.mktemp("basic") / "sweep"
+    result = run_cli("digitnet.train", *ENGINE_SWEEP, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _rows(sweep)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher, plugin, leftovers", [
     ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::")),
     ("submitit_local", "hydra_plugins.hydra_submitit_launcher", ("submitit.local._local",)),
 ])
-def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(tmp_path, mnist_root, launcher, plugin,
-                                                                        leftovers):
+def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(tmp_path, mnist_root, basic_sweep, launcher,
+                                                                        plugin, leftovers):
     pytest.importorskip(plugin)
     if _processes(*leftovers):
         pytest.skip(f"{launcher} processes were running before the test")
-    sweeps = {}
-    for name in ("basic", launcher):
-        sweeps[name] = tmp_path / name
-        chosen = [] if name == "basic" else [f"hydra/launcher={launcher}"]
-        result = run_cli("digitnet.train", "-m", *chosen, "optimizer.lr=0.01,0.05", "data.limit=600", "cv.n_folds=2",
-                         "trainer.max_epochs=1", f"data.root={mnist_root}", f"hydra.sweep.dir={sweeps[name]}")
-        assert result.returncode == 0, result.stderr[-3000:]
-    basic, other = _rows(sweeps["basic"]), _rows(sweeps[launcher])
-    assert [(r["overrides"], r["status"]) for r in other] == [(r["overrides"], r["status"]) for r in basic] == [
+    sweep = tmp_path / launcher
+    result = run_cli("digitnet.train", *ENGINE_SWEEP, f"hydra/launcher={launcher}", f"data.root={mnist_root}",
+                     f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _rows(sweep)
+    assert [(r["overrides"], r["status"]) for r in rows] == [(r["overrides"], r["status"]) for r in basic_sweep] == [
         ("optimizer.lr=0.01", "ok"), ("optimizer.lr=0.05", "ok")]
-    for a, b in zip(basic, other):  # 1 thread a job there, 2 here: the same folds within a few images
+    for a, b in zip(basic_sweep, rows):  # 1 thread a job there, all the cores here: the same folds within a few images
         assert float(b["mean"]) == pytest.approx(float(a["mean"]), abs=0.01)
-    plans = [json.loads((sweeps[launcher] / job / "plan.json").read_text()) for job in ("0", "1")]
+    plans = [json.loads((sweep / job / "plan.json").read_text()) for job in ("0", "1")]
     assert [p["threads"] for p in plans] == [1, 1]  # the launcher's share, not the machine's cores
     time.sleep(1)
     assert not _processes(*leftovers)
@@ -271,3 +279,49 @@ def test_search_trials_run_in_parallel_through_a_launcher(tmp_path, mnist_root):
     assert len(_rows(sweep)) == 4
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # joblib's: the cores over its n_jobs
     assert all(json.loads((sweep / j / "plan.json").read_text())["threads"] <= share for j in "0123")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, key", [
+    ("optimizer.lrr=interval(0.1,1)", "optimizer.lrr"),  # a key the config lacks: every trial would fail
+    ("trainer.max_epochs=interval(1,3)", "trainer.max_epochs"),  # real values for a whole-number key
+    ("task=final", "task"),  # the holdout never chooses settings
+    ("hydra.sweep.subdir=${hydra.job.num}_x", "hydra.sweep.subdir"),  # trial N is job dir N
+])
+def test_a_search_that_cannot_run_is_refused_before_any_trial(tmp_path, override, key):
+    sweep = tmp_path / "search"
+    result = run_cli("digitnet.train", *SEARCH, override, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1 and key in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize("conf, subdir, key", [
+    ({"n_trials": 0, "n_jobs": 1}, "${hydra.job.num}", "hydra.sweeper.n_trials"),
+    ({"n_trials": 4, "n_jobs": -1}, "${hydra.job.num}", "hydra.sweeper.n_jobs"),
+    ({"n_trials": 4, "n_jobs": 1}, "trial_${hydra.job.num}", "hydra.sweep.subdir"),
+])
+def test_search_settings_that_cannot_run_name_their_key(conf, subdir, key):
+    from digitnet.search.study import Search
+
+    search = Search(conf)
+    search.config = OmegaConf.create({"hydra": {"sweep": {"subdir": subdir}}})
+    with pytest.raises(UserError) as caught:
+        search._check_settings()
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("pruner, kind", [(None, optuna.pruners.NopPruner),
+                                          ({"_target_": "optuna.pruners.MedianPruner"}, optuna.pruners.MedianPruner)])
+def test_a_trials_job_reports_to_the_sweep_dirs_study_with_the_sweepers_pruner(tmp_path, pruner, kind):
+    from digitnet.search.study import JOURNAL, STUDY, SWEEPER, job_reporter
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / JOURNAL)))
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+    study.ask(), study.ask()
+    hydra_cfg = OmegaConf.create({"sweeper": {"_target_": SWEEPER, "pruner": pruner},
+                                  "sweep": {"dir": str(tmp_path)}, "job": {"num": 1}})
+    reporter = job_reporter(hydra_cfg)
+    assert reporter.trial.number == 1 and isinstance(reporter.trial.study.pruner, kind)  # null: no pruning at all
+    reporter.after_fold({"fold": 0, "status": "ok", "score": 0.5})
+    assert study.trials[1].intermediate_values == {0: 0.5}
+    assert job_reporter(OmegaConf.create({"sweeper": {"_target_": "BasicSweeper"}})) is None

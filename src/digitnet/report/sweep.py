@@ -125,13 +125,18 @@ def read_job(job_dir: Path, overrides: list[str] | None = None) -> dict:
     return job
 
 
-def job_dirs(sweep_dir: Path) -> list[tuple[Path, list[str] | None]]:
-    """(job dir, planned overrides) for every job: those the sweep planned (sweep_jobs.json), then any other job dir
-    found (an older sweep's, or a job resumed alone)."""
+def planned_jobs(sweep_dir: Path) -> list[dict]:
+    """sweep_jobs.json: [{"dir": ..., "overrides": [...]}, ...], or [] where the sweep planned none."""
     planned = _read_json(sweep_dir / JOBS_FILE) if (sweep_dir / JOBS_FILE).is_file() else []
     if not isinstance(planned, list) or not all(isinstance(j, dict) and isinstance(j.get("dir"), str) for j in planned):
         raise _damaged(sweep_dir / JOBS_FILE, "not a list of jobs")
-    jobs = [(sweep_dir / j["dir"], j.get("overrides")) for j in planned]
+    return planned
+
+
+def job_dirs(sweep_dir: Path) -> list[tuple[Path, list[str] | None]]:
+    """(job dir, planned overrides) for every job: those the sweep planned (sweep_jobs.json), then any other job dir
+    found (an older sweep's, or a job resumed alone)."""
+    jobs = [(sweep_dir / j["dir"], j.get("overrides")) for j in planned_jobs(sweep_dir)]
     known = {d for d, _ in jobs}
     found = [p for p in sweep_dir.iterdir() if p.is_dir() and p not in known and (
         (p / ".hydra").is_dir() or run_file_in(p, sweeps=False))]

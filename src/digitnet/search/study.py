@@ -68,7 +68,9 @@ def job_reporter(hydra_cfg: DictConfig) -> FoldReporter | None:
 
     sweep_dir = Path(hydra_cfg.sweep.dir)
     storage = _storage(sweep_dir)
-    study = optuna.load_study(study_name=STUDY, storage=storage, pruner=_instantiate(sweeper.pruner))
+    # pruner: null means none; Optuna's own default would be its median pruner.
+    pruner = _instantiate(sweeper.pruner) or optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=STUDY, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY),
                                                                hydra_cfg.job.num)
     return FoldReporter(optuna.trial.Trial(study, trial_id))
@@ -90,13 +92,16 @@ class Search:
 
     def sweep(self, arguments: list[str]) -> None:
         from digitnet.engine.rundir import RunDirLock
+        from digitnet.report.sweep import planned_jobs
         from digitnet.search.space import search_space
 
         self._check_settings()
         space = search_space(self.conf.get("params") or {}, arguments)
+        self._check_space(space)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = RunDirLock(self.sweep_dir, "hydra.sweep.dir")  # one process at a time drives a study
         try:
+            planned_jobs(self.sweep_dir)  # damaged: refused before the study changes
             study = self._study(space)
             OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
             self._run(study, space)
@@ -113,6 +118,21 @@ class Search:
                 raise UserError(f"hydra.sweeper.{key}={self.conf[key]!r}: give a whole number, 1 or more",
                                 key=f"hydra.sweeper.{key}", value=self.conf[key])
 
+    def _check_space(self, space) -> None:
+        """Trials of a key the config lacks, or of a type its schema refuses, would all fail one by one: composed
+        once here, at a value of each distribution. The holdout is never a search's score."""
+        from optuna.distributions import CategoricalDistribution
+
+        probe = {key: d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
+                 for key, d in space.distributions.items()}
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides(probe))
+        except Exception as exc:  # noqa: BLE001 - Hydra's or OmegaConf's own message names the key
+            raise UserError(f"the search's trials would not compose: {describe(exc)}", key="hydra.sweeper.params")
+        if OmegaConf.select(cfg, "task") == "final" or getattr(OmegaConf.select(cfg, "task"), "value", None) == "final":
+            raise UserError("task=final scores the holdout, which must not choose settings: a search runs task=cv; fit "
+                            "the best settings with task=final afterwards", key="task", value="final")
+
     def _study(self, space):
         """The sweep dir's study, made or loaded; one made with other search settings is refused."""
         import optuna
@@ -124,17 +144,24 @@ class Search:
         except Exception as exc:  # noqa: BLE001 - Hydra's instantiate names the target and the bad argument
             raise UserError(f"hydra.sweeper.sampler/pruner: {describe(exc)}", key="hydra.sweeper") from None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=STUDY, storage=_storage(self.sweep_dir), sampler=sampler,
-                                    pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"],
-                                    load_if_exists=True)
+        try:
+            study = optuna.create_study(study_name=STUDY, storage=_storage(self.sweep_dir), sampler=sampler,
+                                        pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"],
+                                        load_if_exists=True)
+        except ValueError as exc:  # the study's direction is not this one
+            raise UserError(f"{shown(self.sweep_dir / JOURNAL)}: {exc}; rerun it with its own settings, or choose a "
+                            "new hydra.sweep.dir", key="hydra.sweeper.direction", path=self.sweep_dir / JOURNAL) from None
         before = study.user_attrs.get("settings")
-        if before is None:
-            study.set_user_attr("settings", settings)
-        elif before != settings:
+        if before is not None and before != settings:
             changed = ", ".join(k for k in settings if settings[k] != before.get(k))
             raise UserError(f"{shown(self.sweep_dir / JOURNAL)} holds a study made with other search settings "
                             f"({changed}); rerun it with its own, or choose a new hydra.sweep.dir",
                             key="hydra.sweeper", path=self.sweep_dir / JOURNAL)
+        if before is None:
+            study.set_user_attr("settings", settings)
+        seed = (self.conf["sampler"] or {}).get("seed")
+        if study.trials and isinstance(seed, int):  # resumed: seeded as at the start, it would repeat the first trials
+            study.sampler = _instantiate({**self.conf["sampler"], "seed": seed + len(study.trials)})
         return study
 
     def _run(self, study, space) -> None:
@@ -169,22 +196,16 @@ class Search:
 
     def _record_jobs(self, jobs: dict[int, list[str]]) -> None:
         """The summary's list of planned jobs (a trial that never started still gets its row)."""
-        import json
+        from digitnet.report.sweep import JOBS_FILE, planned_jobs
 
-        from digitnet.report.sweep import JOBS_FILE
-
-        path = self.sweep_dir / JOBS_FILE
-        known = {j["dir"]: j for j in json.loads(path.read_text())} if path.is_file() else {}
+        known = {j["dir"]: j for j in planned_jobs(self.sweep_dir)}
         known.update({str(n): {"dir": str(n), "overrides": o} for n, o in jobs.items()})
-        write_json_atomic(path, sorted(known.values(), key=lambda j: int(j["dir"])))
+        write_json_atomic(self.sweep_dir / JOBS_FILE, sorted(known.values(), key=lambda j: (len(j["dir"]), j["dir"])))
 
-    def _planned(self, number: int) -> list[str]:
-        import json
+    def _planned(self, number: int) -> list[str] | None:
+        from digitnet.report.sweep import planned_jobs
 
-        from digitnet.report.sweep import JOBS_FILE
-
-        jobs = json.loads((self.sweep_dir / JOBS_FILE).read_text())
-        return next(j["overrides"] for j in jobs if j["dir"] == str(number))
+        return next((j.get("overrides") for j in planned_jobs(self.sweep_dir) if j["dir"] == str(number)), None)
 
     def _checked(self, number: int, overrides: list[str]) -> bool:
         """A trial whose values make no plan (out of a key's range, say) fails here, not inside the launcher,

@@ -5,11 +5,17 @@ are named as hydra-optuna-sweeper names them; `pruner` is new: trials are pruned
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
+
+
+class Direction(Enum):
+    maximize = "maximize"
+    minimize = "minimize"
 
 
 @dataclass
@@ -20,7 +26,7 @@ class OptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 1})
     # Any optuna.pruners class; null: no pruning. Steps are folds: the median of the finished trials at that fold.
     pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 3})
-    direction: str = "maximize"  # the CV mean accuracy
+    direction: Direction = Direction.maximize  # of the CV mean accuracy
     n_trials: int = 20  # in all, the study's earlier trials included: a rerun resumes it
     n_jobs: int = 1  # trials launched together (in parallel where the launcher runs jobs in parallel)
     params: Optional[Any] = None  # key: interval(a,b) | tag(log, interval(a,b)) | range(a,b,step) | choice(x,y) | [x, y]
@@ -34,7 +40,8 @@ class OptunaSweeper(Sweeper):
     def __init__(self, **conf: Any):
         from digitnet.search.study import Search
 
-        conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in conf.items()}
+        conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else getattr(v, "value", v)
+                for k, v in conf.items()}
         self.search = Search(conf)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
