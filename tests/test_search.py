@@ -90,16 +90,20 @@ def test_a_trial_is_pruned_after_the_fold_that_falls_below_the_median():
     for step, value in enumerate([0.9, 0.92, 0.91]):
         good.report(value, step)
     study.tell(good, 0.91)
-    reporter = FoldReporter(study.ask())
+    reporter = FoldReporter(study.ask(), n_folds=3)
     reporter.after_fold({"fold": 0, "status": "diverged", "score": None})  # no score to report
     with pytest.raises(Pruned) as caught:  # folds end in any order: step 0 is the first that ended
         reporter.after_fold({"fold": 2, "status": "ok", "score": 0.5})
     assert (caught.value.fold, caught.value.value) == (2, 0.5)
     # Optuna's median pruner weighs a trial's best running value: a strong first fold carries it.
-    strong = FoldReporter(study.ask())
+    strong = FoldReporter(study.ask(), n_folds=3)
     strong.after_fold({"fold": 0, "status": "ok", "score": 0.95})
     strong.after_fold({"fold": 1, "status": "ok", "score": 0.5})
     assert strong.scores == [0.95, 0.5]
+    # A trial that trained every fold has its result: never pruned after its last fold.
+    weak = FoldReporter(study.ask(), n_folds=1)
+    weak.after_fold({"fold": 0, "status": "ok", "score": 0.1})
+    assert weak.trial.should_prune()
 
 
 def test_summary_rows_of_pruned_and_refused_trials(tmp_path):
@@ -142,9 +146,10 @@ def _rows(sweep):
 
 
 def _state(sweep):
-    """Every file of the sweep dir but its summary (rewritten, with the same content) and logs."""
+    """Every file of the sweep dir but its summary (rewritten, with the same content) and the lock."""
     return {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")
-            if p.is_file() and p.name not in ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png")}
+            if p.is_file() and p.name not in ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png",
+                                              ".digitnet.lock")}
 
 
 @pytest.mark.slow
@@ -183,8 +188,8 @@ def test_a_search_prunes_fold_by_fold_and_a_rerun_changes_nothing(tmp_path, mnis
     more = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=9")
     assert more.returncode == 0 and _rows(sweep)[:8] == rows and len(_rows(sweep)) == 9, more.stderr[-2000:]
     before = _state(sweep)
-    other = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=10", "hydra.sweeper.params.optimizer.lr=interval(0.01,0.1)")
-    assert other.returncode == 1 and "Traceback" not in other.stderr and "hydra.sweep.dir" in other.stderr
+    other = run_cli("digitnet.train", *args, "hydra.sweeper.n_trials=10", "hydra.sweeper.sampler.seed=2")
+    assert other.returncode == 1 and "Traceback" not in other.stderr and "optuna_journal.log" in other.stderr
     assert _state(sweep) == before
 
 
@@ -287,6 +292,7 @@ def test_search_trials_run_in_parallel_through_a_launcher(tmp_path, mnist_root):
     ("trainer.max_epochs=interval(1,3)", "trainer.max_epochs"),  # real values for a whole-number key
     ("task=final", "task"),  # the holdout never chooses settings
     ("hydra.sweep.subdir=${hydra.job.num}_x", "hydra.sweep.subdir"),  # trial N is job dir N
+    ("hydra.sweeper.sampler._target_=optuna.pruners.MedianPruner", "hydra.sweeper.sampler"),
 ])
 def test_a_search_that_cannot_run_is_refused_before_any_trial(tmp_path, override, key):
     sweep = tmp_path / "search"
@@ -320,8 +326,25 @@ def test_a_trials_job_reports_to_the_sweep_dirs_study_with_the_sweepers_pruner(t
     study.ask(), study.ask()
     hydra_cfg = OmegaConf.create({"sweeper": {"_target_": SWEEPER, "pruner": pruner},
                                   "sweep": {"dir": str(tmp_path)}, "job": {"num": 1}})
-    reporter = job_reporter(hydra_cfg)
+    reporter = job_reporter(hydra_cfg, n_folds=3)
     assert reporter.trial.number == 1 and isinstance(reporter.trial.study.pruner, kind)  # null: no pruning at all
     reporter.after_fold({"fold": 0, "status": "ok", "score": 0.5})
     assert study.trials[1].intermediate_values == {0: 0.5}
-    assert job_reporter(OmegaConf.create({"sweeper": {"_target_": "BasicSweeper"}})) is None
+    assert job_reporter(OmegaConf.create({"sweeper": {"_target_": "BasicSweeper"}}), n_folds=3) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage, named", [
+    (lambda sweep: (sweep / "0" / ".hydra").mkdir(parents=True), "optuna_journal.log"),  # another sweep's jobs
+    (lambda sweep: (sweep / "optuna_journal.log").write_text('{"op_code": 0, "worker_id": "x"}\n[1, 2]\n{}\n'),
+     "optuna_journal.log"),
+    (lambda sweep: (sweep / "sweep_jobs.json").write_text("{"), "sweep_jobs.json"),
+])
+def test_a_sweep_dir_that_is_not_this_searchs_is_refused_as_it_is(tmp_path, damage, named):
+    sweep = tmp_path / "search"
+    sweep.mkdir()
+    damage(sweep)
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result = run_cli("digitnet.train", *SEARCH, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".digitnet.lock"} == before

@@ -182,7 +182,7 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
                 return scored if sweep_job else track(plan, scored, run_dir)
             return rundir.report_existing_final(run_dir)
         rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
-        reporter = _trial_reporter() if sweep_job and plan.task == "cv" else None
+        reporter = _trial_reporter(plan.n_folds) if sweep_job and plan.task == "cv" else None
         summary = execute(plan, arrays, run_dir, tracked=not sweep_job, after_fold=reporter and reporter.after_fold)
         if plan.task == "cv" and not usable(summary) and not sweep_job:
             raise NoResult(f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
@@ -201,13 +201,13 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
             lock.release()
 
 
-def _trial_reporter():
+def _trial_reporter(n_folds: int):
     """This sweep job's pruning hook when it is a trial of an Optuna search (hydra/sweeper=digitnet_optuna)."""
     if not str(OmegaConf.select(HydraConfig.get().sweeper, "_target_")).startswith("hydra_plugins.digitnet_optuna"):
         return None
     from digitnet.search.study import job_reporter
 
-    return job_reporter(HydraConfig.get())
+    return job_reporter(HydraConfig.get(), n_folds)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")

@@ -33,6 +33,8 @@ def _distribution(override):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
+    if getattr(value, "shuffle", False):
+        raise ValueError("shuffle() means nothing to a search (its order is the sampler's)")
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
         tags = set(value.tags)
@@ -63,6 +65,9 @@ def search_space(params: dict, arguments: list[str]) -> Space:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, list)) for v in params.values()):
+        raise UserError("hydra.sweeper.params: give `key: search words` pairs, one per key (a dotted key is one "
+                        "key), e.g. `optimizer.lr: tag(log, interval(0.0001, 1.0))`", key="hydra.sweeper.params")
     lines = [f"{key}={_as_sweep(value)}" for key, value in params.items()] + list(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(lines)

@@ -21,6 +21,7 @@ from digitnet.engine.cv import Pruned
 from digitnet.errors import UserError, describe, shown
 from digitnet.files import write_json_atomic
 from digitnet.logs import say
+from digitnet.report.sweep import PRUNED_FILE
 
 JOURNAL = "optuna_journal.log"
 RESULTS = "search_results.yaml"
@@ -42,12 +43,14 @@ def _instantiate(node):
 
 
 class FoldReporter:
-    """A search trial's side of pruning, in its job: the mean of the folds finished so far, reported after each."""
+    """A search trial's side of pruning, in its job: the mean of the folds finished so far, reported after each, and
+    the pruner asked, until the last fold (a trial that trained every fold has its result)."""
 
-    def __init__(self, trial):
-        self.trial, self.scores = trial, []
+    def __init__(self, trial, n_folds: int):
+        self.trial, self.n_folds, self.scores, self.ended = trial, n_folds, [], 0
 
     def after_fold(self, result: dict) -> None:
+        self.ended += 1
         if result["status"] != "ok":
             return  # a diverged fold fails the trial; its folds go on as in any CV run
         self.scores.append(result["score"])
@@ -55,25 +58,24 @@ class FoldReporter:
         with warnings.catch_warnings():  # a resumed trial reports its finished folds again: Optuna keeps the first
             warnings.simplefilter("ignore")
             self.trial.report(value, step=len(self.scores) - 1)
-        if self.trial.should_prune():
+        if self.ended < self.n_folds and self.trial.should_prune():
             raise Pruned(result["fold"], value)
 
 
-def job_reporter(hydra_cfg: DictConfig) -> FoldReporter | None:
+def job_reporter(hydra_cfg: DictConfig, n_folds: int) -> FoldReporter | None:
     """The reporter of this job's trial, when this job is one of a search's trials; None otherwise."""
     sweeper = hydra_cfg.sweeper
     if OmegaConf.select(sweeper, "_target_") != SWEEPER:
         return None
     import optuna
 
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    storage = _storage(sweep_dir)
+    storage = _storage(Path(hydra_cfg.sweep.dir))
     # pruner: null means none; Optuna's own default would be its median pruner.
     pruner = _instantiate(sweeper.pruner) or optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=STUDY, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY),
                                                                hydra_cfg.job.num)
-    return FoldReporter(optuna.trial.Trial(study, trial_id))
+    return FoldReporter(optuna.trial.Trial(study, trial_id), n_folds)
 
 
 class Search:
@@ -98,14 +100,14 @@ class Search:
         self._check_settings()
         space = search_space(self.conf.get("params") or {}, arguments)
         self._check_space(space)
+        sampler, pruner = self._sampler_and_pruner()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = RunDirLock(self.sweep_dir, "hydra.sweep.dir")  # one process at a time drives a study
         try:
             planned_jobs(self.sweep_dir)  # damaged: refused before the study changes
-            study = self._study(space)
-            OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
-            self._run(study, space)
-            self._write_results(study)
+            study = self._study(space, sampler, pruner)
+            if self._run(study, space):
+                self._write_results(study)
         finally:
             lock.release()
 
@@ -133,38 +135,66 @@ class Search:
             raise UserError("task=final scores the holdout, which must not choose settings: a search runs task=cv; fit "
                             "the best settings with task=final afterwards", key="task", value="final")
 
-    def _study(self, space):
-        """The sweep dir's study, made or loaded; one made with other search settings is refused."""
+    def _sampler_and_pruner(self):
+        from optuna.pruners import BasePruner
+        from optuna.samplers import BaseSampler
+
+        made = {}
+        for key, kind in (("sampler", BaseSampler), ("pruner", BasePruner)):
+            try:
+                made[key] = _instantiate(self.conf[key])
+            except Exception as exc:  # noqa: BLE001 - Hydra's instantiate names the target and the bad argument
+                raise UserError(f"hydra.sweeper.{key}: {describe(exc)}", key=f"hydra.sweeper.{key}") from None
+            if not isinstance(made[key], kind) and not (key == "pruner" and made[key] is None):
+                raise UserError(f"hydra.sweeper.{key} makes no {kind.__module__.split('.')[1]} {key} (its _target_: "
+                                f"{(self.conf[key] or {}).get('_target_')!r}); name an optuna.{key}s class",
+                                key=f"hydra.sweeper.{key}")
+        return made["sampler"], made["pruner"]
+
+    def _study(self, space, sampler, pruner):
+        """The sweep dir's study, loaded, or made where the dir holds no jobs yet; nothing is written into a study
+        made with other search settings."""
         import optuna
 
+        journal = self.sweep_dir / JOURNAL
+        if not journal.exists():
+            self._check_no_jobs()
         settings = {"space": space.describe(), "direction": self.conf["direction"],
                     "sampler": self.conf["sampler"], "pruner": self.conf["pruner"]}
         try:
-            sampler, pruner = _instantiate(self.conf["sampler"]), _instantiate(self.conf["pruner"])
-        except Exception as exc:  # noqa: BLE001 - Hydra's instantiate names the target and the bad argument
-            raise UserError(f"hydra.sweeper.sampler/pruner: {describe(exc)}", key="hydra.sweeper") from None
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            study = optuna.create_study(study_name=STUDY, storage=_storage(self.sweep_dir), sampler=sampler,
-                                        pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"],
-                                        load_if_exists=True)
-        except ValueError as exc:  # the study's direction is not this one
-            raise UserError(f"{shown(self.sweep_dir / JOURNAL)}: {exc}; rerun it with its own settings, or choose a "
-                            "new hydra.sweep.dir", key="hydra.sweeper.direction", path=self.sweep_dir / JOURNAL) from None
-        before = study.user_attrs.get("settings")
-        if before is not None and before != settings:
-            changed = ", ".join(k for k in settings if settings[k] != before.get(k))
-            raise UserError(f"{shown(self.sweep_dir / JOURNAL)} holds a study made with other search settings "
-                            f"({changed}); rerun it with its own, or choose a new hydra.sweep.dir",
-                            key="hydra.sweeper", path=self.sweep_dir / JOURNAL)
-        if before is None:
+            storage = _storage(self.sweep_dir)  # makes the journal file, or replays it
+            exists = STUDY in optuna.get_all_study_names(storage)
+            study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler,
+                                      pruner=pruner or optuna.pruners.NopPruner()) if exists else None
+        except (ValueError, KeyError, AssertionError) as exc:  # a line Optuna cannot replay
+            raise UserError(f"{shown(journal)} is damaged ({type(exc).__name__}); restore it, or choose a new "
+                            "hydra.sweep.dir", path=journal) from None
+        if study is None:
+            study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler,
+                                        pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"])
             study.set_user_attr("settings", settings)
+        before = study.user_attrs.get("settings")
+        if before != settings:
+            changed = ", ".join(k for k in settings if settings[k] != (before or {}).get(k)) or "all"
+            raise UserError(f"{shown(journal)} holds a study made with other search settings ({changed}); rerun it "
+                            "with its own, or choose a new hydra.sweep.dir", key="hydra.sweeper", path=journal)
         seed = (self.conf["sampler"] or {}).get("seed")
         if study.trials and isinstance(seed, int):  # resumed: seeded as at the start, it would repeat the first trials
             study.sampler = _instantiate({**self.conf["sampler"], "seed": seed + len(study.trials)})
         return study
 
-    def _run(self, study, space) -> None:
+    def _check_no_jobs(self) -> None:
+        """A new study numbers its trials from 0: job dirs of another sweep (or of a study whose journal was lost)
+        would be read as its trials' results."""
+        from digitnet.report.sweep import job_dirs
+
+        jobs = [d for d, _ in job_dirs(self.sweep_dir) if d.exists()]
+        if jobs:
+            raise UserError(f"{shown(self.sweep_dir)} holds job dirs ({', '.join(d.name for d in jobs[:5])}) but no "
+                            f"search study ({JOURNAL}); choose a new hydra.sweep.dir", path=self.sweep_dir)
+
+    def _run(self, study, space) -> bool:
+        """Trials until the study has n_trials (or its sampler has tried everything); False if nothing ran."""
         from optuna.trial import TrialState
 
         n_trials, n_jobs = self.conf["n_trials"], self.conf["n_jobs"]
@@ -174,10 +204,12 @@ class Search:
         if done >= n_trials and not stale:
             say(f"search: the study in {shown(self.sweep_dir)} has its {done} trials (hydra.sweeper.n_trials="
                 f"{n_trials}); nothing to run")
-            return
+            return False
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
         say(f"search: {n_trials} trials, {done} done earlier{f', {len(stale)} resumed' if stale else ''}; "
             f"study {shown(self.sweep_dir / JOURNAL)}")
-        while stale or done < n_trials:
+        self.exhausted = False
+        while (stale or done < n_trials) and not self.exhausted:
             batch = {n: self._params(study, n) for n in stale[:n_jobs]}
             stale = stale[n_jobs:]
             while len(batch) < n_jobs and done + len(batch) + len(stale) < n_trials:
@@ -189,6 +221,7 @@ class Search:
             for number in jobs:
                 self._tell(study, number)
             done += len(jobs)
+        return True
 
     @staticmethod
     def _params(study, number: int) -> dict:
@@ -225,19 +258,23 @@ class Search:
             return False
 
     def _fail(self, number: int, overrides: list[str], exc: BaseException) -> None:
+        """Record a trial that did not run; a job dir that holds a result (or its own failure) keeps it."""
         from digitnet.errors import say_error
 
         say_error("digitnet.train", UserError(f"trial {number} ({' '.join(overrides)}) failed: {describe(exc)}"))
-        write_json_atomic(self.sweep_dir / str(number) / "failure.json",
-                          {"error": describe(exc), "type": type(exc).__name__})
+        job_dir = self.sweep_dir / str(number)
+        if not any((job_dir / name).exists() for name in ("cv_summary.json", PRUNED_FILE, "failure.json")):
+            write_json_atomic(job_dir / "failure.json", {"error": describe(exc), "type": type(exc).__name__})
 
     def _launch(self, jobs: dict[int, list[str]]) -> None:
-        """Jobs with consecutive numbers go to the launcher together (it numbers them from the first); a launcher
+        """Jobs with consecutive numbers go to the launcher together (it numbers them from the first); Hydra's basic
+        launcher gets them one at a time (it runs them in turn anyway, and stops at a job that exits). A launcher
         that fails fails its jobs, not the search."""
         numbers = sorted(jobs)
         groups = [[n] for n in numbers[:1]]
+        together = not str(OmegaConf.select(self.config, "hydra.launcher._target_")).endswith(".BasicLauncher")
         for n in numbers[1:]:
-            (groups[-1].append(n) if n == groups[-1][-1] + 1 else groups.append([n]))
+            (groups[-1].append(n) if together and n == groups[-1][-1] + 1 else groups.append([n]))
         for group in groups:
             try:
                 self.launcher.launch([jobs[n] for n in group], initial_job_idx=group[0])
@@ -245,9 +282,8 @@ class Search:
                 if interrupts.interrupt.signals:  # Ctrl-C or SIGTERM: the search stops; a rerun resumes the trial
                     raise
                 for n in group:
-                    if not (self.sweep_dir / str(n) / "cv_summary.json").is_file():
-                        self._fail(n, jobs[n], exc if isinstance(exc, Exception) else
-                                   UserError(f"its job exited with code {exc.code}"))
+                    self._fail(n, jobs[n], exc if isinstance(exc, Exception) else
+                               UserError(f"its job exited with code {exc.code}"))
 
     def _outcome(self, number: int) -> tuple[str, float | None]:
         """A trial's status and mean, read from its job dir as the sweep summary reads it."""
@@ -267,13 +303,18 @@ class Search:
         from optuna.trial import TrialState
 
         status, mean = self._outcome(number)
-        if status.startswith("ok"):
-            study.tell(number, mean, skip_if_finished=True)
-        elif status.startswith("pruned") or status == "diverged":
-            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
-        else:
-            say(f"search: trial {number} recorded as failed ({status})")
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        try:
+            if status.startswith("ok"):
+                study.tell(number, mean, skip_if_finished=True)
+            elif status.startswith("pruned") or status == "diverged":
+                study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            else:
+                say(f"search: trial {number} recorded as failed ({status})")
+                study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        except RuntimeError:  # a grid or brute-force sampler that has tried everything stops the study
+            if not study.trials[number].state.is_finished():
+                raise
+            self.exhausted = True
 
     def _write_results(self, study) -> None:
         from optuna.trial import TrialState
@@ -281,14 +322,14 @@ class Search:
         trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         statuses = [self._outcome(t.number)[0] for t in trials]
         best = study.best_trial if any(t.state == TrialState.COMPLETE for t in trials) else None
-        diverged = statuses.count("diverged")
+        n_complete, n_pruned = sum(s.startswith("ok") for s in statuses), sum(s.startswith("pruned") for s in statuses)
         results = {"best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
                    "best_trial": best.number if best else None, "direction": self.conf["direction"],
-                   "n_trials": len(trials), "n_complete": sum(s.startswith("ok") for s in statuses),
-                   "n_pruned": sum(s.startswith("pruned") for s in statuses),
-                   "n_failed": sum(s.startswith("failed") for s in statuses) + diverged, "n_diverged": diverged,
+                   "n_trials": len(trials), "n_complete": n_complete, "n_pruned": n_pruned,
+                   # diverged, refused, or no result in its dir (lost, unfinished): every other finished trial
+                   "n_failed": len(trials) - n_complete - n_pruned, "n_diverged": statuses.count("diverged"),
                    "study": str(self.sweep_dir / JOURNAL)}
         (self.sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
-        say(f"search: {results['n_trials']} trials ({results['n_pruned']} pruned, {results['n_failed']} failed or "
-            "diverged); " + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else
-                             "none completed") + f"; {shown(self.sweep_dir / RESULTS)}")
+        say(f"search: {results['n_trials']} trials ({n_pruned} pruned, {results['n_failed']} failed or diverged); "
+            + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else "none completed")
+            + f"; {shown(self.sweep_dir / RESULTS)}")

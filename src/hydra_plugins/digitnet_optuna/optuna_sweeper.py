@@ -14,8 +14,7 @@ from omegaconf import OmegaConf
 
 
 class Direction(Enum):
-    maximize = "maximize"
-    minimize = "minimize"
+    maximize = "maximize"  # the score is an accuracy: its minimum is of no use, and the summary's best is the highest
 
 
 @dataclass
@@ -26,7 +25,7 @@ class OptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 1})
     # Any optuna.pruners class; null: no pruning. Steps are folds: the median of the finished trials at that fold.
     pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 3})
-    direction: Direction = Direction.maximize  # of the CV mean accuracy
+    direction: Direction = Direction.maximize  # of the CV mean accuracy (hydra-optuna-sweeper's key)
     n_trials: int = 20  # in all, the study's earlier trials included: a rerun resumes it
     n_jobs: int = 1  # trials launched together (in parallel where the launcher runs jobs in parallel)
     params: Optional[Any] = None  # key: interval(a,b) | tag(log, interval(a,b)) | range(a,b,step) | choice(x,y) | [x, y]
