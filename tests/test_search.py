@@ -348,3 +348,13 @@ def test_a_sweep_dir_that_is_not_this_searchs_is_refused_as_it_is(tmp_path, dama
     result = run_cli("digitnet.train", *SEARCH, f"hydra.sweep.dir={sweep}")
     assert result.returncode == 1 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".digitnet.lock"} == before
+
+
+@pytest.mark.parametrize("value", ["deep", "a,b", "1", "true", "null", "it's", "a b", 0.5, True, None, 3])
+def test_a_sampled_value_reads_back_as_itself_in_its_override(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from digitnet.search.space import value_text
+
+    override = OverridesParser.create().parse_override(f"key={value_text(value)}")
+    assert not override.is_sweep_override() and override.value() == value and type(override.value()) is type(value)

@@ -128,7 +128,9 @@ def read_job(job_dir: Path, overrides: list[str] | None = None) -> dict:
 def planned_jobs(sweep_dir: Path) -> list[dict]:
     """sweep_jobs.json: [{"dir": ..., "overrides": [...]}, ...], or [] where the sweep planned none."""
     planned = _read_json(sweep_dir / JOBS_FILE) if (sweep_dir / JOBS_FILE).is_file() else []
-    if not isinstance(planned, list) or not all(isinstance(j, dict) and isinstance(j.get("dir"), str) for j in planned):
+    if not isinstance(planned, list) or not all(
+            isinstance(j, dict) and isinstance(j.get("dir"), str) and isinstance(j.get("overrides", []), list)
+            and all(isinstance(o, str) for o in j.get("overrides", [])) for j in planned):
         raise _damaged(sweep_dir / JOBS_FILE, "not a list of jobs")
     return planned
 

@@ -25,6 +25,18 @@ class Space:
 
 
 def value_text(value) -> str:
+    """A value as an override writes it. A string Hydra would read as something else (`1`, `true`, `a,b`, `${x}`)
+    is quoted."""
+    if isinstance(value, str):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            parsed = OverridesParser.create().parse_override(f"key={value}")
+            if not parsed.is_sweep_override() and parsed.value() == value and "$" not in value:
+                return value
+        except Exception:  # noqa: BLE001 - Hydra's parser refused it bare: quoted, it is a plain string
+            pass
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
