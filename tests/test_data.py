@@ -6,7 +6,8 @@ import torch
 
 from conftest import make_synthetic_mnist, write_idx
 from digitnet.core import data
-from digitnet.core.data import OPTION_SETTINGS, MNISTDataModule, kfold_indices, load_mnist, pixel_stats, read_idx
+from digitnet.core.data import OPTION_SETTINGS, kfold_indices, load_mnist, pixel_stats, read_idx
+from digitnet.core.module import MNISTDataModule
 from digitnet.errors import UserError
 
 

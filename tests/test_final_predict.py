@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import pickle
 import shutil
 
 import numpy as np
@@ -50,6 +49,17 @@ def test_final_writes_checkpoint_metrics_and_figure(final_run):
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / 10000)
     assert metrics["per_class_accuracy"]["1"] == pytest.approx(matrix[1, 1] / 1135, abs=1e-6)
     assert (run_dir / "confusion_matrix.png").stat().st_size > 5000
+
+
+def test_the_confusion_matrix_counts_true_digits_by_row():
+    from sklearn.metrics import confusion_matrix as sklearns
+
+    from digitnet.report.results import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    y, preds = rng.integers(0, 9, 500), rng.integers(0, 10, 500)  # digit 9 never true: its row is zeros
+    matrix = confusion_matrix(torch.from_numpy(preds), torch.from_numpy(y))
+    assert matrix.dtype == torch.int64 and matrix.tolist() == sklearns(y, preds, labels=range(10)).tolist()
 
 
 @pytest.mark.slow
@@ -181,7 +191,6 @@ def test_damaged_checkpoints_are_one_line_in_process(tmp_path, kind, capsys, mon
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["not-a-checkpoint", "code-payload", "unknown-arch", "missing"])
 def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
-    import zipfile
 
     ckpt, mark = tmp_path / "model.ckpt", tmp_path / "payload_ran"
     if kind == "missing":

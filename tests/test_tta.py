@@ -2,7 +2,6 @@
 checkpoints, evaluate and predict); never in training or in the learning curves."""
 
 import json
-import re
 
 import pytest
 import torch

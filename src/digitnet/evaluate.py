@@ -62,9 +62,10 @@ def score(args) -> dict:
     from digitnet.core.checkpoints import load_model
     from digitnet.core.data import OPTION_SETTINGS, load_mnist
     from digitnet.core.nets import Ensemble
-    from digitnet.report import figures, results
 
     model = load_model([args.checkpoint], args.tta)
+    from digitnet.report import figures, results  # after the checks of MODEL: torchmetrics' import is seconds
+
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     out, figure = outputs(args, model)

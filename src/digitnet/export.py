@@ -101,8 +101,8 @@ def main(argv=None) -> int:
         from digitnet.core.checkpoints import load_model
         from digitnet.logs import quiet
 
-        quiet()
         model = load_model([args.model], args.tta).float().eval()
+        quiet()  # after the checks of MODEL: Lightning's import is seconds
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         if args.out.exists():

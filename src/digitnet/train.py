@@ -125,12 +125,13 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
                 cfg.data.root = os.path.join(cwd, root)
             if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
                 cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
-    import torch
+    cores = cuda = None  # a single run: make_plan asks torch, once its cheap checks have passed
+    if sweep_job:
+        import torch
 
-    cores, cuda = launcher_share(HydraConfig.get().launcher, os.environ, torch.get_num_threads()) if sweep_job else \
-        (None, None)
+        cores, cuda = launcher_share(HydraConfig.get().launcher, os.environ, torch.get_num_threads())
     plan = make_plan(cfg, cores=cores, cuda_available=cuda)
-    if cores is not None and cores != torch.get_num_threads():
+    if cores is not None:
         torch.set_num_threads(cores)
     interrupts.interrupt.task = plan.task
     plan, arrays = prepare(plan)
@@ -168,8 +169,6 @@ def launcher_share(launcher, environ, threads: int) -> tuple[int | None, bool | 
 def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
     """Accept the run, then do it (or say that its final model exists). A sweep job that fails once accepted is
     recorded in failure.json and the sweep goes on; a single run with no usable result exits 3."""
-    from digitnet.report.results import usable
-
     key = "hydra.sweep.dir" if sweep_job else "hydra.run.dir"
     lock = None
     try:
@@ -184,6 +183,8 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
         rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
         reporter = _trial_reporter(plan.n_folds) if sweep_job and plan.task == "cv" else None
         summary = execute(plan, arrays, run_dir, tracked=not sweep_job, after_fold=reporter and reporter.after_fold)
+        from digitnet.report.results import usable  # torch: imported once the run has been accepted
+
         if plan.task == "cv" and not usable(summary) and not sweep_job:
             raise NoResult(f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
                            f"chance (chance is 10%); the report is in {run_dir}; try a lower optimizer.lr")

@@ -1,8 +1,10 @@
-"""The LightningModule that trains the nets of core.nets: the whole training step on one screen."""
+"""The Lightning side: the LightningModule that trains the nets of core.nets (the whole training step on one screen),
+and the LightningDataModule of one fold's split."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -10,6 +12,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitnet.core.augment import make_augment
+from digitnet.core.data import MNISTArrays, batches, kfold_indices, pixel_stats, to_unit
 from digitnet.core.nets import build_net
 from digitnet.core.schedules import lr_scheduler
 
@@ -106,3 +109,52 @@ def optimization(module: pl.LightningModule, optimizer: dict, scheduler: dict | 
         return opt
     sched = lr_scheduler(opt, optimizer["lr"], scheduler, int(module.trainer.estimated_stepping_batches))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """One fold's train/val split of the training set (fold=None: all of it), plus the holdout as `test`."""
+
+    def __init__(
+        self,
+        arrays: MNISTArrays,
+        fold: int | None = None,
+        n_folds: int = 5,
+        cv_seed: int = 1,
+        limit: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int = 1000,
+        scaling: str = "normalize",
+        shuffle_seed: int = 0,
+    ):
+        super().__init__()
+        n = len(arrays.train_y) if limit <= 0 else min(limit, len(arrays.train_y))
+        x, y = arrays.train_x[:n], arrays.train_y[:n]
+        if fold is None:
+            train_idx, val_idx = np.arange(n), np.arange(0)
+        else:
+            train_idx, val_idx = kfold_indices(n, n_folds, cv_seed)[fold]
+        train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+        # Scaling statistics from the training part alone: validation pixels never shape them.
+        self.pixel_mean, self.pixel_std = pixel_stats(x[train_idx], scaling)
+        self.train_x, self.train_y = to_unit(x[train_idx]), y[train_idx]
+        self.val_x, self.val_y = to_unit(x[val_idx]), y[val_idx]
+        self.arrays = arrays
+        self.batch_size, self.eval_batch_size, self.shuffle_seed = batch_size, eval_batch_size, shuffle_seed
+
+    def to_device(self, device: torch.device | str) -> "MNISTDataModule":
+        """Keep the (small) dataset on the accelerator: batches are then gathered there by index, no copies."""
+        self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
+        self.val_x, self.val_y = self.val_x.to(device), self.val_y.to(device)
+        return self
+
+    def train_dataloader(self):
+        # A last batch of one image is dropped: BatchNorm cannot train on it (never the case at the tutorial's sizes:
+        # 48,000 and 60,000 images in batches of 32).
+        return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed,
+                       drop_last=len(self.train_y) % self.batch_size == 1)
+
+    def val_dataloader(self):
+        return batches(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return batches(to_unit(self.arrays.test_x), self.arrays.test_y, self.eval_batch_size, shuffle=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")

@@ -7,20 +7,12 @@ from pathlib import Path
 
 from digitnet.report.results import cv_summary, write_cv_report
 from digitnet.core.data import MNISTArrays
-from digitnet.engine.folds import FoldStore
+from digitnet.engine.folds import FoldStore, Pruned
 from digitnet.files import write_json_atomic
 from digitnet.report.sweep import PRUNED_FILE
 from digitnet.logs import say
 from digitnet.config.plan import RunPlan
 from digitnet.engine.runners import RUNNERS
-
-
-class Pruned(Exception):
-    """Raised by an after-fold hook (a search trial's pruner) to stop the fold loop."""
-
-    def __init__(self, fold: int, value: float):
-        super().__init__(f"pruned after fold {fold}")
-        self.fold, self.value = fold, value
 
 
 def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -> dict:

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from digitnet.config.plan import RunPlan
 from digitnet.core.checkpoints import checkpoint_dict
-from digitnet.core.data import MNISTArrays, MNISTDataModule
-from digitnet.core.module import DigitClassifier, fit
+from digitnet.core.data import MNISTArrays
+from digitnet.core.module import DigitClassifier, MNISTDataModule, fit
 from digitnet.core.nets import with_tta
 from digitnet.engine.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
 from digitnet.errors import UserError

@@ -13,6 +13,14 @@ from digitnet.errors import UserError
 from digitnet.files import write_json_atomic
 
 
+class Pruned(Exception):
+    """Raised by an after-fold hook (a search trial's pruner) to stop the fold loop."""
+
+    def __init__(self, fold: int, value: float):
+        super().__init__(f"pruned after fold {fold}")
+        self.fold, self.value = fold, value
+
+
 def finite_fraction(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 

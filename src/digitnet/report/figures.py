@@ -24,7 +24,8 @@ def confusion_figure(matrix, title: str):
     return fig
 
 
-def samples_figure(images: torch.Tensor, labels: torch.Tensor):
+def samples_figure(images, labels):
+    """The first 9 training images (tensors) with their labels."""
     fig, axes = plt.subplots(3, 3, figsize=(5, 5))
     for ax, img, label in zip(axes.flat, images, labels):
         ax.imshow(img.squeeze().numpy(), cmap="gray")

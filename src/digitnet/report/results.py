@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from digitnet.errors import UserError
 from digitnet.files import write_json_atomic
@@ -64,9 +63,13 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 10
                       for i in range(0, len(x), batch_size)])
 
 
+def confusion_matrix(preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Counts of (true digit, predicted digit): row = the true one."""
+    return torch.bincount(10 * y.cpu().long() + preds.cpu().long(), minlength=100).reshape(10, 10)
+
+
 def confusion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    preds = predict_logits(model, x, batch_size).argmax(1)
-    return multiclass_confusion_matrix(preds, y.cpu(), num_classes=10)
+    return confusion_matrix(predict_logits(model, x, batch_size).argmax(1), y)
 
 
 def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
@@ -107,7 +110,7 @@ def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tens
         bad = int((~torch.isfinite(logits).all(1)).sum())
         raise UserError(f"the model's outputs are not finite (NaN or inf) for {bad} of the {len(y)} holdout images: "
                         "its weights or pixel statistics are broken; retrain it, or use another checkpoint")
-    matrix = multiclass_confusion_matrix(logits.argmax(1), y, num_classes=10)
+    matrix = confusion_matrix(logits.argmax(1), y)
     counts = matrix.sum(1)  # a class with no holdout images has no accuracy (None), not 0
     per_class = [None if n == 0 else float(c / n) for c, n in zip(matrix.diag().tolist(), counts.tolist())]
     return {

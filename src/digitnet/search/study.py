@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from digitnet.engine import interrupts
-from digitnet.engine.cv import Pruned
+from digitnet.engine.folds import Pruned
 from digitnet.errors import UserError, describe, shown
 from digitnet.files import write_json_atomic
 from digitnet.logs import say
