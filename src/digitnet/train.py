@@ -134,10 +134,10 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     if cores is not None:
         torch.set_num_threads(cores)
     interrupts.interrupt.task = plan.task
-    plan, arrays = prepare(plan)
-    rundir.check_place(run_dir, key)
+    rundir.check_place(run_dir, key)  # the checks that need no data first: they answer in a second
     if not sweep_job:
         rundir.check_not_in_a_sweep(run_dir)
+    plan, arrays = prepare(plan)
     rundir.check_compatible(run_dir, plan, key)
     lock = rundir.RunDirLock(run_dir, key)
     interrupts.interrupt.kept = True
