@@ -278,8 +278,8 @@ def test_a_sweep_whose_summary_cannot_be_written_is_refused_before_any_job(tmp_p
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["sweep_summary.md"]
 
 
-@pytest.mark.parametrize("sweep, message", [(["seed=1,1"], "seed=1"), (["model=deep,baseline", "optimizer.lr=0.1,0.1"],
-                                                                       "optimizer.lr=0.1")])
+@pytest.mark.parametrize("sweep, message", [(["seed=1,1"], "seed=1"), pytest.param(
+    ["model=deep,baseline", "optimizer.lr=0.1,0.1"], "optimizer.lr=0.1", marks=pytest.mark.slow)])
 def test_a_sweep_that_would_train_one_run_twice_is_refused(tmp_path, mnist_root, sweep, message):
     # tiny jobs: were the check gone, this fails in seconds instead of training full CVs
     result = run_cli("digitnet.train", "-m", *sweep, "data.limit=300", "cv.n_folds=2", "trainer.max_epochs=1",

@@ -125,6 +125,9 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
                 cfg.data.root = os.path.join(cwd, root)
             if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
                 cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
+    rundir.check_place(run_dir, key)  # the checks that need neither plan nor data first: they answer in a second
+    if not sweep_job:
+        rundir.check_not_in_a_sweep(run_dir)
     cores = cuda = None  # a single run: make_plan asks torch, once its cheap checks have passed
     if sweep_job:
         import torch
@@ -134,9 +137,6 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     if cores is not None:
         torch.set_num_threads(cores)
     interrupts.interrupt.task = plan.task
-    rundir.check_place(run_dir, key)  # the checks that need no data first: they answer in a second
-    if not sweep_job:
-        rundir.check_not_in_a_sweep(run_dir)
     plan, arrays = prepare(plan)
     rundir.check_compatible(run_dir, plan, key)
     lock = rundir.RunDirLock(run_dir, key)

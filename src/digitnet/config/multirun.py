@@ -179,6 +179,16 @@ class SweepCallback(Callback):
         jobs = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
         if jobs is None:
             return None
+        for number, overrides in enumerate(jobs):  # first what needs no plan: it answers before torch is imported
+            saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
+            if subdir == "${hydra.job.num}" and saved.is_file():
+                from digitnet.report.sweep import saved_overrides
+
+                before = saved_overrides(saved.parent.parent)
+                if before != [o for o in overrides if not o.startswith("hydra.")]:
+                    raise UserError(f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
+                                    f"`{' '.join(overrides)}`; rerun the sweep's own command, or choose a new "
+                                    "hydra.sweep.dir", path=saved)
         plans: dict[str, int] = {}
         for number, overrides in enumerate(jobs):
             try:
@@ -191,13 +201,4 @@ class SweepCallback(Callback):
             if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2
                 raise UserError(f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are "
                                 "the same run; give each value once")
-            saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
-            if subdir == "${hydra.job.num}" and saved.is_file():
-                from digitnet.report.sweep import saved_overrides
-
-                before = saved_overrides(saved.parent.parent)
-                if before != [o for o in overrides if not o.startswith("hydra.")]:
-                    raise UserError(f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
-                                    f"`{' '.join(overrides)}`; rerun the sweep's own command, or choose a new "
-                                    "hydra.sweep.dir", path=saved)
         return jobs
