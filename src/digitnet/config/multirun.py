@@ -179,11 +179,11 @@ class SweepCallback(Callback):
         jobs = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
         if jobs is None:
             return None
+        from digitnet.report.sweep import saved_overrides
+
         for number, overrides in enumerate(jobs):  # first what needs no plan: it answers before torch is imported
             saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
             if subdir == "${hydra.job.num}" and saved.is_file():
-                from digitnet.report.sweep import saved_overrides
-
                 before = saved_overrides(saved.parent.parent)
                 if before != [o for o in overrides if not o.startswith("hydra.")]:
                     raise UserError(f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
