@@ -103,3 +103,31 @@ def test_a_float64_run_reports_its_folds(tmp_path, synthetic_root):
     summary = run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1",
                           "trainer.precision=64-true"), tmp_path / "run")
     assert summary["n"] == 2 and all(sum(map(sum, f["confusion_matrix"])) > 0 for f in summary["folds"])
+
+
+# The plan refuses the last two cases' settings; a Trainer built with them shows that the counts are not trusted there.
+@pytest.mark.parametrize("overrides, trainer, counted", [
+    ((), {}, True),
+    (("trainer.precision=64-true", "trainer.num_sanity_val_steps=1"), {}, True),  # a sanity pass, then the real one
+    (("trainer.precision=bf16-mixed",), {}, False),  # the matrix is scored at full precision
+    (("data.eval_batch_size=8",), {"limit_val_batches": 2}, False),  # a pass over some of the validation images
+    (("trainer.max_epochs=3",), {"check_val_every_n_epoch": 2}, False),  # a pass before the last training step
+])
+def test_the_last_validation_pass_gives_the_confusion_matrix_only_when_it_scored_the_trained_net(
+        overrides, trainer, counted, synthetic_root):
+    from conftest import plan_of
+    from digitnet.core.data import load_mnist
+    from digitnet.core.module import fit
+    from digitnet.engine.fit import make_datamodule, make_model, make_trainer
+    from digitnet.report.results import confusion
+
+    arrays = load_mnist(synthetic_root)
+    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
+                   "trainer.enable_progress_bar=false", *overrides).for_data(arrays)
+    dm = make_datamodule(plan, arrays, 0)
+    model = make_model(plan, dm, 0)
+    fit(make_trainer(plan, False, [], "fold 0", **trainer), model, datamodule=dm)
+    matrix = model.last_confusion(len(dm.val_y))
+    assert (matrix is not None) == counted
+    if counted:
+        assert matrix.tolist() == confusion(model, dm.val_x, dm.val_y, plan.eval_batch_size).tolist()

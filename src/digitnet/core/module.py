@@ -59,6 +59,10 @@ class DigitClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
+        # The last validation pass's confusion counts (10 * true + predicted), so that a fold's matrix needs no
+        # second pass over its validation images; see last_confusion.
+        self.register_buffer("val_counts", torch.zeros(100, dtype=torch.long), persistent=False)
+        self.val_counts_step = None
 
     def on_fit_start(self):
         if self.device.type == "cpu" and next(self.parameters()).dtype == torch.float32:  # see forward
@@ -89,12 +93,30 @@ class DigitClassifier(pl.LightningModule):
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_validation_epoch_start(self):
+        self.val_counts.zero_()
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
         self.val_acc.update(logits, y)
+        # one_hot + sum, not bincount: CUDA's bincount is not deterministic.
+        self.val_counts += F.one_hot(10 * y + logits.argmax(1), 100).sum(0)
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, on_epoch=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self):
+        self.val_counts_step = None if self.trainer.sanity_checking else self.trainer.global_step
+
+    def last_confusion(self, n_val: int) -> torch.Tensor | None:
+        """The confusion matrix (row = true digit) of the last validation pass, where it is the trained net's at
+        full precision over all `n_val` validation images; otherwise None (score the net again): a pass before the
+        last training step (check_val_every_n_epoch), over some batches (limit_val_batches) or in reduced precision."""
+        full = str(self.trainer.precision) in ("32-true", "64-true")
+        counts = self.val_counts.cpu()
+        if not full or self.val_counts_step != self.trainer.global_step or int(counts.sum()) != n_val:
+            return None
+        return counts.reshape(10, 10)
 
     def configure_optimizers(self):
         spec = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9})

@@ -94,15 +94,17 @@ def check_trainer(plan: RunPlan) -> None:
         raise UserError(f"trainer: {str(exc).strip() or type(exc).__name__}", key="trainer") from None
 
 
-def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none") -> dict:
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none",
+                counted=None) -> dict:
     """A finished fold as cv_summary.json and the fold file hold it; the same for every runner. Its score is the
     last epoch's val_acc, or with test-time augmentation (tta=shift) that of the trained net, which the validation
     epochs (the learning curves) do without: it costs 5 forward passes an image. Its figure without TTA is then
-    scored the same way (full precision, not trainer.precision's validation), so the two differ by TTA alone."""
+    scored the same way (full precision, not trainer.precision's validation), so the two differ by TTA alone.
+    `counted`: the net's confusion matrix where the last validation pass already gave it (last_confusion)."""
     score = history[-1].get("val_acc") if status == "ok" and history else None
     matrix = None
     if tta != "none" and status == "ok" and score is not None and math.isfinite(score):
-        plain = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
+        plain = counted if counted is not None else results.confusion(net, dm.val_x, dm.val_y, eval_batch)
         matrix = results.confusion(with_tta(net, tta), dm.val_x, dm.val_y, eval_batch)
         score, without_tta = float(matrix.trace() / matrix.sum()), float(plain.trace() / plain.sum())
         if writer is not None:  # the fold's score, beside the learning curves' val_acc without TTA
@@ -128,7 +130,7 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
     if status == "ok":
         result["at_chance"] = score <= CHANCE_LEVEL  # finite loss, but nothing learned: flagged in every report
         if matrix is None:
-            matrix = results.confusion(net, dm.val_x, dm.val_y, eval_batch)
+            matrix = counted if counted is not None else results.confusion(net, dm.val_x, dm.val_y, eval_batch)
         result["confusion_matrix"] = matrix.tolist()
         if writer is not None:
             results.log_fold_images(writer, dm.val_x[:32], result["confusion_matrix"])
@@ -161,7 +163,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
     result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, tb_writer(loggers),
-                         plan.eval_batch_size, plan.tta)
+                         plan.eval_batch_size, plan.tta, model.last_confusion(len(dm.val_y)))
     for logger in loggers:
         logger.finalize("success")
     if "profiler" in plan.trainer:
