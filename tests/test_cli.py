@@ -2,6 +2,7 @@
 traceback and no run dir; a run that gives nothing usable exits 3; and an end-to-end CV on real MNIST."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,24 @@ def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
     assert {"samples/validation", "confusion_matrix/validation"} <= set(fold0["images"])
     assert len(tb.Scalars("fold_0", "val_acc")) == 1  # one point per epoch
     assert "GPU available" not in result.stdout + result.stderr  # quiet: no device banners
+
+
+def test_the_collector_waits_for_the_imports_and_then_collects(tmp_path, synthetic_root):
+    """A CLI process collects no garbage while it imports (startup.py); a run that left it off would hold every
+    cycle it made until it exits."""
+    import subprocess
+    import sys
+
+    script = f"""
+import gc
+from digitnet import startup
+startup.defer_collection()
+assert not gc.isenabled()
+from conftest import plan_of
+from digitnet.train import run
+run(plan_of("data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
+    r"{tmp_path / 'run'}")
+assert gc.isenabled() and gc.get_freeze_count() > 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -14,10 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
+from digitnet import startup  # standard library only
 from digitnet.engine import interrupts  # standard library only
 
 if __name__ == "__main__":  # python -m digitnet.train: Ctrl-C is one line from the first moment
     interrupts.catch_early()
+    startup.defer_collection()
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -76,6 +78,7 @@ def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True, after_fo
     cv_summary.json's or test_metrics.json's content."""
     from digitnet.logs import say
 
+    startup.imports_done()
     say(plan.describe())
     for note in plan.notes:
         say(f"note: {note}")
@@ -267,6 +270,7 @@ def cli() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     interrupts.catch_early()
+    startup.defer_collection()
     argv = sys.argv[1:]
     _check_plugins_installed(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"

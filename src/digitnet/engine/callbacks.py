@@ -77,6 +77,17 @@ class FoldProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_description(f"{self.label}, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
+class EveryBatches(pl.Callback):
+    """Calls `check()` before every `every`-th training batch of an epoch, the first included."""
+
+    def __init__(self, check, every: int):
+        self.check, self.every = check, every
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx % self.every == 0:
+            self.check()
+
+
 class EpochLines(pl.Callback):
     """A line per epoch in place of the bar: for fold workers sharing a terminal, and for logs (nohup, CI, SLURM),
     where every redraw of a bar would be a line."""

@@ -1,4 +1,5 @@
-"""What runs inside a fold worker process (runner=processes): one fold at a time, with a share of the cores."""
+"""What runs inside a fold worker process (runner=processes): one fold at a time, with a share of the cores.
+torch and Lightning are imported in `serve`, once the collector waits (startup.py), not as the worker starts."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import os
 import signal
 import sys
 
-import lightning.pytorch as pl
-import torch
-
+from digitnet import startup
 from digitnet.config.plan import RunPlan
 from digitnet.engine.folds import FoldStore
 
@@ -18,6 +17,8 @@ _state: dict = {}
 def share_cores() -> None:
     """cores / (folds that can run now) threads: never more threads than cores (OpenMP threads that spin-wait on a
     shared core slow each other down many times over), and the last fold, once alone, gets all the cores."""
+    import torch
+
     running = min(_state["workers"], _state["unfinished"].value)
     threads = max(1, _state["cores"] // max(1, running))
     if threads != torch.get_num_threads():
@@ -36,22 +37,17 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-class ShareCores(pl.Callback):
-    """Every `every` batches: re-shares the cores (reading a shared counter costs microseconds), and leaves at once
-    if the parent is gone."""
-
-    def __init__(self, every: int = 50):
-        self.every = every
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx % self.every == 0:
-            if os.getppid() != _state["parent"]:
-                os._exit(1)
-            share_cores()
+def check_in() -> None:
+    """Every 50 batches (callbacks.EveryBatches): leave at once if the parent is gone, and re-share the cores
+    (reading a shared counter costs microseconds)."""
+    if os.getppid() != _state["parent"]:
+        os._exit(1)
+    share_cores()
 
 
 def serve(plan: RunPlan, store: FoldStore, tasks, results, unfinished, parent: int) -> None:
     """A worker's life: read MNIST once, then train the folds it takes from `tasks` until a stop sign (None)."""
+    startup.defer_collection()
     from digitnet.core.data import digest, load_mnist
     from digitnet.errors import describe
     from digitnet.logs import quiet
@@ -69,17 +65,21 @@ def serve(plan: RunPlan, store: FoldStore, tasks, results, unfinished, parent: i
         problem = f"the MNIST files in {plan.data_root} changed since the run read them" if changed else None
     except Exception as exc:  # noqa: BLE001 - reported by the parent, for the first fold taken
         problem = describe(exc)
+    import digitnet.engine.fit  # noqa: F401 - torch and Lightning, before the collector freezes what they made
+
+    startup.imports_done()
     while (fold := tasks.get()) is not None:
         results.put({"fold": fold, "error": problem} if problem else train_fold(plan, store, arrays, fold))
 
 
 def train_fold(plan: RunPlan, store: FoldStore, arrays, fold: int) -> dict:
+    from digitnet.engine.callbacks import EveryBatches
     from digitnet.engine.fit import train_fold as train
 
     share_cores()
     try:
         try:
-            result, weights = train(plan, arrays, fold, store.run_dir, callbacks=(ShareCores(),))
+            result, weights = train(plan, arrays, fold, store.run_dir, callbacks=(EveryBatches(check_in, 50),))
         except Exception as exc:  # noqa: BLE001 - sent back as a value: the parent reports it in one line
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             return {"fold": fold, "error": f"{type(exc).__name__}{': ' + first if first else ''}"}
