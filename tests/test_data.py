@@ -172,6 +172,16 @@ def test_folds_are_disjoint_cover_everything_and_repeat():
     assert vals[0] != set(range(200))
 
 
+@pytest.mark.parametrize("n, n_folds, seed", [(60_000, 5, 1), (600, 2, 1), (1003, 5, 1), (61, 7, 0), (10, 10, 42),
+                                            (4095, 3, 2**32 - 1)])
+def test_folds_are_scikit_learns_kfold(n, n_folds, seed):
+    from sklearn.model_selection import KFold
+
+    expected = KFold(n_folds, shuffle=True, random_state=seed).split(np.arange(n))
+    for (train, val), (sk_train, sk_val) in zip(kfold_indices(n, n_folds, seed), expected, strict=True):
+        assert np.array_equal(train, sk_train) and np.array_equal(val, sk_val)
+
+
 def test_datamodule_uses_the_kfold_split(synthetic_root):
     arrays = load_mnist(synthetic_root, download=False)
     dm = MNISTDataModule(arrays, fold=2, n_folds=5, cv_seed=1, limit=50)
