@@ -193,7 +193,7 @@ def test_the_collector_waits_for_the_imports_and_then_collects(tmp_path, synthet
     script = f"""
 import gc
 from digitnet import startup
-startup.defer_collection()
+startup.start_process()
 assert not gc.isenabled()
 from conftest import plan_of
 from digitnet.train import run

@@ -1,30 +1,46 @@
-"""The cyclic garbage collector in a process that runs digitnet's training (the CLI, a fold worker).
+"""Process settings for digitnet's training processes (the CLI, a fold worker), made at their start. Standard
+library only. Both were measured on the 2-core AMD EPYC (docs/performance.md); neither changes a result.
 
-Importing torch, Lightning, torchmetrics and Hydra makes millions of objects and no garbage, yet the collector walks
-them over and over while they are made, and once more as the interpreter exits: about 2 s of a quick look on the
-2-core AMD EPYC (docs/performance.md). Such a process collects nothing until its imports are done, then freezes what
-they made (gc.freeze: never walked again) and collects as usual. Standard library only.
+- The cyclic garbage collector: importing torch, Lightning, torchmetrics and Hydra makes millions of objects and no
+  garbage, yet the collector walks them over and over while they are made, and once more as the interpreter exits
+  (about 2 s of a quick look). Such a process collects nothing until its imports are done, then freezes what they
+  made (gc.freeze: never walked again) and collects as usual.
+- glibc's malloc hands blocks of a few MB (a training step's activations and gradients) back to the kernel as they
+  are freed, so the next step gets fresh pages and pays a page fault for each one: the deep net's batch-32 step on
+  one thread took 1.45x as long as with the freed memory kept in the heap for reuse.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
+import sys
 
 _deferred = False
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+KEEP_BYTES = 32 << 20  # glibc's own ceiling for the mmap threshold on 64-bit; bigger blocks (the dataset) are mapped
 
 
-def defer_collection() -> None:
+def start_process() -> None:
     """At the start of the process, before its heavy imports."""
     global _deferred
-    if not _deferred:
-        _deferred = True
-        gc.disable()
-        atexit.register(gc.freeze)  # registered first, so run last: the exit's collection skips the imports' objects
+    if _deferred:
+        return
+    _deferred = True
+    gc.disable()
+    atexit.register(gc.freeze)  # registered first, so run last: the exit's collection skips the imports' objects
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None)
+            libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
+            libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
+        except (OSError, AttributeError):  # a libc without mallopt (musl): its own allocator's behaviour stands
+            pass
 
 
 def imports_done() -> None:
-    """Once the run's imports are done. A no-op where defer_collection was not called (a notebook, the tests) or
+    """Once the run's imports are done. A no-op where start_process was not called (a notebook, the tests) or
     after the first call (the next job of a sweep in the same process)."""
     global _deferred
     if _deferred and not gc.isenabled():

@@ -19,7 +19,7 @@ from digitnet.engine import interrupts  # standard library only
 
 if __name__ == "__main__":  # python -m digitnet.train: Ctrl-C is one line from the first moment
     interrupts.catch_early()
-    startup.defer_collection()
+    startup.start_process()
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -270,7 +270,7 @@ def cli() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     interrupts.catch_early()
-    startup.defer_collection()
+    startup.start_process()
     argv = sys.argv[1:]
     _check_plugins_installed(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"

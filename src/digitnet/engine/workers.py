@@ -47,7 +47,7 @@ def check_in() -> None:
 
 def serve(plan: RunPlan, store: FoldStore, tasks, results, unfinished, parent: int) -> None:
     """A worker's life: read MNIST once, then train the folds it takes from `tasks` until a stop sign (None)."""
-    startup.defer_collection()
+    startup.start_process()
     from digitnet.core.data import digest, load_mnist
     from digitnet.errors import describe
     from digitnet.logs import quiet
