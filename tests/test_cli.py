@@ -184,6 +184,7 @@ def test_cv_end_to_end_on_real_mnist(tmp_path, mnist_root):
     assert "GPU available" not in result.stdout + result.stderr  # quiet: no device banners
 
 
+@pytest.mark.slow
 def test_the_collector_waits_for_the_imports_and_then_collects(tmp_path, synthetic_root):
     """A CLI process collects no garbage while it imports (startup.py); a run that left it off would hold every
     cycle it made until it exits."""

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from digitnet import startup
 from digitnet.errors import UserError, reported, run_console, shown
 from digitnet.files import check_writable_file, run_file_in
 
@@ -65,6 +66,7 @@ def score(args) -> dict:
 
     model = load_model([args.checkpoint], args.tta)
     from digitnet.report import figures, results  # after the checks of MODEL: torchmetrics' import is seconds
+    startup.imports_done()
 
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-evaluate`."""
+    startup.start_process()
     run_console(main)
 
 

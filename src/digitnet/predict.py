@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from digitnet import startup
 from digitnet.errors import UserError, reported, run_console, shown
 from digitnet.files import run_file_in
 
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
                             f"first ({' '.join(more)} {args.checkpoint})")
         check_image_args(args.images)
         model = load_predictor([args.checkpoint, *more], args.tta)  # several: the mean of their softmax probabilities
+        startup.imports_done()
         for note in model.notes:
             print(f"note: {note}", file=sys.stderr)
         skipped: list[Path] = []
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
 
 def cli() -> None:
     """Console script `digitnet-predict`."""
+    startup.start_process()
     run_console(main)
 
 

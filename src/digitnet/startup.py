@@ -1,5 +1,6 @@
-"""Process settings for digitnet's training processes (the CLI, a fold worker), made at their start. Standard
-library only. Both were measured on the 2-core AMD EPYC (docs/performance.md); neither changes a result.
+"""Process settings made at the start of the processes that train or score (train, a fold worker, evaluate,
+predict). Standard library only. Both were measured on the 2-core AMD EPYC (docs/performance.md); neither changes a
+result.
 
 - The cyclic garbage collector: importing torch, Lightning, torchmetrics and Hydra makes millions of objects and no
   garbage, yet the collector walks them over and over while they are made, and once more as the interpreter exits
