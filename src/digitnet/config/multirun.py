@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from digitnet import startup
 from digitnet.config.schema import config_file_problem
 from digitnet.errors import NO_RESULT, UserError, describe, shown
 from digitnet.files import enclosing_run, run_file_in, write_json_atomic
@@ -73,6 +74,9 @@ class SweepCallback(Callback):
                 start_sweep(OmegaConf.to_container(mlflow, resolve=True), sweep_dir, list(config.hydra.overrides.task))
             except UserError as exc:
                 _refuse(f"{exc}; nothing was run")
+        # The job plans imported torch. Jobs that a launcher runs elsewhere leave this process waiting for the whole
+        # sweep: it must collect its garbage again now, not at a job's start that never comes here.
+        startup.imports_done()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from digitnet.report.sweep import summarize
