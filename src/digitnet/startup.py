@@ -30,7 +30,7 @@ def start_process() -> None:
         return
     _deferred = True
     gc.disable()
-    atexit.register(gc.freeze)  # registered first, so run last: the exit's collection skips the imports' objects
+    atexit.register(gc.freeze)  # run after the handlers registered later: the exit's collection skips all objects
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None)
@@ -41,8 +41,9 @@ def start_process() -> None:
 
 
 def imports_done() -> None:
-    """Once the run's imports are done. A no-op where start_process was not called (a notebook, the tests) or
-    after the first call (the next job of a sweep in the same process)."""
+    """Once the run's imports are done. The cycles that became garbage before it stay (about 33,000 objects in a
+    quick look: collecting them here cost 0.45 s). A no-op where start_process was not called (a notebook, the
+    tests) or after the first call (the next job of a sweep in the same process)."""
     global _deferred
     if _deferred and not gc.isenabled():
         gc.freeze()

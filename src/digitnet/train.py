@@ -69,6 +69,7 @@ def prepare(plan: RunPlan):
 
         check(plan.loggers["mlflow"])  # the store is usable, and the experiment made, before any work
     arrays = load_mnist(plan.data_root, download=plan.download)
+    startup.imports_done()  # every path from here (a fit, scoring a saved final model) collects garbage again
     return plan.for_data(arrays), arrays
 
 
@@ -78,7 +79,6 @@ def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True, after_fo
     cv_summary.json's or test_metrics.json's content."""
     from digitnet.logs import say
 
-    startup.imports_done()
     say(plan.describe())
     for note in plan.notes:
         say(f"note: {note}")

@@ -62,6 +62,9 @@ class SweepCallback(Callback):
             _refuse(f"{exc}; nothing was run")
         except Exception as exc:  # noqa: BLE001 - a check that breaks must not let the sweep run unchecked
             _refuse(f"the sweep's jobs could not be checked ({describe(exc)}); nothing was run")
+        # The job plans imported torch. Jobs that a launcher runs elsewhere leave this process waiting for the whole
+        # sweep: it collects its garbage again from now, not from a job start that never comes here.
+        startup.imports_done()
         if jobs is not None and OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}":
             from digitnet.report.sweep import JOBS_FILE  # what the summary lists, jobs that never start included
 
@@ -74,9 +77,6 @@ class SweepCallback(Callback):
                 start_sweep(OmegaConf.to_container(mlflow, resolve=True), sweep_dir, list(config.hydra.overrides.task))
             except UserError as exc:
                 _refuse(f"{exc}; nothing was run")
-        # The job plans imported torch. Jobs that a launcher runs elsewhere leave this process waiting for the whole
-        # sweep: it must collect its garbage again now, not at a job's start that never comes here.
-        startup.imports_done()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from digitnet.report.sweep import summarize

@@ -62,7 +62,7 @@ class DigitClassifier(pl.LightningModule):
         # The last validation pass's confusion counts (10 * true + predicted), so that a fold's matrix needs no
         # second pass over its validation images; see last_confusion.
         self.register_buffer("val_counts", torch.zeros(100, dtype=torch.long), persistent=False)
-        self.val_counts_step = None
+        self.val_counts_step = self.val_counts_device = None
 
     def on_fit_start(self):
         if self.device.type == "cpu" and next(self.parameters()).dtype == torch.float32:  # see forward
@@ -107,12 +107,14 @@ class DigitClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self.val_counts_step = None if self.trainer.sanity_checking else self.trainer.global_step
+        self.val_counts_device = self.device.type
 
     def last_confusion(self, n_val: int) -> torch.Tensor | None:
-        """The confusion matrix (row = true digit) of the last validation pass, where it is the trained net's at
-        full precision over all `n_val` validation images; otherwise None (score the net again): a pass before the
-        last training step (check_val_every_n_epoch), over some batches (limit_val_batches) or in reduced precision."""
-        full = str(self.trainer.precision) in ("32-true", "64-true")
+        """The confusion matrix (row = true digit) of the last validation pass, where it is the trained net's as the
+        second pass would score it (on the CPU, where Lightning leaves the net after fit, at full precision) over all
+        `n_val` validation images; otherwise None (score the net again): a pass on a GPU (TF32 convolutions), in
+        reduced precision, before the last training step (check_val_every_n_epoch) or over some batches."""
+        full = str(self.trainer.precision) in ("32-true", "64-true") and self.val_counts_device == "cpu"
         counts = self.val_counts.cpu()
         if not full or self.val_counts_step != self.trainer.global_step or int(counts.sum()) != n_val:
             return None
