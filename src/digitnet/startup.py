@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
+import os
 import sys
 
 _deferred = False
@@ -31,7 +32,9 @@ def start_process() -> None:
     _deferred = True
     gc.disable()
     atexit.register(gc.freeze)  # run after the handlers registered later: the exit's collection skips all objects
-    if sys.platform.startswith("linux"):
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "mmap_threshold", "trim_threshold")
+    tuned = any(name in os.environ.get("GLIBC_TUNABLES", "") or name in os.environ for name in names)
+    if sys.platform.startswith("linux") and not tuned:  # the user's own thresholds stand
         try:
             libc = ctypes.CDLL(None)
             libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
