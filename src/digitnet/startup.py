@@ -47,7 +47,6 @@ def imports_done() -> None:
     """Once the run's imports are done. The cycles that became garbage before it stay (about 33,000 objects in a
     quick look: collecting them here cost 0.45 s). A no-op where start_process was not called (a notebook, the
     tests) or after the first call (the next job of a sweep in the same process)."""
-    global _deferred
     if _deferred and not gc.isenabled():
         gc.freeze()
         gc.enable()
