@@ -49,8 +49,10 @@ def main() -> None:
         plain.append(run(False))
         augmented.append(run(True))
     p, a = statistics.median(plain), statistics.median(augmented)
-    print(f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads: {p:.2f} ms/step plain, {a:.2f} ms/step "
-          f"with augment=affine: +{100 * (a - p) / p:.1f}% (medians of {args.rounds} interleaved rounds of {args.steps})")
+    print(
+        f"{args.model}, batch {args.batch}, {torch.get_num_threads()} threads: {p:.2f} ms/step plain, {a:.2f} ms/step "
+        f"with augment=affine: +{100 * (a - p) / p:.1f}% (medians of {args.rounds} interleaved rounds of {args.steps})"
+    )
 
 
 if __name__ == "__main__":

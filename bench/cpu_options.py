@@ -104,20 +104,30 @@ def validation(rounds: int) -> None:
                 for i in range(0, N_VAL, bs):
                     F.cross_entropy(net(vx[i : i + bs]), vy[i : i + bs])
                 times[bs].append(time.perf_counter() - start)
-    print("    validation: 12k images, median s per pass: " +
-          ", ".join(f"batch {bs}: {sorted(t[1:])[len(t[1:]) // 2]:.2f}" for bs, t in times.items()))
+    print(
+        "    validation: 12k images, median s per pass: "
+        + ", ".join(f"batch {bs}: {sorted(t[1:])[len(t[1:]) // 2]:.2f}" for bs, t in times.items())
+    )
 
 
 def two_processes(steps: int, warmup: int) -> None:
     """Two processes, one thread each, training at the same time: ms per step in each, i.e. per two steps done."""
-    code = (f"import torch, sys; sys.argv=['x']; torch.set_num_threads(1); import runpy; "
-            f"m = runpy.run_path({__file__!r}); x, y = m['data']({N_TRAIN}); s = m['variant']('eager', x, y); "
-            f"print(m['time_steps'](s, x, y, {steps}, {warmup}))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=os.environ | {"OMP_NUM_THREADS": "1"},
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        f"import torch, sys; sys.argv=['x']; torch.set_num_threads(1); import runpy; "
+        f"m = runpy.run_path({__file__!r}); x, y = m['data']({N_TRAIN}); s = m['variant']('eager', x, y); "
+        f"print(m['time_steps'](s, x, y, {steps}, {warmup}))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=os.environ | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     each = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    print(f" two_processes: {' | '.join(f'{v:.2f}' for v in each)} ms/step each, "
-          f"i.e. {sum(each) / 4:.2f} ms per step done")
+    print(
+        f" two_processes: {' | '.join(f'{v:.2f}' for v in each)} ms/step each, "
+        f"i.e. {sum(each) / 4:.2f} ms per step done"
+    )
 
 
 OPTIONS = ["eager", "one_thread", "channels_last", "compile_net", "compile_step", "bf16_autocast"]
@@ -128,8 +138,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps per option and round")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", nargs="*", choices=[*OPTIONS, "validation", "two_processes"],
-                        default=[*OPTIONS, "validation", "two_processes"])
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=[*OPTIONS, "validation", "two_processes"],
+        default=[*OPTIONS, "validation", "two_processes"],
+    )
     args = parser.parse_args()
     print(f"deep net, batch 32; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     names = [n for n in args.only if n in OPTIONS]

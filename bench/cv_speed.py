@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitnet.core.data import default_root, load_mnist
-from digitnet.logs import quiet
 from digitnet.core.nets import build_net
-from digitnet.train import compose_plan, run
 from digitnet.engine.fit import make_datamodule
+from digitnet.logs import quiet
+from digitnet.train import compose_plan, run
 
 
 class NaiveModule(pl.LightningModule):
@@ -60,8 +60,15 @@ def naive(arrays, plan, args) -> list[float]:
         train = DataLoader(TensorDataset(dm.train_x, dm.train_y), batch_size=32, shuffle=True)
         val = DataLoader(TensorDataset(dm.val_x, dm.val_y), batch_size=32)
         model = NaiveModule()
-        trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.device, devices=1, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(
+            max_epochs=args.epochs,
+            accelerator=args.device,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         trainer.fit(model, train, val)
         scores.append(float(trainer.callback_metrics["val_acc"]))
     return scores
@@ -89,7 +96,9 @@ def plain(arrays, plan, args) -> list[float]:
                 opt.step()
             model.eval()
             with torch.no_grad():
-                correct = sum(int((model(vx[i : i + 1000]).argmax(1) == vy[i : i + 1000]).sum()) for i in range(0, len(vy), 1000))
+                correct = sum(
+                    int((model(vx[i : i + 1000]).argmax(1) == vy[i : i + 1000]).sum()) for i in range(0, len(vy), 1000)
+                )
         scores.append(correct / len(vy))
     return scores
 
@@ -97,9 +106,15 @@ def plain(arrays, plan, args) -> list[float]:
 def digitnet(parallel: bool, workers: int | str = 1):
     def method(arrays, plan, args) -> list[float]:
         run_plan = compose_plan(
-            "model=deep", f"trainer.max_epochs={args.epochs}", "cv.n_folds=5", f"data.limit={args.limit}",
-            f"data.root={args.data_root}", f"cv.parallel={str(parallel).lower()}", f"cv.workers={workers}",
-            "trainer.enable_progress_bar=false", f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+            "model=deep",
+            f"trainer.max_epochs={args.epochs}",
+            "cv.n_folds=5",
+            f"data.limit={args.limit}",
+            f"data.root={args.data_root}",
+            f"cv.parallel={str(parallel).lower()}",
+            f"cv.workers={workers}",
+            "trainer.enable_progress_bar=false",
+            f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
         )
         with tempfile.TemporaryDirectory() as tmp:
             summary = run(run_plan, run_dir=tmp)
@@ -108,8 +123,13 @@ def digitnet(parallel: bool, workers: int | str = 1):
     return method
 
 
-METHODS = {"naive": naive, "plain": plain, "sequential": digitnet(False), "parallel": digitnet(True),
-           "workers": digitnet(False, "auto")}
+METHODS = {
+    "naive": naive,
+    "plain": plain,
+    "sequential": digitnet(False),
+    "parallel": digitnet(True),
+    "workers": digitnet(False, "auto"),
+}
 
 
 def main() -> None:
@@ -127,15 +147,23 @@ def main() -> None:
     quiet()
     arrays = load_mnist(args.data_root, download=False)
     # The seed protocol's folds and batches, for the hand-written methods (their data stays on the CPU here).
-    plan = compose_plan("model=deep", f"data.limit={args.limit}", "data.eval_batch_size=1000", "trainer.accelerator=cpu")
+    plan = compose_plan(
+        "model=deep", f"data.limit={args.limit}", "data.eval_batch_size=1000", "trainer.accelerator=cpu"
+    )
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"deep net, {args.epochs} epoch(s), folds: naive/plain {args.folds}, digitnet 5; {name}; torch {torch.__version__}")
+    print(
+        f"deep net, {args.epochs} epoch(s), folds: naive/plain {args.folds}, digitnet 5; {name}; "
+        f"torch {torch.__version__}"
+    )
     for method in args.only:
         start = time.perf_counter()
         scores = METHODS[method](arrays, plan, args)
         seconds = time.perf_counter() - start
-        print(f"{method:>10}: {seconds:8.1f} s  ({seconds / len(scores) / args.epochs:6.2f} s per fold-epoch)  "
-              f"mean val acc {100 * np.mean(scores):.3f}%  over {len(scores)} folds", flush=True)
+        print(
+            f"{method:>10}: {seconds:8.1f} s  ({seconds / len(scores) / args.epochs:6.2f} s per fold-epoch)  "
+            f"mean val acc {100 * np.mean(scores):.3f}%  over {len(scores)} folds",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

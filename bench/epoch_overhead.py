@@ -13,11 +13,12 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from digitnet.engine.callbacks import History
+
 from digitnet.core.data import default_root, load_mnist
+from digitnet.engine.callbacks import History
+from digitnet.engine.fit import make_datamodule, make_model
 from digitnet.logs import quiet
 from digitnet.train import compose_plan
-from digitnet.engine.fit import make_datamodule, make_model
 
 
 def plain_epoch(dm, plan) -> float:
@@ -40,8 +41,15 @@ def digitnet_epoch(dm, plan) -> float:
     torch.manual_seed(1)
     model = make_model(plan, dm)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[History()],
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[History()],
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -57,7 +65,10 @@ def main() -> None:
     quiet()
     plan = compose_plan("model=deep", f"data.limit={args.limit}", "trainer.accelerator=cpu")
     dm = make_datamodule(plan, load_mnist(args.data_root, download=False), fold=0)
-    print(f"deep net, {len(dm.train_y)} training images, batch 32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"deep net, {len(dm.train_y)} training images, batch 32, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     totals = {"plain_epoch": 0.0, "digitnet_epoch": 0.0}
     for r in range(args.repeats):
         # Alternate the order so neither side always runs on a warmer cache.
@@ -68,8 +79,11 @@ def main() -> None:
         for key in totals:
             totals[key] += t[key]
     if args.repeats > 1:  # single epochs vary by 20% on a shared 2-core VM: the sum is the figure to quote
-        print(f"all {args.repeats} repeats: plain {totals['plain_epoch']:.1f} s, digitnet {totals['digitnet_epoch']:.1f} s, "
-              f"ratio {totals['digitnet_epoch'] / totals['plain_epoch']:.3f}")
+        print(
+            f"all {args.repeats} repeats: plain {totals['plain_epoch']:.1f} s, "
+            f"digitnet {totals['digitnet_epoch']:.1f} s, "
+            f"ratio {totals['digitnet_epoch'] / totals['plain_epoch']:.3f}"
+        )
 
 
 if __name__ == "__main__":

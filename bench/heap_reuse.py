@@ -55,14 +55,22 @@ def main() -> None:
     for _ in range(args.rounds):
         for threads in args.threads:
             for kind in ("default", "keep"):
-                out = subprocess.run([sys.executable, "-c", CHILD, kind, str(threads), str(args.steps)],
-                                     capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, kind, str(threads), str(args.steps)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 times[(threads, kind)].append(float(out.strip().splitlines()[-1]))
-    print("| threads | glibc default: ms/step | freed blocks kept: ms/step | rounds (default / kept) |\n|---|---|---|---|")
+    print(
+        "| threads | glibc default: ms/step | freed blocks kept: ms/step | rounds (default / kept) |\n|---|---|---|---|"
+    )
     for threads in args.threads:
         default, keep = times[(threads, "default")], times[(threads, "keep")]
-        print(f"| {threads} | {statistics.median(default):.1f} | {statistics.median(keep):.1f} | "
-              f"{' '.join(f'{t:.1f}' for t in default)} / {' '.join(f'{t:.1f}' for t in keep)} |")
+        print(
+            f"| {threads} | {statistics.median(default):.1f} | {statistics.median(keep):.1f} | "
+            f"{' '.join(f'{t:.1f}' for t in default)} / {' '.join(f'{t:.1f}' for t in keep)} |"
+        )
 
 
 if __name__ == "__main__":

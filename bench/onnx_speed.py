@@ -40,13 +40,16 @@ def per_call(run, x: np.ndarray, seconds: float = 1.0) -> float:
 def serve_startup(model: str) -> float:
     """Seconds from starting `python -m digitnet.serve MODEL` to its first /api/predict answer."""
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "digitnet.serve", model, "--port", "0"], stdout=subprocess.PIPE,
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.serve", model, "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline()).group(0)
         while True:  # the port is bound before uvicorn listens on it
             try:
-                response = httpx.post(url + "api/predict", files=[("files", ("s.png", SAMPLE.read_bytes(), "image/png"))])
+                response = httpx.post(
+                    url + "api/predict", files=[("files", ("s.png", SAMPLE.read_bytes(), "image/png"))]
+                )
                 break
             except httpx.ConnectError:
                 time.sleep(0.01)
@@ -88,12 +91,17 @@ def main() -> None:
                 measured[name, n].append(per_call(run, x[:n]))
             startup[name].append(serve_startup(args.model if name == "torch" else args.onnx))
     print(f"{onnx.hparams['arch']}, tta={onnx.hparams['tta']}; {args.threads} threads; medians of {args.rounds} rounds")
-    print("| runtime | 1 image: ms | 1 image: images/s | 256 images: ms | 256 images: images/s | serve start to first answer: s |")
+    print(
+        "| runtime | 1 image: ms | 1 image: images/s | 256 images: ms | 256 images: images/s "
+        "| serve start to first answer: s |"
+    )
     print("|---|---|---|---|---|---|")
     for name in runners:
         one, batch = statistics.median(measured[name, 1]), statistics.median(measured[name, 256])
-        print(f"| {name} | {1000 * one:.2f} | {1 / one:.0f} | {1000 * batch:.1f} | {256 / batch:.0f} | "
-              f"{statistics.median(startup[name]):.2f} |")
+        print(
+            f"| {name} | {1000 * one:.2f} | {1 / one:.0f} | {1000 * batch:.1f} | {256 / batch:.0f} | "
+            f"{statistics.median(startup[name]):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,10 @@ def main() -> None:
         assert result.returncode == 0, result.stderr
         digits = np.array([int(line.split("\t")[1]) for line in result.stdout.splitlines()])
         accuracy = float((digits == arrays.test_y[: args.n].numpy()).mean())
-    print(f"{args.n} PNGs of {args.size}x{args.size}: {many:.2f} s end to end, "
-          f"{args.n / (many - one):.0f} images/s after start-up; one image: {one:.2f} s start to answer")
+    print(
+        f"{args.n} PNGs of {args.size}x{args.size}: {many:.2f} s end to end, "
+        f"{args.n / (many - one):.0f} images/s after start-up; one image: {one:.2f} s start to answer"
+    )
     print(f"accuracy on them: {100 * accuracy:.1f}% ({'given checkpoint' if args.checkpoint else 'random weights'})")
 
 

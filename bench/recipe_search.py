@@ -68,8 +68,15 @@ def launch(out: Path, name: str, overrides: list[str], timeout: float) -> tuple[
         print(f"  {name}: skipped, {timeout + 10:.0f} s left before the deadline", flush=True)
         return None
     log = open(out / f"{name}.log", "w")
-    command = ["timeout", str(int(timeout)), sys.executable, "-m", "digitnet.train", *overrides,
-               f"hydra.run.dir={out / name}"]
+    command = [
+        "timeout",
+        str(int(timeout)),
+        sys.executable,
+        "-m",
+        "digitnet.train",
+        *overrides,
+        f"hydra.run.dir={out / name}",
+    ]
     job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
     if SERIAL:
         wait_all({name: job})
@@ -87,12 +94,15 @@ def wait_all(jobs: dict) -> dict[str, float]:
         process.wait()
         walls = WALLS
         walls[name] = round(time.perf_counter() - start, 1)
-        tail = (process.args[-1].split("=", 1)[1])
+        tail = process.args[-1].split("=", 1)[1]
         lines = [line for line in Path(tail + ".log").read_text().splitlines() if "epoch" in line]
         metrics = Path(tail) / "test_metrics.json"
         holdout = f"; holdout {100 * json.loads(metrics.read_text())['accuracy']:.2f}%" if metrics.is_file() else ""
-        print(f"  {name}: exit {process.returncode} after {walls[name]} s{holdout}; last epoch line: "
-              f"{lines[-1] if lines else None}", flush=True)
+        print(
+            f"  {name}: exit {process.returncode} after {walls[name]} s{holdout}; last epoch line: "
+            f"{lines[-1] if lines else None}",
+            flush=True,
+        )
     return WALLS
 
 
@@ -115,16 +125,26 @@ def main() -> None:
     base = [*BASE.split(), *args.overrides]
     report: dict = {"base": base, "candidates": {}}
 
-    print(f"== 1. {len(args.only)} 5-fold CVs {'one at a time' if SERIAL else 'at once'} ({time.strftime('%T')}); runs in {out}", flush=True)
-    jobs = {f"cv_{slug(n)}": launch(out, f"cv_{slug(n)}", merged(base, CANDIDATES[n][0].split(), args.overrides),
-                                    args.cv_timeout)
-            for n in args.only}
+    print(
+        f"== 1. {len(args.only)} 5-fold CVs {'one at a time' if SERIAL else 'at once'} ({time.strftime('%T')}); "
+        f"runs in {out}",
+        flush=True,
+    )
+    jobs = {
+        f"cv_{slug(n)}": launch(
+            out, f"cv_{slug(n)}", merged(base, CANDIDATES[n][0].split(), args.overrides), args.cv_timeout
+        )
+        for n in args.only
+    }
     walls = wait_all(jobs)
     scores = {}
     for n in args.only:
         summary_path = out / f"cv_{slug(n)}" / "cv_summary.json"
-        entry = report["candidates"][n] = {"overrides": CANDIDATES[n][0], "cpu_fit_s_predicted": CANDIDATES[n][1],
-                                           "cv_wall_s": walls.get(f"cv_{slug(n)}")}
+        entry = report["candidates"][n] = {
+            "overrides": CANDIDATES[n][0],
+            "cpu_fit_s_predicted": CANDIDATES[n][1],
+            "cv_wall_s": walls.get(f"cv_{slug(n)}"),
+        }
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             if summary["status"] == "ok" and not summary["n_diverged"] and summary["n"] == 5:
@@ -142,20 +162,36 @@ def main() -> None:
     for n in sorted(scores, key=lambda n: -statistics.mean(scores[n])):
         t, p = corrected_resampled_ttest(scores[n], scores[best], 1 / (len(scores[n]) - 1))
         report["candidates"][n].update(delta_vs_best=statistics.mean(scores[n]) - statistics.mean(scores[best]), p=p)
-        print(f"| {n} | {CANDIDATES[n][1] / 60:.0f} min | {statistics.mean(scores[n]):.3f} | "
-              f"{' '.join(f'{s:.2f}' for s in scores[n])} | "
-              f"{'' if n == best else f'{statistics.mean(scores[n]) - statistics.mean(scores[best]):+.3f}'} | "
-              f"{'' if n == best else f'{p:.2f}'} |")
+        print(
+            f"| {n} | {CANDIDATES[n][1] / 60:.0f} min | {statistics.mean(scores[n]):.3f} | "
+            f"{' '.join(f'{s:.2f}' for s in scores[n])} | "
+            f"{'' if n == best else f'{statistics.mean(scores[n]) - statistics.mean(scores[best]):+.3f}'} | "
+            f"{'' if n == best else f'{p:.2f}'} |"
+        )
     picks = list(dict.fromkeys(p for p in (best, best_in_budget) if p))
     report.update(best=best, best_in_budget=best_in_budget)
     print(f"picked on CV: best {best!r}; best within {BUDGET_S // 60} CPU minutes {best_in_budget!r}", flush=True)
 
-    print(f"\n== 2. every fold ensemble on the holdout, then task=final seeds {args.seeds} for {picks} ({time.strftime('%T')})",
-          flush=True)
+    print(
+        f"\n== 2. every fold ensemble on the holdout, then task=final seeds {args.seeds} for {picks} "
+        f"({time.strftime('%T')})",
+        flush=True,
+    )
     root = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data.root=")]
-    evaluations = {n: subprocess.Popen([sys.executable, "-m", "digitnet.evaluate", str(out / f"cv_{slug(n)}"),
-                                        *(["--data-root", root[-1]] if root else [])],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in scores}
+    evaluations = {
+        n: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "digitnet.evaluate",
+                str(out / f"cv_{slug(n)}"),
+                *(["--data-root", root[-1]] if root else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for n in scores
+    }
     for n, process in evaluations.items():
         process.wait()
         metrics = out / f"cv_{slug(n)}" / "ensemble_metrics.json"
@@ -163,11 +199,16 @@ def main() -> None:
             report["candidates"][n]["ensemble_holdout"] = 100 * json.loads(metrics.read_text())["accuracy"]
             print(f"  {n}: fold ensemble on the holdout {report['candidates'][n]['ensemble_holdout']:.2f}%", flush=True)
     Path(args.report).write_text(json.dumps(report, indent=1))
-    jobs = {f"final_{slug(n)}_seed{s}": launch(out, f"final_{slug(n)}_seed{s}",
-                                               merged(base, CANDIDATES[n][0].split(), args.overrides,
-                                                      ["task=final", f"seed={s}"]),
-                                               args.final_timeout)
-            for s in args.seeds for n in picks}
+    jobs = {
+        f"final_{slug(n)}_seed{s}": launch(
+            out,
+            f"final_{slug(n)}_seed{s}",
+            merged(base, CANDIDATES[n][0].split(), args.overrides, ["task=final", f"seed={s}"]),
+            args.final_timeout,
+        )
+        for s in args.seeds
+        for n in picks
+    }
     walls = wait_all(jobs)
     for n in picks:
         finals = []
@@ -175,17 +216,25 @@ def main() -> None:
             metrics = out / f"final_{slug(n)}_seed{s}" / "test_metrics.json"
             if metrics.is_file():
                 m = json.loads(metrics.read_text())
-                finals.append({"seed": s, "holdout": 100 * m["accuracy"], "train_s": m.get("train_seconds"),
-                               "process_s": walls.get(f"final_{slug(n)}_seed{s}")})
+                finals.append(
+                    {
+                        "seed": s,
+                        "holdout": 100 * m["accuracy"],
+                        "train_s": m.get("train_seconds"),
+                        "process_s": walls.get(f"final_{slug(n)}_seed{s}"),
+                    }
+                )
         report["candidates"][n]["finals"] = finals
     print("\n| candidate | CV mean % | fold ensemble, holdout % | task=final holdout % (seeds 1 2 3) | mean |")
     print("|---|---|---|---|---|")
     for n in sorted(scores, key=lambda n: -statistics.mean(scores[n])):
         c = report["candidates"][n]
         finals = c.get("finals", [])
-        print(f"| {n} | {c['cv_mean']:.3f} | {c.get('ensemble_holdout', float('nan')):.2f} | "
-              f"{' '.join('%.2f' % f['holdout'] for f in finals)} | "
-              f"{statistics.mean(f['holdout'] for f in finals) if finals else float('nan'):.3f} |")
+        print(
+            f"| {n} | {c['cv_mean']:.3f} | {c.get('ensemble_holdout', float('nan')):.2f} | "
+            f"{' '.join(format(f['holdout'], '.2f') for f in finals)} | "
+            f"{statistics.mean(f['holdout'] for f in finals) if finals else float('nan'):.3f} |"
+        )
     Path(args.report).write_text(json.dumps(report, indent=1))
     print(f"\nreport: {args.report} ({time.strftime('%T')})")
 

@@ -30,8 +30,12 @@ import yaml
 
 def run(args: list[str], sweep_dir: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "digitnet.train", *args, f"hydra.sweep.dir={sweep_dir}"], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "digitnet.train", *args, f"hydra.sweep.dir={sweep_dir}"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -61,9 +65,11 @@ def main() -> None:
     common = [f"data.limit={args.limit}", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false"]
     search = ["hparams_search=lr", f"hydra.sweeper.n_trials={args.trials}", *common]
     lrs = ",".join(f"{lr:.3g}" for lr in np.logspace(-4, 0, args.trials))
-    runs = {"search, pruned": (search, out / "pruned"),
-            "search, no pruning": (search + ["hydra.sweeper.pruner=null"], out / "unpruned"),
-            "grid": (["-m", f"optimizer.lr={lrs}", "cv.workers=1", "cv.parallel=false", *common], out / "grid")}
+    runs = {
+        "search, pruned": (search, out / "pruned"),
+        "search, no pruning": (search + ["hydra.sweeper.pruner=null"], out / "unpruned"),
+        "grid": (["-m", f"optimizer.lr={lrs}", "cv.workers=1", "cv.parallel=false", *common], out / "grid"),
+    }
     times = out / "seconds.json"
     seconds = json.loads(times.read_text()) if times.is_file() else {}
     for name, (argv, folder) in runs.items():
@@ -82,8 +88,10 @@ def main() -> None:
     step = max(1, round(len(grid) * 5 / budget))
     subset = grid[::step]
     label, mean = best(subset)
-    print(f"\nThe grid with the pruned search's compute ({budget} fold trainings): every {step}th point, "
-          f"{len(subset)} runs: best {label}, {mean:.3f}")
+    print(
+        f"\nThe grid with the pruned search's compute ({budget} fold trainings): every {step}th point, "
+        f"{len(subset)} runs: best {label}, {mean:.3f}"
+    )
     results = yaml.safe_load(open(out / "pruned" / "search_results.yaml"))
     print(f"search_results.yaml (pruned): {results}")
 

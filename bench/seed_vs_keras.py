@@ -43,8 +43,15 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, extra in runs.items():
             with tempfile.TemporaryDirectory() as run_dir:
-                command = [sys.executable, "-m", "digitnet.train", "model=deep", f"trainer.max_epochs={args.epochs}",
-                           f"data.root={data}", f"hydra.run.dir={run_dir}"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "digitnet.train",
+                    "model=deep",
+                    f"trainer.max_epochs={args.epochs}",
+                    f"data.root={data}",
+                    f"hydra.run.dir={run_dir}",
+                ]
                 times[name].append(timed(command, {**os.environ, **extra}))
         env = {**os.environ, "EPOCHS": str(args.epochs)}
         times["keras"].append(timed([args.keras_python, str(KERAS), data], env))
@@ -53,8 +60,10 @@ def main() -> None:
     print(f"\n5 folds x {args.epochs} epoch(s) of the deep net, whole processes, medians of {args.rounds} rounds")
     print("| run | wall s (median) | rounds | vs Keras |\n|---|---|---|---|")
     for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):.1f} | {' '.join(f'{x:.1f}' for x in t)} | "
-              f"{statistics.median(t) / keras:.2f}x |")
+        print(
+            f"| {name} | {statistics.median(t):.1f} | {' '.join(f'{x:.1f}' for x in t)} | "
+            f"{statistics.median(t) / keras:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--time-limit", type=float, default=120.0)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "digitnet.serve", args.checkpoint, "--port", "0"],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.serve", args.checkpoint, "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         match = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline())
         assert match, "the server did not start"
@@ -59,8 +60,10 @@ def main() -> None:
                 latencies.append(post(client, url, data))
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        print(f"one image, {len(latencies)} sequential requests: p50 {1000 * statistics.median(latencies):.1f} ms, "
-              f"p99 {1000 * p99:.1f} ms")
+        print(
+            f"one image, {len(latencies)} sequential requests: p50 {1000 * statistics.median(latencies):.1f} ms, "
+            f"p99 {1000 * p99:.1f} ms"
+        )
 
         done, errors, deadline = [], [], time.perf_counter() + args.time_limit
 
@@ -81,8 +84,10 @@ def main() -> None:
         for t in threads:
             t.join()
         seconds = time.perf_counter() - start
-        print(f"{args.clients} concurrent clients: {len(done)} requests in {seconds:.1f} s = {len(done) / seconds:.1f} "
-              f"requests/s, p50 {1000 * statistics.median(done):.1f} ms, {len(errors)} errors")
+        print(
+            f"{args.clients} concurrent clients: {len(done)} requests in {seconds:.1f} s = {len(done) / seconds:.1f} "
+            f"requests/s, p50 {1000 * statistics.median(done):.1f} ms, {len(errors)} errors"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

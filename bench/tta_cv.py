@@ -30,14 +30,15 @@ def main() -> None:
     parser.add_argument("--tta", default="shift")
     args = parser.parse_args()
 
-    from digitnet.report import results as report, stats
-    from digitnet.core.data import load_mnist
-    from digitnet.core.checkpoints import load_checkpoint
-    from digitnet.core.nets import with_tta
     from dataclasses import fields
 
     from digitnet.config.plan import RunPlan
+    from digitnet.core.checkpoints import load_checkpoint
+    from digitnet.core.data import load_mnist
+    from digitnet.core.nets import with_tta
     from digitnet.engine.fit import make_datamodule
+    from digitnet.report import results as report
+    from digitnet.report import stats
 
     saved = json.loads((args.run_dir / "plan.json").read_text())
     known = {f.name for f in fields(RunPlan)}
@@ -55,14 +56,18 @@ def main() -> None:
             rows[tta].append(float(matrix.trace() / matrix.sum()))
         recorded = fold.get("score_without_tta", fold["score"])
         if abs(rows["none"][-1] - recorded) > 1e-6:
-            sys.exit(f"fold {k}: rescored {rows['none'][-1]:.6f}, but fold_{k}.json says {recorded:.6f}: not the run's split")
+            sys.exit(
+                f"fold {k}: rescored {rows['none'][-1]:.6f}, but fold_{k}.json says {recorded:.6f}: not the run's split"
+            )
         print(f"fold {k}: " + "  ".join(f"tta={t} {100 * v[-1]:.3f}" for t, v in rows.items()), flush=True)
     n_val = len(dm.val_y)
     t, p = stats.corrected_resampled_ttest(rows[args.tta], rows["none"], n_val / (len(dm.train_y)))
     for tta, scores in rows.items():
         print(f"tta={tta:<6} mean {100 * np.mean(scores):.3f}  folds {' '.join(f'{100 * s:.2f}' for s in scores)}")
-    print(f"delta {100 * (np.mean(rows[args.tta]) - np.mean(rows['none'])):+.3f} points, p {p:.2f} "
-          f"({stats.TEST_NAME}); {time.perf_counter() - start:.0f} s")
+    print(
+        f"delta {100 * (np.mean(rows[args.tta]) - np.mean(rows['none'])):+.3f} points, p {p:.2f} "
+        f"({stats.TEST_NAME}); {time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ REAL_MNIST = Path(os.environ.get("DIGITNET_DATA", ROOT.parent / "shared" / "data
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    if not (REAL_MNIST / "train-images-idx3-ubyte.gz").exists() and not (REAL_MNIST / "train-images-idx3-ubyte").exists():
+    if (
+        not (REAL_MNIST / "train-images-idx3-ubyte.gz").exists()
+        and not (REAL_MNIST / "train-images-idx3-ubyte").exists()
+    ):
         message = f"real MNIST not found at {REAL_MNIST} (set DIGITNET_DATA)"
         if os.environ.get("CI"):
             pytest.fail(message)  # CI must run the real-data tests, never skip them
@@ -93,7 +96,11 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None =
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -103,7 +110,13 @@ def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
     from digitnet.train import run
 
     run_dir = tmp_path_factory.mktemp("trained") / "final"
-    plan = plan_of("task=final", "model=baseline", "data.limit=10000", "trainer.max_epochs=1", f"data.root={mnist_root}",
-                   "trainer.enable_progress_bar=false")
+    plan = plan_of(
+        "task=final",
+        "model=baseline",
+        "data.limit=10000",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        "trainer.enable_progress_bar=false",
+    )
     run(plan, run_dir)
     return run_dir / "final.ckpt"

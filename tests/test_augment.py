@@ -86,11 +86,14 @@ def test_experiment_best_is_the_documented_recipe():
     assert plan.augment == {"name": "affine", "degrees": 10.0, "scale": 0.15, "shift": 0.1}
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["augment=affine", "augment.degrees=200"], "augment.degrees"),
-    (["loss.label_smoothing=1"], "loss.label_smoothing"),
-    (["augment=affine", "cv.cuda_graph=true", "cv.parallel=true"], "cv.cuda_graph"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["augment=affine", "augment.degrees=200"], "augment.degrees"),
+        (["loss.label_smoothing=1"], "loss.label_smoothing"),
+        (["augment=affine", "cv.cuda_graph=true", "cv.parallel=true"], "cv.cuda_graph"),
+    ],
+)
 def test_recipe_values_are_checked(overrides, key):
     from digitnet.errors import ConfigError
 

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException
-from hydra.errors import MissingConfigException
-from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue,
-                              ValidationError)
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    ValidationError,
+)
 
 from conftest import compose_cfg, plan_of
 from digitnet.config.plan import CV_ONLY, NOT_IN_FINGERPRINT, PACKABLE_OPTIMIZERS, RANGES, RunPlan, differences
@@ -25,29 +29,51 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def arrays_of(n_train: int, n_test: int = 10) -> MNISTArrays:
     """Blank MNIST-shaped arrays: what plan.for_data reads of the data (its size and digest)."""
-    return MNISTArrays(torch.zeros(n_train, 28, 28, dtype=torch.uint8), torch.zeros(n_train, dtype=torch.long),
-                       torch.zeros(n_test, 28, 28, dtype=torch.uint8), torch.zeros(n_test, dtype=torch.long))
+    return MNISTArrays(
+        torch.zeros(n_train, 28, 28, dtype=torch.uint8),
+        torch.zeros(n_train, dtype=torch.long),
+        torch.zeros(n_test, 28, 28, dtype=torch.uint8),
+        torch.zeros(n_test, dtype=torch.long),
+    )
 
 
-@pytest.mark.parametrize("overrides, key, value", [
-    (["optimizer.lr=0"], "optimizer.lr", 0), (["optimizer.lr=-0.1"], "optimizer.lr", -0.1),
-    (["optimizer.lr=nan"], "optimizer.lr", None), (["optimizer.lr=1e309"], "optimizer.lr", float("inf")),
-    (["optimizer.momentum=1"], "optimizer.momentum", 1), (["optimizer.dampening=2"], "optimizer.dampening", 2),
-    (["optimizer=adam", "optimizer.eps=0"], "optimizer.eps", 0), (["seed=-1"], "seed", -1),
-    (["seed=4294967296"], "seed", 4294967296), (["cv.seed=-3"], "cv.seed", -3), (["cv.n_folds=1"], "cv.n_folds", 1),
-    (["data.batch_size=0"], "data.batch_size", 0), (["data.limit=-1"], "data.limit", -1),
-    (["data.eval_batch_size=0"], "data.eval_batch_size", 0), (["cv.workers=0"], "cv.workers", 0),
-    (["cv.workers=two"], "cv.workers", "two"), (["data.batch_size=99999999999999999999"], "data.batch_size", None),
-    (["model=deepbn", "model.dropout=1"], "model.dropout", 1), (["loss.label_smoothing=1"], "loss.label_smoothing", 1),
-    (["augment=affine", "augment.degrees=200"], "augment.degrees", 200),
-    (["scheduler=onecycle", "scheduler.pct_start=1"], "scheduler.pct_start", 1),
-    (["trainer.max_epochs=0"], "trainer.max_epochs", 0), (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps", -1),
-    (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val", -1),
-    (["+trainer.accumulate_grad_batches=abc"], "trainer.accumulate_grad_batches", "abc"),
-    (["+trainer.min_epochs=abc"], "trainer.min_epochs", "abc"),
-    (["+trainer.max_steps=null"], "trainer.max_steps", None),  # Lightning's Trainer would fail on None (a TypeError)
-    (["data.eval_batch_size=99999999999999999999"], "data.eval_batch_size", 99999999999999999999),
-])
+@pytest.mark.parametrize(
+    "overrides, key, value",
+    [
+        (["optimizer.lr=0"], "optimizer.lr", 0),
+        (["optimizer.lr=-0.1"], "optimizer.lr", -0.1),
+        (["optimizer.lr=nan"], "optimizer.lr", None),
+        (["optimizer.lr=1e309"], "optimizer.lr", float("inf")),
+        (["optimizer.momentum=1"], "optimizer.momentum", 1),
+        (["optimizer.dampening=2"], "optimizer.dampening", 2),
+        (["optimizer=adam", "optimizer.eps=0"], "optimizer.eps", 0),
+        (["seed=-1"], "seed", -1),
+        (["seed=4294967296"], "seed", 4294967296),
+        (["cv.seed=-3"], "cv.seed", -3),
+        (["cv.n_folds=1"], "cv.n_folds", 1),
+        (["data.batch_size=0"], "data.batch_size", 0),
+        (["data.limit=-1"], "data.limit", -1),
+        (["data.eval_batch_size=0"], "data.eval_batch_size", 0),
+        (["cv.workers=0"], "cv.workers", 0),
+        (["cv.workers=two"], "cv.workers", "two"),
+        (["data.batch_size=99999999999999999999"], "data.batch_size", None),
+        (["model=deepbn", "model.dropout=1"], "model.dropout", 1),
+        (["loss.label_smoothing=1"], "loss.label_smoothing", 1),
+        (["augment=affine", "augment.degrees=200"], "augment.degrees", 200),
+        (["scheduler=onecycle", "scheduler.pct_start=1"], "scheduler.pct_start", 1),
+        (["trainer.max_epochs=0"], "trainer.max_epochs", 0),
+        (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps", -1),
+        (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val", -1),
+        (["+trainer.accumulate_grad_batches=abc"], "trainer.accumulate_grad_batches", "abc"),
+        (["+trainer.min_epochs=abc"], "trainer.min_epochs", "abc"),
+        (
+            ["+trainer.max_steps=null"],
+            "trainer.max_steps",
+            None,
+        ),  # Lightning's Trainer would fail on None (a TypeError)
+        (["data.eval_batch_size=99999999999999999999"], "data.eval_batch_size", 99999999999999999999),
+    ],
+)
 def test_values_out_of_range_are_config_errors_naming_key_and_value(overrides, key, value):
     with pytest.raises(ConfigError) as err:
         plan_of(*overrides)
@@ -56,32 +82,46 @@ def test_values_out_of_range_are_config_errors_naming_key_and_value(overrides, k
         assert err.value.value == value
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["model=deep", "model.dropout=0.3"], "model.dropout"),
-    (["model=deepbn", "data.batch_size=1"], "data.batch_size"), (["model=vgg", "data.batch_size=1"], "data.batch_size"),
-    (["data.limit=3"], "data.limit"), (["data.limit=3", "cv.n_folds=2"], "data.limit"),
-    (["task=final", "data.limit=1"], "data.limit"), (["seed=4294967295"], "seed"),
-    (["+trainer.logger=false"], "trainer.logger"), (["+trainer.callbacks=[]"], "trainer.callbacks"),
-    (["+trainer.enable_checkpointing=true"], "trainer.enable_checkpointing"),
-    (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir"), (["trainer.devices=3"], "trainer.devices"),
-    (["+trainer.strategy=ddp"], "trainer.strategy"), (["+trainer.num_nodes=2"], "trainer.num_nodes"),
-    (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run"), (["+trainer.overfit_batches=1"], "trainer.overfit_batches"),
-    (["+trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
-    (["+trainer.limit_val_batches=0.5"], "trainer.limit_val_batches"),
-    (["+trainer.limit_val_batches=1"], "trainer.limit_val_batches"),  # the whole number 1 is one batch
-    (["+trainer.val_check_interval=0.5"], "trainer.val_check_interval"),
-    (["+trainer.max_time=00:00:01:00"], "trainer.max_time"), (["+trainer.max_steps=100"], "trainer.max_steps"),
-    (["task=final", "+trainer.max_time=00:00:00:00"], "trainer.max_time"),
-    (["task=final", "+trainer.max_time={minutes:-1}"], "trainer.max_time"),
-    (["+trainer.min_epochs=11"], "trainer.min_epochs"), (["+trainer.max_steps=5", "+trainer.min_steps=6", "task=final"],
-                                                          "trainer.min_steps"),
-    (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3"], "trainer.check_val_every_n_epoch"),
-    (["trainer.accelerator=tpu"], "trainer.accelerator"), (["trainer.accelerator=gpu"], "trainer.accelerator"),
-    (["trainer.precision=16-mixed"], "trainer.precision"), (["cv.parallel=foo"], "cv.parallel"),
-    (["cv.cuda_graph=maybe"], "cv.cuda_graph"), (["cv.workers=2", "cv.parallel=true"], "cv.parallel"),
-    (["optimizer._target_=torch.optim.Nope"], "optimizer._target_"),
-    (["optimizer._target_=collections.OrderedDict"], "optimizer._target_"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["model=deep", "model.dropout=0.3"], "model.dropout"),
+        (["model=deepbn", "data.batch_size=1"], "data.batch_size"),
+        (["model=vgg", "data.batch_size=1"], "data.batch_size"),
+        (["data.limit=3"], "data.limit"),
+        (["data.limit=3", "cv.n_folds=2"], "data.limit"),
+        (["task=final", "data.limit=1"], "data.limit"),
+        (["seed=4294967295"], "seed"),
+        (["+trainer.logger=false"], "trainer.logger"),
+        (["+trainer.callbacks=[]"], "trainer.callbacks"),
+        (["+trainer.enable_checkpointing=true"], "trainer.enable_checkpointing"),
+        (["+trainer.default_root_dir=/tmp"], "trainer.default_root_dir"),
+        (["trainer.devices=3"], "trainer.devices"),
+        (["+trainer.strategy=ddp"], "trainer.strategy"),
+        (["+trainer.num_nodes=2"], "trainer.num_nodes"),
+        (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run"),
+        (["+trainer.overfit_batches=1"], "trainer.overfit_batches"),
+        (["+trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
+        (["+trainer.limit_val_batches=0.5"], "trainer.limit_val_batches"),
+        (["+trainer.limit_val_batches=1"], "trainer.limit_val_batches"),  # the whole number 1 is one batch
+        (["+trainer.val_check_interval=0.5"], "trainer.val_check_interval"),
+        (["+trainer.max_time=00:00:01:00"], "trainer.max_time"),
+        (["+trainer.max_steps=100"], "trainer.max_steps"),
+        (["task=final", "+trainer.max_time=00:00:00:00"], "trainer.max_time"),
+        (["task=final", "+trainer.max_time={minutes:-1}"], "trainer.max_time"),
+        (["+trainer.min_epochs=11"], "trainer.min_epochs"),
+        (["+trainer.max_steps=5", "+trainer.min_steps=6", "task=final"], "trainer.min_steps"),
+        (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3"], "trainer.check_val_every_n_epoch"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator"),
+        (["trainer.accelerator=gpu"], "trainer.accelerator"),
+        (["trainer.precision=16-mixed"], "trainer.precision"),
+        (["cv.parallel=foo"], "cv.parallel"),
+        (["cv.cuda_graph=maybe"], "cv.cuda_graph"),
+        (["cv.workers=2", "cv.parallel=true"], "cv.parallel"),
+        (["optimizer._target_=torch.optim.Nope"], "optimizer._target_"),
+        (["optimizer._target_=collections.OrderedDict"], "optimizer._target_"),
+    ],
+)
 def test_rules_between_keys_and_result_protecting_trainer_rules(overrides, key):
     with pytest.raises(ConfigError) as err:
         plan_of(*overrides)
@@ -96,15 +136,24 @@ def test_task_final_ignores_the_cv_settings():
     assert plan_of("cv.n_folds=3").fingerprint() != plan_of().fingerprint()
 
 
-@pytest.mark.parametrize("overrides, error, full_key", [
-    (["+data.foo=1"], ConfigKeyError, "data.foo"), (["+new.key=3"], ConfigKeyError, "new"),
-    (["+model.depth=99"], ConfigKeyError, "model.depth"), (["+augment.degrees=5"], ConfigKeyError, "augment.degrees"),
-    (["+scheduler.pct_start=0.3", "scheduler=cosine"], ConfigKeyError, "scheduler.pct_start"),
-    (["optimizer._target_=torch.optim.Adam"], ConfigKeyError, "optimizer.momentum"),
-    (["+optimizer.maximize=true"], ConfigKeyError, "optimizer.maximize"),
-    (["~model"], MissingMandatoryValue, "model.name"),
-    (["model=deepbn", "model.dropout=${oc.env:DIGITNET_SURELY_UNSET}"], InterpolationResolutionError, "model.dropout"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, full_key",
+    [
+        (["+data.foo=1"], ConfigKeyError, "data.foo"),
+        (["+new.key=3"], ConfigKeyError, "new"),
+        (["+model.depth=99"], ConfigKeyError, "model.depth"),
+        (["+augment.degrees=5"], ConfigKeyError, "augment.degrees"),
+        (["+scheduler.pct_start=0.3", "scheduler=cosine"], ConfigKeyError, "scheduler.pct_start"),
+        (["optimizer._target_=torch.optim.Adam"], ConfigKeyError, "optimizer.momentum"),
+        (["+optimizer.maximize=true"], ConfigKeyError, "optimizer.maximize"),
+        (["~model"], MissingMandatoryValue, "model.name"),
+        (
+            ["model=deepbn", "model.dropout=${oc.env:DIGITNET_SURELY_UNSET}"],
+            InterpolationResolutionError,
+            "model.dropout",
+        ),
+    ],
+)
 def test_keys_the_schema_lacks_are_omegaconfs_to_refuse(overrides, error, full_key):
     """`+key=value` is added by Hydra without the schema; the plan merges the config into it again."""
     with pytest.raises(error) as err:
@@ -112,27 +161,45 @@ def test_keys_the_schema_lacks_are_omegaconfs_to_refuse(overrides, error, full_k
     assert err.value.full_key == full_key
 
 
-@pytest.mark.parametrize("override, cause, full_key", [
-    ("data.scaling=minmax", ValidationError, "data.scaling"), ("task=tune", ValidationError, "task"),
-    ("model.name=resnet", ValidationError, "model.name"), ("tta.name=shfit", ValidationError, "tta.name"),
-    ("data.limit=abc", ValidationError, "data.limit"), ("cv.n_folds=2.5", ValidationError, "cv.n_folds"),
-    ("data.batch_size=true", ValidationError, "data.batch_size"), ("data.root=null", ValidationError, "data.root"),
-    ("optimizer.lr=fast", ValidationError, "optimizer.lr"), ("data.download=maybe", ValidationError, "data.download"),
-    ("+optimizer.nesterov=abc", ValidationError, "optimizer.nesterov"),
-    ("augment.degrees=3", ConfigAttributeError, "augment.degrees"),  # augment=none has no degrees
-    ("trainer.max_epoch=3", ConfigAttributeError, "trainer.max_epoch"), ("Model=deep", ConfigAttributeError, "Model"),
-])
+@pytest.mark.parametrize(
+    "override, cause, full_key",
+    [
+        ("data.scaling=minmax", ValidationError, "data.scaling"),
+        ("task=tune", ValidationError, "task"),
+        ("model.name=resnet", ValidationError, "model.name"),
+        ("tta.name=shfit", ValidationError, "tta.name"),
+        ("data.limit=abc", ValidationError, "data.limit"),
+        ("cv.n_folds=2.5", ValidationError, "cv.n_folds"),
+        ("data.batch_size=true", ValidationError, "data.batch_size"),
+        ("data.root=null", ValidationError, "data.root"),
+        ("optimizer.lr=fast", ValidationError, "optimizer.lr"),
+        ("data.download=maybe", ValidationError, "data.download"),
+        ("+optimizer.nesterov=abc", ValidationError, "optimizer.nesterov"),
+        ("augment.degrees=3", ConfigAttributeError, "augment.degrees"),  # augment=none has no degrees
+        ("trainer.max_epoch=3", ConfigAttributeError, "trainer.max_epoch"),
+        ("Model=deep", ConfigAttributeError, "Model"),
+    ],
+)
 def test_wrong_types_and_unknown_keys_are_refused_by_hydra_at_composition(override, cause, full_key):
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(override)
     assert isinstance(err.value.__cause__, cause) and err.value.__cause__.full_key == full_key
 
 
-@pytest.mark.parametrize("override, options", [
-    ("model=resnet", names(Arch)), ("tta=shfit", names(TTA)), ("augment=afine", names(Augment)),
-    ("scheduler=cos", names(Schedule)), ("optimizer=lbfgs", ["adam", "adamw", "sgd"]),
-    ("experiment=bestt", ["best", "tutorial"]),  # not an optional group: a misspelled preset never trains the defaults
-])
+@pytest.mark.parametrize(
+    "override, options",
+    [
+        ("model=resnet", names(Arch)),
+        ("tta=shfit", names(TTA)),
+        ("augment=afine", names(Augment)),
+        ("scheduler=cos", names(Schedule)),
+        ("optimizer=lbfgs", ["adam", "adamw", "sgd"]),
+        (
+            "experiment=bestt",
+            ["best", "tutorial"],
+        ),  # not an optional group: a misspelled preset never trains the defaults
+    ],
+)
 def test_an_unknown_group_choice_is_refused_with_the_groups_options(override, options):
     with pytest.raises(MissingConfigException) as err:
         compose_cfg(override)
@@ -185,8 +252,13 @@ def test_every_auto_is_settled_on_one_cuda_device():
 def test_the_rules_that_protect_a_folds_score_do_not_bind_a_final_fit():
     """A final fit is scored on the holdout after it ends: stopping it by time or steps, or validating on part of the
     training set, changes no recorded score."""
-    plan = plan_of("task=final", "+trainer.max_steps=3", "+trainer.max_time=00:00:01:00",
-                   "+trainer.limit_val_batches=0.2", "+trainer.val_check_interval=0.5")
+    plan = plan_of(
+        "task=final",
+        "+trainer.max_steps=3",
+        "+trainer.max_time=00:00:01:00",
+        "+trainer.limit_val_batches=0.2",
+        "+trainer.val_check_interval=0.5",
+    )
     assert (plan.trainer["max_steps"], plan.trainer["limit_val_batches"]) == (3, 0.2)
     assert plan.for_data(arrays_of(300)).trainer["max_steps"] == 3
     assert plan_of("task=final", "+trainer.limit_val_batches=1").trainer["limit_val_batches"] == 1
@@ -201,8 +273,15 @@ def test_lightnings_precision_aliases_are_one_run():
     assert plan_of("trainer.precision=16", cuda_available=True).trainer["precision"] == "16-mixed"
 
 
-@pytest.mark.parametrize("overrides", [["+trainer.gradient_clip_val=0.05"], ["+trainer.accumulate_grad_batches=2"],
-                                       ["optimizer._target_=torch.optim.RMSprop"], ["model=deepbn", "model.dropout=0.2"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+trainer.gradient_clip_val=0.05"],
+        ["+trainer.accumulate_grad_batches=2"],
+        ["optimizer._target_=torch.optim.RMSprop"],
+        ["model=deepbn", "model.dropout=0.2"],
+    ],
+)
 def test_folds_are_packed_only_where_packing_is_exact(overrides):
     """Clipping the summed gradient, accumulating, a non-elementwise optimizer or one dropout stream would couple the
     packed folds: cv.parallel=true refuses; auto on CUDA runs them one after another and says why."""
@@ -214,8 +293,11 @@ def test_folds_are_packed_only_where_packing_is_exact(overrides):
 
 
 def test_the_cuda_graph_needs_plain_sgd_steps_of_packed_folds():
-    for overrides, cuda in ((["optimizer=adam", "cv.cuda_graph=true"], True), (["cv.cuda_graph=true"], False),
-                            (["augment=affine", "cv.cuda_graph=true"], True)):
+    for overrides, cuda in (
+        (["optimizer=adam", "cv.cuda_graph=true"], True),
+        (["cv.cuda_graph=true"], False),
+        (["augment=affine", "cv.cuda_graph=true"], True),
+    ):
         with pytest.raises(ConfigError) as err:
             plan_of(*overrides, cuda_available=cuda)
         assert err.value.key == "cv.cuda_graph"
@@ -231,8 +313,14 @@ def test_the_plan_is_plain_frozen_and_picklable():
         plan.model = "baseline"
 
     def plain(value):
-        return value is None or isinstance(value, (str, int, float, bool)) or (
-            isinstance(value, (list, dict)) and all(plain(v) for v in (value.values() if isinstance(value, dict) else value)))
+        return (
+            value is None
+            or isinstance(value, (str, int, float, bool))
+            or (
+                isinstance(value, (list, dict))
+                and all(plain(v) for v in (value.values() if isinstance(value, dict) else value))
+            )
+        )
 
     assert plain(plan.as_dict())
     assert plan_of().optimizer == {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9}  # the tutorial's
@@ -240,16 +328,37 @@ def test_the_plan_is_plain_frozen_and_picklable():
 
 def test_the_fingerprint_covers_what_a_result_depends_on():
     base = plan_of()
-    for changed in (["trainer.precision=bf16-mixed"], ["+trainer.gradient_clip_val=0.5"], ["optimizer=adam"],
-                    ["trainer.deterministic=true"], ["data.batch_size=64"], ["seed=2"], ["cv.seed=2"],
-                    ["data.scaling=center"], ["trainer.max_epochs=3"], ["model=deepbn"], ["tta=shift"],
-                    ["optimizer.weight_decay=0.001"], ["+trainer.limit_train_batches=0.5"], ["loss.label_smoothing=0.1"],
-                    ["augment=affine"], ["scheduler=cosine"]):
+    for changed in (
+        ["trainer.precision=bf16-mixed"],
+        ["+trainer.gradient_clip_val=0.5"],
+        ["optimizer=adam"],
+        ["trainer.deterministic=true"],
+        ["data.batch_size=64"],
+        ["seed=2"],
+        ["cv.seed=2"],
+        ["data.scaling=center"],
+        ["trainer.max_epochs=3"],
+        ["model=deepbn"],
+        ["tta=shift"],
+        ["optimizer.weight_decay=0.001"],
+        ["+trainer.limit_train_batches=0.5"],
+        ["loss.label_smoothing=0.1"],
+        ["augment=affine"],
+        ["scheduler=cosine"],
+    ):
         assert plan_of(*changed).fingerprint() != base.fingerprint(), changed
-    for same in (["trainer.enable_progress_bar=false"], ["trainer.enable_model_summary=true"],
-                 ["trainer.log_every_n_steps=10"], ["cv.workers=1"], ["cv.parallel=true"], ["data.eval_batch_size=64"],
-                 ["data.root=/elsewhere"], ["data.download=false"], ["+trainer.profiler=simple"],
-                 ["logger=[csv,mlflow]"]):
+    for same in (
+        ["trainer.enable_progress_bar=false"],
+        ["trainer.enable_model_summary=true"],
+        ["trainer.log_every_n_steps=10"],
+        ["cv.workers=1"],
+        ["cv.parallel=true"],
+        ["data.eval_batch_size=64"],
+        ["data.root=/elsewhere"],
+        ["data.download=false"],
+        ["+trainer.profiler=simple"],
+        ["logger=[csv,mlflow]"],
+    ):
         assert plan_of(*same).fingerprint() == base.fingerprint(), same
     assert plan_of(cuda_available=True).fingerprint() != base.fingerprint()  # GPU arithmetic is other arithmetic
     assert plan_of("model=deepbn", "model.dropout=0.1").fingerprint() != plan_of("model=deepbn").fingerprint()
@@ -264,9 +373,16 @@ def test_the_fingerprint_covers_what_a_result_depends_on():
 
 
 def test_resume_refusals_name_config_keys():
-    assert set(differences(plan_of().fingerprint_fields(), plan_of(
-        "model=deep", "loss.label_smoothing=0.1", "data.limit=10").fingerprint_fields())) == {
-        "data.limit=0 there, 10 now", "loss.label_smoothing=0.0 there, 0.1 now", "model.name='baseline' there, 'deep' now"}
+    assert set(
+        differences(
+            plan_of().fingerprint_fields(),
+            plan_of("model=deep", "loss.label_smoothing=0.1", "data.limit=10").fingerprint_fields(),
+        )
+    ) == {
+        "data.limit=0 there, 10 now",
+        "loss.label_smoothing=0.0 there, 0.1 now",
+        "model.name='baseline' there, 'deep' now",
+    }
 
 
 def test_for_data_checks_the_fold_count_and_equal_folds():
@@ -293,10 +409,12 @@ def test_for_data_refuses_a_fraction_of_batches_that_leaves_none():
 
 def test_the_cheap_checks_import_neither_torch_nor_lightning():
     """A bad value is reported before torch's import (about 1.4 s on 2 cores) would have finished."""
-    code = ("import sys; from digitnet import train; from digitnet.config import plan, multirun\n"
-            "from conftest import compose_cfg\n"
-            "try:\n    plan.make_plan(compose_cfg('optimizer.lr=0'))\nexcept Exception as e: print(type(e).__name__)\n"
-            "print(sorted(m for m in ('torch', 'lightning', 'scipy.stats', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys; from digitnet import train; from digitnet.config import plan, multirun\n"
+        "from conftest import compose_cfg\n"
+        "try:\n    plan.make_plan(compose_cfg('optimizer.lr=0'))\nexcept Exception as e: print(type(e).__name__)\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'scipy.stats', 'matplotlib') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert result.stdout.split() == ["ConfigError", "[]"], result.stderr
 
@@ -309,7 +427,10 @@ def test_presets_and_the_closed_lists_agree_with_the_config_groups():
     assert options("augment") == sorted(names(Augment)) and options("scheduler") == sorted(names(Schedule))
     assert plan_of("experiment=tutorial") == plan_of()  # the tutorial's recipe is the defaults, spelled out
     assert {o: plan_of(f"optimizer={o}").optimizer["_target_"] for o in options("optimizer")} == {
-        "sgd": "torch.optim.SGD", "adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
+        "sgd": "torch.optim.SGD",
+        "adam": "torch.optim.Adam",
+        "adamw": "torch.optim.AdamW",
+    }
     best = plan_of("experiment=best")
     assert (best.model, best.tta, best.trainer["max_epochs"], best.label_smoothing) == ("deep", "shift", 30, 0.1)
     from digitnet.config.schema import LoggerConf

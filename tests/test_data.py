@@ -172,8 +172,9 @@ def test_folds_are_disjoint_cover_everything_and_repeat():
     assert vals[0] != set(range(200))
 
 
-@pytest.mark.parametrize("n, n_folds, seed", [(60_000, 5, 1), (600, 2, 1), (1003, 5, 1), (61, 7, 0), (10, 10, 42),
-                                            (4095, 3, 2**32 - 1)])
+@pytest.mark.parametrize(
+    "n, n_folds, seed", [(60_000, 5, 1), (600, 2, 1), (1003, 5, 1), (61, 7, 0), (10, 10, 42), (4095, 3, 2**32 - 1)]
+)
 def test_folds_are_scikit_learns_kfold(n, n_folds, seed):
     from sklearn.model_selection import KFold
 

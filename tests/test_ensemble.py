@@ -31,8 +31,15 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
     from digitnet.core.nets import with_tta
     from digitnet.train import run
 
-    plan = plan_of("data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", runner,
-                   "data.scaling=standardize", "tta=shift")
+    plan = plan_of(
+        "data.limit=600",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        runner,
+        "data.scaling=standardize",
+        "tta=shift",
+    )
     summary = run(plan, tmp_path / "run")
     if plan.runner == "packed":  # its epoch line had been empty: each fold's figures, in fold order
         line = next(x for x in capsys.readouterr().out.splitlines() if "epoch 1/1" in x)
@@ -47,8 +54,8 @@ def test_every_runner_saves_fold_checkpoints_that_load_safely(tmp_path, mnist_ro
         assert hp["pixel_mean"] == summary["folds"][fold]["pixel_mean"] and hp["fold"] == fold and hp["tta"] == "shift"
         # The saved net, with the run's test-time augmentation, reproduces the fold's validation confusion matrix.
         from digitnet.core.data import load_mnist
-        from digitnet.report.results import confusion
         from digitnet.engine.fit import make_datamodule
+        from digitnet.report.results import confusion
 
         dm = make_datamodule(plan, load_mnist(mnist_root, download=False), fold)
         matrix = confusion(with_tta(load_checkpoint(path), "shift"), dm.val_x, dm.val_y).tolist()
@@ -61,8 +68,10 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
     from digitnet.train import run
 
     run_dir = tmp_path / "run"
-    run(plan_of("data.limit=1500", "cv.n_folds=3", "trainer.max_epochs=1", f"data.root={mnist_root}", "cv.workers=1"),
-        run_dir)
+    run(
+        plan_of("data.limit=1500", "cv.n_folds=3", "trainer.max_epochs=1", f"data.root={mnist_root}", "cv.workers=1"),
+        run_dir,
+    )
     capsys.readouterr()
     assert evaluate.main([str(run_dir), "--data-root", str(mnist_root)]) == 0
     out = capsys.readouterr().out
@@ -74,7 +83,14 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
 
     assert predict.main([str(run_dir), str(SAMPLE), "--json"]) == 0
     from_dir = json.loads(capsys.readouterr().out)
-    assert set(from_dir[0]) == {"path", "digit", "probability", "top", "unsure", "notes"}  # the same fields as for one checkpoint
+    assert set(from_dir[0]) == {
+        "path",
+        "digit",
+        "probability",
+        "top",
+        "unsure",
+        "notes",
+    }  # the same fields as for one checkpoint
     folds = sorted(str(p) for p in (run_dir / "folds").glob("fold_*.ckpt"))
     assert predict.main([folds[0], *folds[1:], str(SAMPLE), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_dir  # several checkpoints: the same ensemble
@@ -91,8 +107,8 @@ def test_evaluate_and_predict_use_a_cv_run_dir_as_an_ensemble(tmp_path, mnist_ro
 
 def test_partial_saves_are_removed(tmp_path):
     """A fold worker terminated while writing its checkpoint (Ctrl-C) had left folds/.fold_1.ckpt.tmp behind."""
-    from digitnet.engine.folds import FoldStore
     from digitnet.core.checkpoints import save_checkpoint
+    from digitnet.engine.folds import FoldStore
 
     store = FoldStore(tmp_path, {"any": "key"})
     (tmp_path / "folds").mkdir()

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_cli
-from digitnet.errors import UserError
 from digitnet.core.module import DigitClassifier
+from digitnet.errors import UserError
 
 SAMPLE = ROOT / "samples" / "sample_image.png"
 
@@ -27,8 +27,14 @@ def save_plain_checkpoint(path, arch="baseline", **hparams):
 def final_run(tmp_path_factory, mnist_root):
     run_dir = tmp_path_factory.mktemp("final") / "run"
     result = run_cli(
-        "digitnet.train", "task=final", "data.limit=6000", "trainer.max_epochs=1", "data.scaling=standardize",
-        f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false",
+        "digitnet.train",
+        "task=final",
+        "data.limit=6000",
+        "trainer.max_epochs=1",
+        "data.scaling=standardize",
+        f"data.root={mnist_root}",
+        f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
@@ -112,9 +118,9 @@ def test_predict_sample_and_real_test_digits(final_run, mnist_root, tmp_path):
 
     result = run_cli("digitnet.predict", run_dir / "final.ckpt", paper, "--top-k", "3")
     assert result.returncode == 0, result.stderr
-    lines = [l.split("\t") for l in result.stdout.splitlines()]
-    assert len(lines) == 20 and all(len(l) == 5 for l in lines)
-    assert sum(int(l[1]) == y for l, y in zip(lines, labels)) >= 16
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(rows) == 20 and all(len(row) == 5 for row in rows)
+    assert sum(int(row[1]) == y for row, y in zip(rows, labels)) >= 16
 
     result = run_cli("digitnet.predict", run_dir / "final.ckpt", SAMPLE, "--no-preprocess")
     assert result.returncode == 0 and result.stdout.split("\t")[1] == "7"
@@ -159,8 +165,12 @@ def bad_checkpoint(ckpt, kind) -> None:
         ckpt.write_bytes(ckpt.read_bytes()[:5000])
         return
     if kind in ("code-payload", "old-pickle"):  # protocol 4: torch's 2-line warning came before the refusal
-        torch.save({"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()}, ckpt,
-                   pickle_protocol=2 if kind == "code-payload" else 4, _use_new_zipfile_serialization=kind != "old-pickle")
+        torch.save(
+            {"state_dict": {}, "hyper_parameters": {"arch": "deep"}, "x": Payload()},
+            ckpt,
+            pickle_protocol=2 if kind == "code-payload" else 4,
+            _use_new_zipfile_serialization=kind != "old-pickle",
+        )
         return
     save_plain_checkpoint(ckpt, arch="baseline")
     state = torch.load(ckpt, weights_only=True)
@@ -173,8 +183,9 @@ def bad_checkpoint(ckpt, kind) -> None:
     torch.save(state, ckpt)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "old-pickle", "bad-scaling", "not-a-checkpoint", "code-payload",
-                                  "unknown-arch"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "old-pickle", "bad-scaling", "not-a-checkpoint", "code-payload", "unknown-arch"]
+)
 def test_damaged_checkpoints_are_one_line_in_process(tmp_path, kind, capsys, monkeypatch):
     """The same refusals as below, without the two processes a kind (predict and evaluate share load_checkpoint)."""
     from digitnet.core.checkpoints import load_checkpoint

@@ -176,10 +176,13 @@ def page_with_seven(size, box, width, dust=0, noise=0.0, seed=0):
     return np.clip(a + rng.normal(0, noise, a.shape), 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("size, box, width", [
-    ((1000, 1000), (400, 400, 520, 600), 14),  # 200 px tall on a 1000x1000 page (was "no digit found")
-    ((2400, 1800), (1500, 1200, 1560, 1280), 7),  # its box is 0.11% of the frame
-])
+@pytest.mark.parametrize(
+    "size, box, width",
+    [
+        ((1000, 1000), (400, 400, 520, 600), 14),  # 200 px tall on a 1000x1000 page (was "no digit found")
+        ((2400, 1800), (1500, 1200, 1560, 1280), 7),  # its box is 0.11% of the frame
+    ],
+)
 def test_a_small_digit_on_a_large_page_is_found(size, box, width):
     reference = mnist_form(gray(draw_seven()))
     out = mnist_form(page_with_seven(size, box, width))

@@ -33,15 +33,29 @@ def set_weight(convert):
     return lambda c: c["state_dict"].__setitem__("net.0.weight", convert(c["state_dict"]["net.0.weight"]))
 
 
-@pytest.mark.parametrize("change", [
-    lambda c: c.__setitem__("hyper_parameters", [1, 2]), lambda c: c["hyper_parameters"].__setitem__(3, "x"),
-    set_hp("arch", ["deep"]), set_hp("arch", None), set_hp("pixel_mean", "0.1"), set_hp("pixel_std", float("nan")),
-    set_hp("pixel_std", 0.0), set_hp("pixel_std", 10**400), set_hp("scaling", float("nan")), set_hp("tta", "flip"),
-    lambda c: c.__setitem__("state_dict", [1]),
-    lambda c: c["state_dict"]["net.0.weight"].fill_(float("nan")), lambda c: c["state_dict"]["net.4.bias"].fill_(float("inf")),
-    set_weight(lambda w: w.to("meta")), set_weight(lambda w: w.to_sparse()), set_weight(lambda w: w.long()),
-    set_weight(lambda w: w.to(torch.complex64)), set_weight(lambda w: w[:3]),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c.__setitem__("hyper_parameters", [1, 2]),
+        lambda c: c["hyper_parameters"].__setitem__(3, "x"),
+        set_hp("arch", ["deep"]),
+        set_hp("arch", None),
+        set_hp("pixel_mean", "0.1"),
+        set_hp("pixel_std", float("nan")),
+        set_hp("pixel_std", 0.0),
+        set_hp("pixel_std", 10**400),
+        set_hp("scaling", float("nan")),
+        set_hp("tta", "flip"),
+        lambda c: c.__setitem__("state_dict", [1]),
+        lambda c: c["state_dict"]["net.0.weight"].fill_(float("nan")),
+        lambda c: c["state_dict"]["net.4.bias"].fill_(float("inf")),
+        set_weight(lambda w: w.to("meta")),
+        set_weight(lambda w: w.to_sparse()),
+        set_weight(lambda w: w.long()),
+        set_weight(lambda w: w.to(torch.complex64)),
+        set_weight(lambda w: w[:3]),
+    ],
+)
 def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path, change):
     from digitnet.core.checkpoints import load_checkpoint
 
@@ -110,10 +124,15 @@ def test_predict_usage_errors_are_argparses(tmp_path, capsys, args):
     assert stop.value.code == 2 and args[0] in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--batch-size", "0"], "--batch-size"), (["--out", "{tmp}"], "{tmp}"), (["--out", "{tmp}/afile/metrics.json"], "afile"),
-    (["--out", "/proc/metrics.json"], "/proc"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--out", "{tmp}"], "{tmp}"),
+        (["--out", "{tmp}/afile/metrics.json"], "afile"),
+        (["--out", "/proc/metrics.json"], "/proc"),
+    ],
+)
 def test_evaluate_bad_arguments_before_any_work(tmp_path, capsys, args, named):
     from digitnet import evaluate
 
@@ -156,7 +175,9 @@ def test_a_class_without_holdout_images_has_no_accuracy(tmp_path, capsys):
     assert "9:n/a" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("change", [set_hp("pixel_std", 1e-45), lambda c: [w.mul_(1e37) for w in c["state_dict"].values()]])
+@pytest.mark.parametrize(
+    "change", [set_hp("pixel_std", 1e-45), lambda c: [w.mul_(1e37) for w in c["state_dict"].values()]]
+)
 def test_evaluate_refuses_a_model_whose_outputs_are_not_finite(tmp_path, capsys, synthetic_root, change):
     """Finite weights can still overflow: evaluate printed "> 9.800" and wrote "loss": NaN, which is not JSON."""
     from digitnet import evaluate
@@ -174,9 +195,17 @@ def _cv_dir(tmp_path, n=3, arch="baseline"):
     (run / "folds").mkdir(parents=True)
     for k in range(n):
         write_checkpoint(run / "folds" / f"fold_{k}.ckpt", set_hp("arch", arch) if arch != "baseline" else None)
-        (run / "folds" / f"fold_{k}.json").write_text(json.dumps(
-            {"fold": k, "status": "ok", "pixel_mean": 0.0, "pixel_std": 1.0,
-             "run_key": {"model": arch, "scaling": "normalize", "n_folds": n}}))
+        (run / "folds" / f"fold_{k}.json").write_text(
+            json.dumps(
+                {
+                    "fold": k,
+                    "status": "ok",
+                    "pixel_mean": 0.0,
+                    "pixel_std": 1.0,
+                    "run_key": {"model": arch, "scaling": "normalize", "n_folds": n},
+                }
+            )
+        )
     return run
 
 
@@ -189,16 +218,30 @@ def test_stray_files_in_folds_are_not_ensemble_members(tmp_path):
     assert [p.name for p in model_files(run)[0]] == ["fold_0.ckpt", "fold_1.ckpt"]
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda run: (run / "folds" / "fold_1.ckpt").unlink(), None),
-    (lambda run: [(run / "folds" / f"fold_9{s}").write_bytes((run / "folds" / f"fold_0{s}").read_bytes())
-                  for s in (".ckpt", ".json")], "fold_9.json"),
-    (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("pixel_mean", 0.5)), "fold_2.ckpt"),
-    (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("scaling", "standardize")), "fold_2.ckpt"),
-    (lambda run: (run / "folds" / "fold_2.json").write_text(json.dumps(
-        {"fold": 2, "status": "ok", "run_key": {"model": "deep", "scaling": "normalize", "n_folds": 3}})), "folds"),
-    (lambda run: (run / "folds" / "fold_2.json").write_text("{broken"), "fold_2.json"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda run: (run / "folds" / "fold_1.ckpt").unlink(), None),
+        (
+            lambda run: [
+                (run / "folds" / f"fold_9{s}").write_bytes((run / "folds" / f"fold_0{s}").read_bytes())
+                for s in (".ckpt", ".json")
+            ],
+            "fold_9.json",
+        ),
+        (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("pixel_mean", 0.5)), "fold_2.ckpt"),
+        (lambda run: write_checkpoint(run / "folds" / "fold_2.ckpt", set_hp("scaling", "standardize")), "fold_2.ckpt"),
+        (
+            lambda run: (run / "folds" / "fold_2.json").write_text(
+                json.dumps(
+                    {"fold": 2, "status": "ok", "run_key": {"model": "deep", "scaling": "normalize", "n_folds": 3}}
+                )
+            ),
+            "folds",
+        ),
+        (lambda run: (run / "folds" / "fold_2.json").write_text("{broken"), "fold_2.json"),
+    ],
+)
 def test_a_cv_ensemble_is_exactly_its_runs_finished_folds(tmp_path, damage, named):
     from digitnet.core.checkpoints import load_model
 
@@ -238,13 +281,16 @@ def test_a_model_counts_once_in_an_ensemble(tmp_path):
     assert err.value.path == run / "folds" / "fold_0.ckpt"
 
 
-@pytest.mark.parametrize("args, named", [
-    (["{run}", "{img}", "{other}"], "{other}"),
-    (["{run}", "{img}", "{run}"], "{run}"),
-    (["{run}", ""], "''"),
-    (["", "{img}"], "model path"),
-    (["{img}", "{other}"], "{img}"),  # the image first: read as the model, said so
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["{run}", "{img}", "{other}"], "{other}"),
+        (["{run}", "{img}", "{run}"], "{run}"),
+        (["{run}", ""], "''"),
+        (["", "{img}"], "model path"),
+        (["{img}", "{other}"], "{img}"),  # the image first: read as the model, said so
+    ],
+)
 def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, named):
     from digitnet import predict
 
@@ -256,8 +302,9 @@ def test_predict_reads_models_first_then_images_only(tmp_path, capsys, args, nam
     assert exit_.value.code == 1 and err.count("\n") == 1 and named.format(run=run, img=SAMPLE, other=other) in err, err
 
 
-@pytest.mark.parametrize("out", ["{final}/final.ckpt", "{final}/test_metrics.json", "{tmp}/o/confusion_matrix.png",
-                                 "{cv}/mine.json"])
+@pytest.mark.parametrize(
+    "out", ["{final}/final.ckpt", "{final}/test_metrics.json", "{tmp}/o/confusion_matrix.png", "{cv}/mine.json"]
+)
 def test_evaluate_never_writes_over_a_runs_own_files(tmp_path, capsys, out):
     from digitnet import evaluate
 
@@ -331,8 +378,9 @@ def test_predict_says_when_a_folder_given_holds_no_image(tmp_path, capsys):
 def test_short_learning_curves_show_points_and_many_jobs_stay_readable():
     from digitnet.report import figures
 
-    fig = figures.learning_curves_figure([[{"epoch": 0, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.6,
-                                            "val_acc": 0.5}]])
+    fig = figures.learning_curves_figure(
+        [[{"epoch": 0, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.6, "val_acc": 0.5}]]
+    )
     assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.get_lines())
     names = {f"{i}: optimizer.lr=0.{i:03d} model=deep": [0.98, 0.99] for i in range(12)}
     fig = figures.boxplot_figure(names, "sweep")

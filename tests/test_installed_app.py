@@ -28,12 +28,18 @@ def installed(tmp_path_factory):
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist",
-                    src], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp / "dist").glob("digitnet-*.whl")
     target = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, wheel],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, wheel],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
@@ -49,8 +55,13 @@ def test_wheel_runs_a_job_from_another_directory(installed, tmp_path):
     data = make_synthetic_mnist(tmp_path / "mnist")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([sys.executable, "-c", "import digitnet.conf, digitnet; print(digitnet.__file__)"],
-                           cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import digitnet.conf, digitnet; print(digitnet.__file__)"],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.startswith(str(installed)), where.stderr  # the wheel's copy, not the checkout
     assert (installed / "digitnet" / "conf" / "model" / "deep.yaml").is_file()
     assert (installed / "digitnet" / "web" / "static" / "index.html").is_file()  # the page ships too
@@ -77,8 +88,9 @@ def test_console_scripts_and_user_configs(installed, tmp_path):
     data = make_synthetic_mnist(tmp_path / "mnist")
     for how in (["--config-dir", user], [f"hydra.searchpath=[file://{user}]"]):
         run_dir = tmp_path / f"run{len(how)}"
-        result = run_installed(installed, tmp_path, *how, "optimizer=fast", f"data.root={data}", *TINY,
-                               f"hydra.run.dir={run_dir}")
+        result = run_installed(
+            installed, tmp_path, *how, "optimizer=fast", f"data.root={data}", *TINY, f"hydra.run.dir={run_dir}"
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert json.loads((run_dir / "plan.json").read_text())["optimizer"]["lr"] == 0.05
     result = run_installed(installed, tmp_path, "--config-dir", user, "optimizer=fastest", f"data.root={data}", *TINY)

@@ -5,15 +5,30 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitnet"
-LIBRARIES = ("hydra", "omegaconf", "lightning", "pytorch_lightning", "joblib", "starlette", "fastapi", "torchmetrics",
-             "optuna", "ray", "submitit")
+LIBRARIES = (
+    "hydra",
+    "omegaconf",
+    "lightning",
+    "pytorch_lightning",
+    "joblib",
+    "starlette",
+    "fastapi",
+    "torchmetrics",
+    "optuna",
+    "ray",
+    "submitit",
+)
 
 
 def modules() -> dict[str, ast.Module]:
     """digitnet's modules, and its Hydra plugin (src/hydra_plugins/digitnet_optuna)."""
     files = sorted(PACKAGE.rglob("*.py")) + sorted((PACKAGE.parent / "hydra_plugins").rglob("*.py"))
-    return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): ast.parse(p.read_text())
-            for p in files}
+    return {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): ast.parse(
+            p.read_text()
+        )
+        for p in files
+    }
 
 
 def imports_of(tree: ast.Module) -> set[str]:
@@ -59,7 +74,10 @@ def test_no_private_names_of_the_libraries():
 
 
 def test_functions_fit_on_a_screen():
-    long = [(name, node.name, node.end_lineno - node.lineno + 1) for name, tree in modules().items()
-            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > 60]
+    long = [
+        (name, node.name, node.end_lineno - node.lineno + 1)
+        for name, tree in modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60
+    ]
     assert not long, long

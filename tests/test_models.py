@@ -8,8 +8,10 @@ from digitnet.core.module import DigitClassifier
 from digitnet.core.nets import NETS, build_net, count_parameters
 
 
-@pytest.mark.parametrize("name, expected", [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254),
-                                            ("deepbn", 188_810), ("vgg", 198_122)])
+@pytest.mark.parametrize(
+    "name, expected",
+    [("baseline", 542_230), ("batchnorm", 542_494), ("deep", 159_254), ("deepbn", 188_810), ("vgg", 198_122)],
+)
 def test_parameter_counts(name, expected):
     # baseline and deep: the tutorial's Keras summaries; batchnorm = baseline + 2*32 + 2*100 (gamma, beta);
     # deepbn = deep with a Dense128 head (+28*1024 + 28 + 28*10) + 2*(32+64+64+128) BatchNorm weights;
@@ -32,7 +34,11 @@ def test_initialisation_he_glorot_zero_bias(name):
     for layer in layers:
         assert float(layer.bias.detach().abs().max()) == 0.0
         fan_in = layer.weight[0].numel()
-        fan_out = layer.weight.shape[0] * layer.weight[0, 0].numel() if isinstance(layer, nn.Conv2d) else layer.weight.shape[0]
+        fan_out = (
+            layer.weight.shape[0] * layer.weight[0, 0].numel()
+            if isinstance(layer, nn.Conv2d)
+            else layer.weight.shape[0]
+        )
         if layer is layers[-1]:
             bound = math.sqrt(6 / (fan_in + fan_out))  # Glorot uniform
         else:
@@ -54,8 +60,14 @@ def test_deepbn_dropout_trains_only_and_keeps_the_weight_names():
     with_dropout, without = build_net("deepbn", 0.5), build_net("deepbn")
     assert with_dropout.state_dict().keys() == without.state_dict().keys()  # a checkpoint loads whatever the rate
     kinds = [type(m).__name__ for m in without]
-    assert kinds.count("BatchNorm2d") == 3 and kinds[-6:] == ["Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout",
-                                                              "Linear"]
+    assert kinds.count("BatchNorm2d") == 3 and kinds[-6:] == [
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "BatchNorm1d",
+        "Dropout",
+        "Linear",
+    ]
     x = torch.rand(8, 1, 28, 28)
     with_dropout.train()
     assert not torch.equal(with_dropout(x), with_dropout(x))  # fresh masks each training step
@@ -86,10 +98,12 @@ def test_every_arch_name_has_a_net_and_a_config_option():
 
 def test_hparams_are_plain_values():
     model = DigitClassifier(arch="deep", optimizer={"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9})
+
     def plain(v):
         return isinstance(v, (str, int, float, bool, type(None))) or (
             isinstance(v, dict) and all(plain(x) for x in v.values())
         )
+
     assert all(plain(v) for v in dict(model.hparams).values())
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.1
@@ -100,21 +114,33 @@ def test_a_float64_run_reports_its_folds(tmp_path, synthetic_root):
     from conftest import plan_of
     from digitnet.train import run
 
-    summary = run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1",
-                          "trainer.precision=64-true"), tmp_path / "run")
+    summary = run(
+        plan_of(
+            f"data.root={synthetic_root}",
+            "cv.n_folds=2",
+            "trainer.max_epochs=1",
+            "cv.workers=1",
+            "trainer.precision=64-true",
+        ),
+        tmp_path / "run",
+    )
     assert summary["n"] == 2 and all(sum(map(sum, f["confusion_matrix"])) > 0 for f in summary["folds"])
 
 
 # The plan refuses the last two cases' settings; a Trainer built with them shows that the counts are not trusted there.
-@pytest.mark.parametrize("overrides, trainer, counted", [
-    ((), {}, True),
-    (("trainer.precision=64-true", "trainer.num_sanity_val_steps=1"), {}, True),  # a sanity pass, then the real one
-    (("trainer.precision=bf16-mixed",), {}, False),  # the matrix is scored at full precision
-    (("data.eval_batch_size=8",), {"limit_val_batches": 2}, False),  # a pass over some of the validation images
-    (("trainer.max_epochs=3",), {"check_val_every_n_epoch": 2}, False),  # a pass before the last training step
-])
+@pytest.mark.parametrize(
+    "overrides, trainer, counted",
+    [
+        ((), {}, True),
+        (("trainer.precision=64-true", "trainer.num_sanity_val_steps=1"), {}, True),  # a sanity pass, then the real one
+        (("trainer.precision=bf16-mixed",), {}, False),  # the matrix is scored at full precision
+        (("data.eval_batch_size=8",), {"limit_val_batches": 2}, False),  # a pass over some of the validation images
+        (("trainer.max_epochs=3",), {"check_val_every_n_epoch": 2}, False),  # a pass before the last training step
+    ],
+)
 def test_the_last_validation_pass_gives_the_confusion_matrix_only_when_it_scored_the_trained_net(
-        overrides, trainer, counted, synthetic_root):
+    overrides, trainer, counted, synthetic_root
+):
     from conftest import plan_of
     from digitnet.core.data import load_mnist
     from digitnet.core.module import fit
@@ -122,8 +148,13 @@ def test_the_last_validation_pass_gives_the_confusion_matrix_only_when_it_scored
     from digitnet.report.results import confusion
 
     arrays = load_mnist(synthetic_root)
-    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
-                   "trainer.enable_progress_bar=false", *overrides).for_data(arrays)
+    plan = plan_of(
+        f"data.root={synthetic_root}",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ).for_data(arrays)
     dm = make_datamodule(plan, arrays, 0)
     model = make_model(plan, dm, 0)
     fit(make_trainer(plan, False, [], "fold 0", **trainer), model, datamodule=dm)

@@ -21,8 +21,17 @@ def exported(tmp_path_factory, mnist_root, trained_checkpoint):
     from digitnet.train import run
 
     out = tmp_path_factory.mktemp("onnx")
-    run(plan_of(f"data.root={mnist_root}", "data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1", "tta=shift",
-                "cv.workers=1"), out / "cv")
+    run(
+        plan_of(
+            f"data.root={mnist_root}",
+            "data.limit=600",
+            "cv.n_folds=3",
+            "trainer.max_epochs=1",
+            "tta=shift",
+            "cv.workers=1",
+        ),
+        out / "cv",
+    )
     assert export.main([str(trained_checkpoint), str(out / "final.onnx")]) == 0
     assert export.main([str(out / "cv"), str(out / "cv.onnx")]) == 0
     return {"final": (trained_checkpoint, out / "final.onnx"), "cv": (out / "cv", out / "cv.onnx")}
@@ -35,8 +44,9 @@ def checkpoint(tmp_path):
     from digitnet.core.nets import ScaledNet
 
     path = tmp_path / "untrained.ckpt"
-    save_checkpoint(path, checkpoint_dict(ScaledNet("baseline").net, {"arch": "baseline", "pixel_mean": 0.0,
-                                                                      "pixel_std": 1.0}))
+    save_checkpoint(
+        path, checkpoint_dict(ScaledNet("baseline").net, {"arch": "baseline", "pixel_mean": 0.0, "pixel_std": 1.0})
+    )
     return path
 
 
@@ -65,9 +75,10 @@ def test_onnxruntimes_holdout_accuracy_is_evaluates_at_batch_1_and_1000(exported
     single = np.concatenate([model.predict_proba(x[i : i + 1]) for i in range(len(x))])
     assert np.abs(single - batched).max() < 1e-4 and (single.argmax(1) == batched.argmax(1)).all()
 
+    import torch
+
     from digitnet.core.checkpoints import load_model
     from digitnet.report.results import predict_logits
-    import torch
 
     with torch.no_grad():
         torch_p = torch.softmax(predict_logits(load_model([str(source)]), torch.from_numpy(x[:2000])), 1).numpy()
@@ -81,8 +92,10 @@ def test_predict_and_serve_run_an_onnx_model_as_its_checkpoint_without_torch(exp
     from digitnet.web import app as web
 
     source, onnx_file = exported["cv"]
-    code = ("import json, sys; from digitnet import predict; code = predict.main([sys.argv[1], sys.argv[2], '--json', "
-            "'--top-k', '3']); print(json.dumps(sorted(m for m in ('torch', 'lightning') if m in sys.modules)))")
+    code = (
+        "import json, sys; from digitnet import predict; code = predict.main([sys.argv[1], sys.argv[2], '--json', "
+        "'--top-k', '3']); print(json.dumps(sorted(m for m in ('torch', 'lightning') if m in sys.modules)))"
+    )
     rows = {}
     for model in (onnx_file, source):
         done = subprocess.run([sys.executable, "-c", code, str(model), str(SAMPLE)], capture_output=True, text=True)
@@ -111,8 +124,14 @@ def test_what_is_not_a_digitnet_onnx_model_is_refused_naming_the_file(tmp_path, 
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a protobuf" * 10)
     plain = tmp_path / "plain.onnx"  # a real ONNX model, without digitnet's metadata: its output could be logits
-    torch.onnx.export(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval(), (torch.rand(2, 1, 28, 28),),
-                      plain, input_names=["images"], output_names=["probabilities"], dynamo=True)
+    torch.onnx.export(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval(),
+        (torch.rand(2, 1, 28, 28),),
+        plain,
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamo=True,
+    )
     for path in (garbage, plain, tmp_path / "missing.onnx"):
         with pytest.raises(UserError) as err:
             load_predictor([str(path)])

@@ -16,7 +16,7 @@ def page(digit: np.ndarray, variant: str, rng) -> np.ndarray:
     paper = np.full((h, w), 0.9)
     ink = np.asarray(Image.fromarray(255 - digit).resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
     y0, x0 = h // 2 - size // 2 + rng.integers(-90, 90), w // 2 - size // 2 + rng.integers(-90, 90)
-    paper[y0:y0 + size, x0:x0 + size] = np.minimum(paper[y0:y0 + size, x0:x0 + size], 0.05 + 0.85 * ink)
+    paper[y0 : y0 + size, x0 : x0 + size] = np.minimum(paper[y0 : y0 + size, x0 : x0 + size], 0.05 + 0.85 * ink)
     if variant == "desk all around":
         out = np.full((1400, 1100), 0.18)
         out[200:1200, 170:930] = paper
@@ -63,8 +63,10 @@ def read(trained_checkpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["desk all around", "dark band on one side", "dark bands on two sides",
-                                     "page turned on a desk", "small page"])
+@pytest.mark.parametrize(
+    "variant",
+    ["desk all around", "dark band on one side", "dark bands on two sides", "page turned on a desk", "small page"],
+)
 def test_a_page_in_a_darker_surround_reads_as_the_plain_page(digits, read, variant):
     rng = np.random.default_rng(1)
     plain = [mnist_form(page(d, "plain", rng)) for d in digits]
@@ -79,9 +81,12 @@ def test_a_page_in_a_darker_surround_reads_as_the_plain_page(digits, read, varia
 def test_images_without_a_surround_are_left_as_they_were(digits):
     """Plain, grey and shadowed pages, and MNIST's own white ink on black, have no page to find."""
     rng = np.random.default_rng(2)
-    for gray in (page(digits[0], "plain", rng), 0.6 * page(digits[4], "plain", rng),
-                 page(digits[7], "plain", rng) * np.linspace(0.5, 1, 760, dtype=np.float32)[None, :],
-                 np.asarray(Image.fromarray(digits[8]).resize((280, 280)), dtype=np.float32) / 255):
+    for gray in (
+        page(digits[0], "plain", rng),
+        0.6 * page(digits[4], "plain", rng),
+        page(digits[7], "plain", rng) * np.linspace(0.5, 1, 760, dtype=np.float32)[None, :],
+        np.asarray(Image.fromarray(digits[8]).resize((280, 280)), dtype=np.float32) / 255,
+    ):
         notes: list = []
         mnist_form(gray, notes)
         assert notes == []

@@ -7,16 +7,24 @@ import pytest
 import torch
 
 from conftest import plan_of, run_cli
-from digitnet.engine.callbacks import History
 from digitnet.core.data import load_mnist
-from digitnet.engine.fit import make_datamodule, make_model
 from digitnet.core.nets import NETS, build_net
+from digitnet.engine.callbacks import History
+from digitnet.engine.fit import make_datamodule, make_model
 from digitnet.engine.packed import pack, train_folds, unpack
 
 
 def quiet_trainer(epochs):
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        precision="64-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
 
 
 @pytest.mark.parametrize("arch", list(NETS))
@@ -41,32 +49,56 @@ RECIPE = ("augment=affine", "scheduler=onecycle", "loss.label_smoothing=0.1")
 SLOW = [pytest.mark.slow]
 
 
-@pytest.mark.parametrize("arch, optimizer, extra", [
-    *(pytest.param(arch, "sgd", (), marks=SLOW * (arch not in ("baseline", "batchnorm", "deep"))) for arch in NETS),
-    pytest.param("batchnorm", "adam", (), marks=SLOW), pytest.param("batchnorm", "adamw", (), marks=SLOW),
-    ("batchnorm", "sgd", RECIPE)])
+@pytest.mark.parametrize(
+    "arch, optimizer, extra",
+    [
+        *(pytest.param(arch, "sgd", (), marks=SLOW * (arch not in ("baseline", "batchnorm", "deep"))) for arch in NETS),
+        pytest.param("batchnorm", "adam", (), marks=SLOW),
+        pytest.param("batchnorm", "adamw", (), marks=SLOW),
+        ("batchnorm", "sgd", RECIPE),
+    ],
+)
 def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path):
-    """Every optimizer that config.plan.PACKABLE_OPTIMIZERS allows in packed mode, and augmentation with an LR schedule and
-    label smoothing: the same weights and metrics (each packed fold draws its sequential run's transforms)."""
+    """Every optimizer that config.plan.PACKABLE_OPTIMIZERS allows in packed mode, and augmentation with an LR schedule
+    and label smoothing: the same weights and metrics (each packed fold draws its sequential run's transforms)."""
     # 450 images: 300 to train a fold, 9 batches of 32 and a short one of 12 (train_loss weighed it as a full one).
-    plan = plan_of(f"model={arch}", f"optimizer={optimizer}", "data.limit=450", "cv.n_folds=3", "trainer.max_epochs=2",
-                   "trainer.accelerator=cpu", "trainer.precision=64-true", "data.scaling=standardize",
-                   "data.eval_batch_size=64", "cv.parallel=true", *extra)
+    plan = plan_of(
+        f"model={arch}",
+        f"optimizer={optimizer}",
+        "data.limit=450",
+        "cv.n_folds=3",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.precision=64-true",
+        "data.scaling=standardize",
+        "data.eval_batch_size=64",
+        "cv.parallel=true",
+        *extra,
+    )
     arrays = load_mnist(mnist_root, download=False)
     folds = [0, 1, 2]
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
     loggers = {}
-    model, _ = train_folds(quiet_trainer(2), plan, dms,
-                           lambda k: [loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k))])
+    model, _ = train_folds(
+        quiet_trainer(2), plan, dms, lambda k: [loggers.setdefault(k, pl.loggers.CSVLogger(tmp_path, version=k))]
+    )
     for i, k in enumerate(folds):
         pl.seed_everything(plan.seed + k, verbose=False)
         dm = make_datamodule(plan, arrays, k)
         seq = make_model(plan, dm, k)
         start = {name: value.double().clone() for name, value in seq.net.state_dict().items()}
         history = History()
-        trainer = pl.Trainer(max_epochs=2, accelerator="cpu", precision="64-true", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                             callbacks=[history])
+        trainer = pl.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            precision="64-true",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[history],
+        )
         trainer.fit(seq, datamodule=dm)
         mine = unpack(model.net, arch, i).state_dict()
         for name, value in seq.net.state_dict().items():
@@ -86,8 +118,13 @@ def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path
 
 @pytest.mark.slow
 def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
-    common = ["data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-              f"data.root={mnist_root}"]
+    common = [
+        "data.limit=600",
+        "cv.n_folds=3",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"data.root={mnist_root}",
+    ]
     seq = run_cli("digitnet.train", *common, "cv.parallel=false", f"hydra.run.dir={tmp_path / 'seq'}")
     par = run_cli("digitnet.train", *common, "cv.parallel=true", f"hydra.run.dir={tmp_path / 'par'}")
     assert seq.returncode == 0 and par.returncode == 0, par.stderr[-2000:]
@@ -105,14 +142,27 @@ def test_parallel_cli_writes_the_sequential_report(tmp_path, mnist_root):
 
 def test_captured_step_logic_equals_the_plain_step(mnist_root, tmp_path):
     """On CPU the CapturedStep runs without a graph, but with the same warm-up, restore and static buffers."""
-    plan = plan_of("model=batchnorm", "data.limit=330", "cv.n_folds=3", "trainer.max_epochs=2",
-                   "trainer.accelerator=cpu", "trainer.precision=64-true", "data.batch_size=32", "cv.parallel=true")
+    plan = plan_of(
+        "model=batchnorm",
+        "data.limit=330",
+        "cv.n_folds=3",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.precision=64-true",
+        "data.batch_size=32",
+        "cv.parallel=true",
+    )
     arrays = load_mnist(mnist_root, download=False)
     runs = []
     for captured in (False, True):
         dms = {k: make_datamodule(plan, arrays, k) for k in range(3)}
-        model, _ = train_folds(quiet_trainer(2), plan, dms,
-                               lambda k: [pl.loggers.CSVLogger(tmp_path, version=f"{captured}{k}")], captured)
+        model, _ = train_folds(
+            quiet_trainer(2),
+            plan,
+            dms,
+            lambda k, c=captured: [pl.loggers.CSVLogger(tmp_path, version=f"{c}{k}")],
+            captured,
+        )
         runs.append(model)
     eager, graphed = runs
     assert graphed.captured_step is not None and not graphed.automatic_optimization

@@ -17,7 +17,9 @@ TINY = ["data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1"]
 
 def snapshot(root: Path) -> dict:
     """Every file under root with its bytes and mtime: what 'left as it was' means."""
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def children(pid: int) -> list[int]:
@@ -45,9 +47,18 @@ def one_error_line(result, *named: str):
 @pytest.mark.slow
 def test_a_busy_run_dir_is_refused(tmp_path, mnist_root):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from digitnet.engine.rundir import RunDirLock; RunDirLock(Path(sys.argv[1])); print('held', "
-                               "flush=True); time.sleep(120)", str(run_dir)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from digitnet.engine.rundir import RunDirLock; RunDirLock(Path(sys.argv[1])); print('held', "
+            "flush=True); time.sleep(120)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run_cli("digitnet.train", *TINY, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}")
@@ -76,8 +87,14 @@ def test_refused_reruns_change_nothing(tmp_path, mnist_root):
 
     # A sweep: Hydra's own files too (multirun.yaml, each job's .hydra/), and summarize keeps its labels.
     sweep = tmp_path / "sweep"
-    args = ["-m", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}",
-            f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "data.limit=600",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     assert run_cli("digitnet.train", *args, "optimizer.lr=0.01,0.05").returncode == 0
     before = snapshot(sweep)
     result = run_cli("digitnet.train", *args, "optimizer.lr=0.02,0.05")
@@ -91,8 +108,13 @@ def test_refused_reruns_change_nothing(tmp_path, mnist_root):
 
 @pytest.mark.slow
 def test_final_never_overwrites(tmp_path, mnist_root):
-    args = ["task=final", "data.limit=600", "trainer.max_epochs=1", f"data.root={mnist_root}",
-            f"hydra.run.dir={tmp_path / 'final'}"]
+    args = [
+        "task=final",
+        "data.limit=600",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        f"hydra.run.dir={tmp_path / 'final'}",
+    ]
     first = run_cli("digitnet.train", *args)
     assert first.returncode == 0, first.stderr[-2000:]
     before = snapshot(tmp_path / "final")
@@ -117,16 +139,30 @@ def test_final_never_overwrites(tmp_path, mnist_root):
     (tmp_path / "final" / "confusion_matrix.png").unlink()
     rescored = run_cli("digitnet.train", *args)
     assert rescored.returncode == 0 and "> " in rescored.stdout, rescored.stderr[-2000:]
-    assert json.loads(scored)["accuracy"] == json.loads((tmp_path / "final" / "test_metrics.json").read_text())["accuracy"]
-    assert (tmp_path / "final" / "confusion_matrix.png").is_file() and snapshot(tmp_path / "final")["final.ckpt"] == \
-        before["final.ckpt"]
+    assert (
+        json.loads(scored)["accuracy"] == json.loads((tmp_path / "final" / "test_metrics.json").read_text())["accuracy"]
+    )
+    assert (tmp_path / "final" / "confusion_matrix.png").is_file() and snapshot(tmp_path / "final")[
+        "final.ckpt"
+    ] == before["final.ckpt"]
 
 
 def start_run(run_dir, mnist_root, *extra):
-    args = ["data.limit=6000", "cv.n_folds=3", "trainer.max_epochs=5", f"data.root={mnist_root}",
-            f"hydra.run.dir={run_dir}", *extra]
-    return subprocess.Popen([sys.executable, "-m", "digitnet.train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    args = [
+        "data.limit=6000",
+        "cv.n_folds=3",
+        "trainer.max_epochs=5",
+        f"data.root={mnist_root}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "digitnet.train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def log_tail(run_dir: Path, lines: int = 60) -> str:
@@ -170,11 +206,14 @@ def test_sigterm_is_handled_as_ctrl_c(tmp_path, mnist_root, workers):
     except subprocess.TimeoutExpired:
         proc.kill()
         err = proc.communicate()[1]
-        raise AssertionError(f"no exit 120 s after SIGTERM; stderr ends:\n{err[-3000:]}\ntrain.log ends:\n"
-                             f"{log_tail(tmp_path / 'run')}") from None
+        raise AssertionError(
+            f"no exit 120 s after SIGTERM; stderr ends:\n{err[-3000:]}\ntrain.log ends:\n{log_tail(tmp_path / 'run')}"
+        ) from None
     assert proc.returncode == 143, err
-    assert err.strip().splitlines() == [f"digitnet.train: terminated (SIGTERM); rerun the same command to resume "
-                                        f"(finished folds are in {tmp_path / 'run'})"]
+    assert err.strip().splitlines() == [
+        f"digitnet.train: terminated (SIGTERM); rerun the same command to resume "
+        f"(finished folds are in {tmp_path / 'run'})"
+    ]
     time.sleep(1)
     assert not [w for w in children(proc.pid) if alive(w)]
 
@@ -203,11 +242,13 @@ def test_an_interrupted_run_leaves_whatever_holds_it(tmp_path, where):
     on, the run leaves within EXIT_GRACE_SECONDS whatever holds it, with its one line and the interrupt's exit code,
     and train.log says where it hung."""
     start = time.time()
-    proc = subprocess.run([sys.executable, "-c", HANGS, str(tmp_path), where], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", HANGS, str(tmp_path), where], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 143 and time.time() - start < 30, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"digitnet.train: terminated (SIGTERM); rerun the same command to "
-                                                f"resume (finished folds are in {tmp_path})"]
+    assert proc.stderr.strip().splitlines() == [
+        f"digitnet.train: terminated (SIGTERM); rerun the same command to resume (finished folds are in {tmp_path})"
+    ]
     log = (tmp_path / "train.log").read_text()
     assert "still not out 0.5 s after the interrupt; leaving" in log and "Thread 0x" in log
 
@@ -227,11 +268,11 @@ time.sleep(60)  # training goes on
 
 
 def test_a_signal_that_lands_in_a_finalizer_still_ends_the_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_FINALIZER, str(tmp_path)], capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_A_FINALIZER, str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines() == ["digitnet.train: terminated (SIGTERM)"]  # no "Exception ignored"
-
 
 
 EARLY = """
@@ -263,14 +304,23 @@ def test_an_error_after_an_interrupt_is_the_interrupt():
         raise ImportError('generic_type: type "ObjSense" is already registered!')
 
 
-@pytest.mark.parametrize("task, line", [
-    ("cv", "digitnet.train: terminated (SIGTERM); rerun the same command to resume (finished folds are in RUN)"),
-    ("final", "digitnet.train: terminated (SIGTERM); the fit was not finished (nothing of it is kept): rerun the "
-              "same command to fit again"),
-    # Stopped after the save and before the holdout: it said "nothing is kept", and the rerun never scored it.
-    ("final saved", "digitnet.train: terminated (SIGTERM); the fit had finished and RUN/final.ckpt is saved: rerun "
-                    "the same command to score it on the holdout"),
-])
+@pytest.mark.parametrize(
+    "task, line",
+    [
+        ("cv", "digitnet.train: terminated (SIGTERM); rerun the same command to resume (finished folds are in RUN)"),
+        (
+            "final",
+            "digitnet.train: terminated (SIGTERM); the fit was not finished (nothing of it is kept): rerun the "
+            "same command to fit again",
+        ),
+        # Stopped after the save and before the holdout: it said "nothing is kept", and the rerun never scored it.
+        (
+            "final saved",
+            "digitnet.train: terminated (SIGTERM); the fit had finished and RUN/final.ckpt is saved: rerun "
+            "the same command to score it on the holdout",
+        ),
+    ],
+)
 def test_the_interrupt_line_says_what_a_rerun_does(tmp_path, capsys, task, line):
     from digitnet.engine.interrupts import Interrupt
 
@@ -290,10 +340,23 @@ def test_the_interrupt_line_says_what_a_rerun_does(tmp_path, capsys, task, line)
 def test_ctrl_c_at_a_terminal_while_fold_workers_start_is_one_line(tmp_path, mnist_root):
     """A terminal's Ctrl-C reaches the whole process group: fold workers still importing used to print their
     tracebacks into the run's output."""
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet.train", "data.limit=6000", "cv.n_folds=3",
-                             "cv.workers=2", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'run'}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digitnet.train",
+            "data.limit=6000",
+            "cv.n_folds=3",
+            "cv.workers=2",
+            f"data.root={mnist_root}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in proc.stdout:
         if "fold workers" in line or "task=cv" in line:
             break
@@ -304,11 +367,20 @@ def test_ctrl_c_at_a_terminal_while_fold_workers_start_is_one_line(tmp_path, mni
         f"digitnet.train: interrupted; rerun the same command to resume (finished folds are in {tmp_path / 'run'})"
     ], err
 
+
 @pytest.mark.slow
 def test_a_blown_up_loss_is_divergence_and_chance_is_flagged(tmp_path, mnist_root):
     sweep = tmp_path / "sweep"
-    result = run_cli("digitnet.train", "-m", "optimizer.lr=50,0.5,0.05", "data.limit=600", "cv.n_folds=3",
-                     "trainer.max_epochs=1", f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        "-m",
+        "optimizer.lr=50,0.5,0.05",
+        "data.limit=600",
+        "cv.n_folds=3",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]  # a diverged or chance job is a result of the sweep
     exploded = json.loads((sweep / "0" / "cv_summary.json").read_text())
     assert exploded["status"] == "diverged" and "over 10x its first value" in exploded["folds"][0]["reason"]
@@ -324,9 +396,9 @@ def test_a_run_dir_whose_run_finished_nothing_says_to_delete_it(tmp_path, task):
     """A first try that failed (a bad trainer setting, say) left plan.json: "rerun with the same settings" would
     fail again, so the line says the dir holds nothing finished."""
     from conftest import plan_of
+    from digitnet.engine.rundir import check_compatible
     from digitnet.errors import UserError
     from digitnet.files import write_json_atomic
-    from digitnet.engine.rundir import check_compatible
 
     write_json_atomic(tmp_path / "plan.json", plan_of(f"task={task}", "optimizer.lr=0.01").as_dict())
     with pytest.raises(UserError) as nothing:
@@ -341,8 +413,8 @@ def test_a_run_dir_whose_run_finished_nothing_says_to_delete_it(tmp_path, task):
 def test_a_run_dir_is_checked_for_its_place_kinds_and_writability_before_anything(tmp_path):
     """A run inside another run's folds/ was accepted; plan.json or a fold file as a folder failed after files had
     changed (a fold retrained over its checkpoint); a read-only run dir (root passes access()) failed late."""
-    from digitnet.errors import UserError
     from digitnet.engine.rundir import check_place
+    from digitnet.errors import UserError
 
     run = tmp_path / "run"
     (run / "folds").mkdir(parents=True)
@@ -396,14 +468,30 @@ def test_a_resume_never_mixes_data_sets(tmp_path, other):
 def test_a_second_run_into_a_busy_job_dir_names_the_sweep_dir(tmp_path, mnist_root):
     """In a sweep the folder to change is hydra.sweep.dir, not hydra.run.dir."""
     sweep = tmp_path / "sweep"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from digitnet.engine.rundir import RunDirLock; RunDirLock(Path(sys.argv[1])); "
-                               "print('held', flush=True); time.sleep(120)", str(sweep / "0")], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from digitnet.engine.rundir import RunDirLock; RunDirLock(Path(sys.argv[1])); "
+            "print('held', flush=True); time.sleep(120)",
+            str(sweep / "0"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = run_cli("digitnet.train", "-m", "seed=1,2", "data.limit=300", "cv.n_folds=2", "trainer.max_epochs=1",
-                         f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}")
+        result = run_cli(
+            "digitnet.train",
+            "-m",
+            "seed=1,2",
+            "data.limit=300",
+            "cv.n_folds=2",
+            "trainer.max_epochs=1",
+            f"data.root={mnist_root}",
+            f"hydra.sweep.dir={sweep}",
+        )
         assert result.returncode == 1 and "hydra.sweep.dir" in result.stderr and "hydra.run.dir" not in result.stderr
     finally:
         holder.kill()

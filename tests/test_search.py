@@ -25,44 +25,62 @@ from digitnet.report.sweep import read_job  # noqa: E402
 from digitnet.search.space import search_space  # noqa: E402
 from digitnet.search.study import FoldReporter  # noqa: E402
 
-SEARCH = ["hparams_search=lr", "data.limit=600", "trainer.max_epochs=1", "cv.n_folds=3",
-          "trainer.enable_progress_bar=false"]
+SEARCH = [
+    "hparams_search=lr",
+    "data.limit=600",
+    "trainer.max_epochs=1",
+    "cv.n_folds=3",
+    "trainer.enable_progress_bar=false",
+]
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("optimizer.lr=tag(log, interval(0.0001, 1.0))", FloatDistribution(1e-4, 1.0, log=True)),
-    ("optimizer.lr=interval(0.001, 0.1)", FloatDistribution(0.001, 0.1)),
-    ("loss.label_smoothing=interval(0, 1)", FloatDistribution(0.0, 1.0)),  # Hydra's interval() is real-valued
-    ("data.batch_size=range(16, 65, 16)", IntDistribution(16, 64, step=16)),  # the stop excluded, as in Python
-    ("model=choice(baseline, deep)", CategoricalDistribution(("baseline", "deep"))),
-    ("model=baseline,deep", CategoricalDistribution(("baseline", "deep"))),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("optimizer.lr=tag(log, interval(0.0001, 1.0))", FloatDistribution(1e-4, 1.0, log=True)),
+        ("optimizer.lr=interval(0.001, 0.1)", FloatDistribution(0.001, 0.1)),
+        ("loss.label_smoothing=interval(0, 1)", FloatDistribution(0.0, 1.0)),  # Hydra's interval() is real-valued
+        ("data.batch_size=range(16, 65, 16)", IntDistribution(16, 64, step=16)),  # the stop excluded, as in Python
+        ("model=choice(baseline, deep)", CategoricalDistribution(("baseline", "deep"))),
+        ("model=baseline,deep", CategoricalDistribution(("baseline", "deep"))),
+    ],
+)
 def test_search_words_become_optuna_distributions(override, expected):
     key = override.split("=")[0]
     assert search_space({}, [override]).distributions == {key: expected}
 
 
 def test_params_lists_and_fixed_overrides():
-    space = search_space({"optimizer.lr": "tag(log, interval(0.001, 0.1))", "optimizer.momentum": [0.0, 0.9]},
-                         ["model=deep", "optimizer.momentum=0.5"])
+    space = search_space(
+        {"optimizer.lr": "tag(log, interval(0.001, 0.1))", "optimizer.momentum": [0.0, 0.9]},
+        ["model=deep", "optimizer.momentum=0.5"],
+    )
     # A plain override on the command line is every trial's, and takes its key out of the space.
     assert space.distributions == {"optimizer.lr": FloatDistribution(0.001, 0.1, log=True)}
     assert space.fixed == ["model=deep", "optimizer.momentum=0.5"]
     assert space.overrides({"optimizer.lr": 0.01, "data.download": False, "x": None}) == [
-        "model=deep", "optimizer.momentum=0.5", "optimizer.lr=0.01", "data.download=false", "x=null"]
+        "model=deep",
+        "optimizer.momentum=0.5",
+        "optimizer.lr=0.01",
+        "data.download=false",
+        "x=null",
+    ]
     choice = search_space({"optimizer.momentum": [0.0, 0.9]}, []).distributions["optimizer.momentum"]
     assert choice == CategoricalDistribution((0.0, 0.9))
 
 
-@pytest.mark.parametrize("params, arguments, key", [
-    ({}, ["optimizer.lr=tag(grid, interval(0.1, 1))"], "optimizer.lr"),  # a tag that means nothing here
-    ({}, ["optimizer.lr=tag(log, interval(0, 1))"], "optimizer.lr"),  # log of 0
-    ({}, ["optimizer.lr=interval(1, 0.1)"], "optimizer.lr"),  # low above high
-    ({}, ["data.limit=range(10, 10)"], "data.limit"),  # empty
-    ({}, ["model=glob(*)"], "model"),
-    ({}, ["model=deep"], "hydra.sweeper.params"),  # nothing to search
-    ({"optimizer.lr": "interval(0.1"}, [], "hydra.sweeper.params"),  # not Hydra's syntax
-])
+@pytest.mark.parametrize(
+    "params, arguments, key",
+    [
+        ({}, ["optimizer.lr=tag(grid, interval(0.1, 1))"], "optimizer.lr"),  # a tag that means nothing here
+        ({}, ["optimizer.lr=tag(log, interval(0, 1))"], "optimizer.lr"),  # log of 0
+        ({}, ["optimizer.lr=interval(1, 0.1)"], "optimizer.lr"),  # low above high
+        ({}, ["data.limit=range(10, 10)"], "data.limit"),  # empty
+        ({}, ["model=glob(*)"], "model"),
+        ({}, ["model=deep"], "hydra.sweeper.params"),  # nothing to search
+        ({"optimizer.lr": "interval(0.1"}, [], "hydra.sweeper.params"),  # not Hydra's syntax
+    ],
+)
 def test_search_words_that_cannot_be_searched_name_their_key(params, arguments, key):
     with pytest.raises(UserError) as caught:
         search_space(params, arguments)
@@ -124,16 +142,31 @@ def test_summary_rows_of_pruned_and_refused_trials(tmp_path):
     assert job["override_list"] == ["optimizer.momentum=1.5"] and job["status"].startswith("failed: optimizer.momentum")
 
 
-@pytest.mark.parametrize("launcher, environ, share", [
-    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": None},
-     {}, (1, None)),  # every job at once on the whole machine: 1 core, as SLURM gives when unset
-    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 3},
-     {}, (3, None)),
-    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
-     {"SLURM_CPUS_PER_TASK": "2"}, (2, None)),
-    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, {}, (None, None)),  # torch's view
-    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}, {}, (None, None)),
-])
+@pytest.mark.parametrize(
+    "launcher, environ, share",
+    [
+        (
+            {
+                "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+                "cpus_per_task": None,
+            },
+            {},
+            (1, None),
+        ),  # every job at once on the whole machine: 1 core, as SLURM gives when unset
+        (
+            {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 3},
+            {},
+            (3, None),
+        ),
+        (
+            {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
+            {"SLURM_CPUS_PER_TASK": "2"},
+            (2, None),
+        ),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, {}, (None, None)),  # torch's view
+        ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}, {}, (None, None)),
+    ],
+)
 def test_a_sweep_job_takes_the_cores_its_launcher_gave_it(launcher, environ, share):
     from digitnet.train import launcher_share
 
@@ -147,9 +180,12 @@ def _rows(sweep):
 
 def _state(sweep):
     """Every file of the sweep dir but its summary (rewritten, with the same content) and the lock."""
-    return {p.relative_to(sweep): p.stat().st_mtime_ns for p in sweep.rglob("*")
-            if p.is_file() and p.name not in ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png",
-                                              ".digitnet.lock")}
+    return {
+        p.relative_to(sweep): p.stat().st_mtime_ns
+        for p in sweep.rglob("*")
+        if p.is_file()
+        and p.name not in ("sweep_summary.csv", "sweep_summary.md", "sweep_boxplot.png", ".digitnet.lock")
+    }
 
 
 @pytest.mark.slow
@@ -174,8 +210,12 @@ def test_a_search_prunes_fold_by_fold_and_a_rerun_changes_nothing(tmp_path, mnis
     best = max(ok, key=lambda r: float(r["mean"]))
     assert results["best_value"] == pytest.approx(float(best["mean"]))
     assert best["overrides"] == f"optimizer.lr={results['best_params']['optimizer.lr']}"
-    study = optuna.load_study(study_name="digitnet", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna_journal.log"))))
+    study = optuna.load_study(
+        study_name="digitnet",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(sweep / "optuna_journal.log"))
+        ),
+    )
     assert [t.number for t in study.trials] == list(range(8))  # trial N is job N
 
     # The same command again: a finished study adds nothing and changes no file.
@@ -197,9 +237,17 @@ def test_a_search_prunes_fold_by_fold_and_a_rerun_changes_nothing(tmp_path, mnis
 def test_a_trial_that_cannot_run_is_recorded_and_the_search_goes_on(tmp_path, mnist_root):
     sweep = tmp_path / "search"
     # Every choice is tried (BruteForceSampler); momentum 1.5 makes no plan.
-    result = run_cli("digitnet.train", *SEARCH, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}",
-                     "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
-                     "~hydra.sweeper.sampler.n_startup_trials", "hydra.sweeper.params=null", "optimizer.momentum=1.5,0.5")
+    result = run_cli(
+        "digitnet.train",
+        *SEARCH,
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+        "~hydra.sweeper.sampler.n_startup_trials",
+        "hydra.sweeper.params=null",
+        "optimizer.momentum=1.5,0.5",
+    )
     assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-3000:]
     rows = {r["overrides"]: r for r in _rows(sweep)}
     assert rows["optimizer.momentum=1.5"]["status"].startswith("failed: optimizer.momentum")
@@ -211,11 +259,20 @@ def test_a_trial_that_cannot_run_is_recorded_and_the_search_goes_on(tmp_path, mn
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_its_running_trial(tmp_path, mnist_root):
     sweep = tmp_path / "search"
-    args = ["hparams_search=lr", "data.limit=3000", "trainer.max_epochs=2", "cv.n_folds=3", "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.pruner=null", "trainer.enable_progress_bar=false", f"data.root={mnist_root}",
-            f"hydra.sweep.dir={sweep}"]
-    process = subprocess.Popen([sys.executable, "-m", "digitnet.train", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    args = [
+        "hparams_search=lr",
+        "data.limit=3000",
+        "trainer.max_epochs=2",
+        "cv.n_folds=3",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner=null",
+        "trainer.enable_progress_bar=false",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 240
     while not (sweep / "1" / "folds" / "fold_0.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -249,22 +306,34 @@ def basic_sweep(tmp_path_factory, mnist_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher, plugin, leftovers", [
-    ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::")),
-    ("submitit_local", "hydra_plugins.hydra_submitit_launcher", ("submitit.local._local",)),
-])
-def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(tmp_path, mnist_root, basic_sweep, launcher,
-                                                                        plugin, leftovers):
+@pytest.mark.parametrize(
+    "launcher, plugin, leftovers",
+    [
+        ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::")),
+        ("submitit_local", "hydra_plugins.hydra_submitit_launcher", ("submitit.local._local",)),
+    ],
+)
+def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(
+    tmp_path, mnist_root, basic_sweep, launcher, plugin, leftovers
+):
     pytest.importorskip(plugin)
     if _processes(*leftovers):
         pytest.skip(f"{launcher} processes were running before the test")
     sweep = tmp_path / launcher
-    result = run_cli("digitnet.train", *ENGINE_SWEEP, f"hydra/launcher={launcher}", f"data.root={mnist_root}",
-                     f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        *ENGINE_SWEEP,
+        f"hydra/launcher={launcher}",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(sweep)
-    assert [(r["overrides"], r["status"]) for r in rows] == [(r["overrides"], r["status"]) for r in basic_sweep] == [
-        ("optimizer.lr=0.01", "ok"), ("optimizer.lr=0.05", "ok")]
+    assert (
+        [(r["overrides"], r["status"]) for r in rows]
+        == [(r["overrides"], r["status"]) for r in basic_sweep]
+        == [("optimizer.lr=0.01", "ok"), ("optimizer.lr=0.05", "ok")]
+    )
     for a, b in zip(basic_sweep, rows):  # 1 thread a job there, all the cores here: the same folds within a few images
         assert float(b["mean"]) == pytest.approx(float(a["mean"]), abs=0.01)
     plans = [json.loads((sweep / job / "plan.json").read_text()) for job in ("0", "1")]
@@ -277,9 +346,16 @@ def test_a_sweep_through_a_real_engine_ends_as_with_the_basic_launcher(tmp_path,
 def test_search_trials_run_in_parallel_through_a_launcher(tmp_path, mnist_root):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "search"
-    result = run_cli("digitnet.train", *SEARCH, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4", f"data.root={mnist_root}",
-                     f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        *SEARCH,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_rows(sweep)) == 4
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # joblib's: the cores over its n_jobs
@@ -287,13 +363,16 @@ def test_search_trials_run_in_parallel_through_a_launcher(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, key", [
-    ("optimizer.lrr=interval(0.1,1)", "optimizer.lrr"),  # a key the config lacks: every trial would fail
-    ("trainer.max_epochs=interval(1,3)", "trainer.max_epochs"),  # real values for a whole-number key
-    ("task=final", "task"),  # the holdout never chooses settings
-    ("hydra.sweep.subdir=${hydra.job.num}_x", "hydra.sweep.subdir"),  # trial N is job dir N
-    ("hydra.sweeper.sampler._target_=optuna.pruners.MedianPruner", "hydra.sweeper.sampler"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lrr=interval(0.1,1)", "optimizer.lrr"),  # a key the config lacks: every trial would fail
+        ("trainer.max_epochs=interval(1,3)", "trainer.max_epochs"),  # real values for a whole-number key
+        ("task=final", "task"),  # the holdout never chooses settings
+        ("hydra.sweep.subdir=${hydra.job.num}_x", "hydra.sweep.subdir"),  # trial N is job dir N
+        ("hydra.sweeper.sampler._target_=optuna.pruners.MedianPruner", "hydra.sweeper.sampler"),
+    ],
+)
 def test_a_search_that_cannot_run_is_refused_before_any_trial(tmp_path, override, key):
     sweep = tmp_path / "search"
     result = run_cli("digitnet.train", *SEARCH, override, f"hydra.sweep.dir={sweep}")
@@ -301,11 +380,14 @@ def test_a_search_that_cannot_run_is_refused_before_any_trial(tmp_path, override
     assert not sweep.exists()
 
 
-@pytest.mark.parametrize("conf, subdir, key", [
-    ({"n_trials": 0, "n_jobs": 1}, "${hydra.job.num}", "hydra.sweeper.n_trials"),
-    ({"n_trials": 4, "n_jobs": -1}, "${hydra.job.num}", "hydra.sweeper.n_jobs"),
-    ({"n_trials": 4, "n_jobs": 1}, "trial_${hydra.job.num}", "hydra.sweep.subdir"),
-])
+@pytest.mark.parametrize(
+    "conf, subdir, key",
+    [
+        ({"n_trials": 0, "n_jobs": 1}, "${hydra.job.num}", "hydra.sweeper.n_trials"),
+        ({"n_trials": 4, "n_jobs": -1}, "${hydra.job.num}", "hydra.sweeper.n_jobs"),
+        ({"n_trials": 4, "n_jobs": 1}, "trial_${hydra.job.num}", "hydra.sweep.subdir"),
+    ],
+)
 def test_search_settings_that_cannot_run_name_their_key(conf, subdir, key):
     from digitnet.search.study import Search
 
@@ -316,16 +398,19 @@ def test_search_settings_that_cannot_run_name_their_key(conf, subdir, key):
     assert caught.value.key == key
 
 
-@pytest.mark.parametrize("pruner, kind", [(None, optuna.pruners.NopPruner),
-                                          ({"_target_": "optuna.pruners.MedianPruner"}, optuna.pruners.MedianPruner)])
+@pytest.mark.parametrize(
+    "pruner, kind",
+    [(None, optuna.pruners.NopPruner), ({"_target_": "optuna.pruners.MedianPruner"}, optuna.pruners.MedianPruner)],
+)
 def test_a_trials_job_reports_to_the_sweep_dirs_study_with_the_sweepers_pruner(tmp_path, pruner, kind):
     from digitnet.search.study import JOURNAL, STUDY, SWEEPER, job_reporter
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / JOURNAL)))
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     study.ask(), study.ask()
-    hydra_cfg = OmegaConf.create({"sweeper": {"_target_": SWEEPER, "pruner": pruner},
-                                  "sweep": {"dir": str(tmp_path)}, "job": {"num": 1}})
+    hydra_cfg = OmegaConf.create(
+        {"sweeper": {"_target_": SWEEPER, "pruner": pruner}, "sweep": {"dir": str(tmp_path)}, "job": {"num": 1}}
+    )
     reporter = job_reporter(hydra_cfg, n_folds=3)
     assert reporter.trial.number == 1 and isinstance(reporter.trial.study.pruner, kind)  # null: no pruning at all
     reporter.after_fold({"fold": 0, "status": "ok", "score": 0.5})
@@ -334,12 +419,17 @@ def test_a_trials_job_reports_to_the_sweep_dirs_study_with_the_sweepers_pruner(t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage, named", [
-    (lambda sweep: (sweep / "0" / ".hydra").mkdir(parents=True), "optuna_journal.log"),  # another sweep's jobs
-    (lambda sweep: (sweep / "optuna_journal.log").write_text('{"op_code": 0, "worker_id": "x"}\n[1, 2]\n{}\n'),
-     "optuna_journal.log"),
-    (lambda sweep: (sweep / "sweep_jobs.json").write_text("{"), "sweep_jobs.json"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda sweep: (sweep / "0" / ".hydra").mkdir(parents=True), "optuna_journal.log"),  # another sweep's jobs
+        (
+            lambda sweep: (sweep / "optuna_journal.log").write_text('{"op_code": 0, "worker_id": "x"}\n[1, 2]\n{}\n'),
+            "optuna_journal.log",
+        ),
+        (lambda sweep: (sweep / "sweep_jobs.json").write_text("{"), "sweep_jobs.json"),
+    ],
+)
 def test_a_sweep_dir_that_is_not_this_searchs_is_refused_as_it_is(tmp_path, damage, named):
     sweep = tmp_path / "search"
     sweep.mkdir()

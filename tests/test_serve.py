@@ -68,14 +68,30 @@ def test_bad_files_get_their_own_errors_and_good_ones_are_answered(random_client
     assert only_bad.status_code == 422 and only_bad.json()["results"] == []
 
 
-@pytest.mark.parametrize("request_kwargs, status, message", [
-    # Starlette's own form limit, in its words and status
-    ({"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(web.MAX_FILES + 1)]}, 400, str(web.MAX_FILES)),
-    ({"data": {"files": "not a file"}}, 400, "multipart"),
-    ({"files": [("other", ("a.png", b"x", "image/png"))]}, 400, "no files"),
-    ({"content": b"x" * 10, "headers": {"content-type": "multipart/form-data; boundary=zz",
-                                         "content-length": str(web.MAX_REQUEST_BYTES + 1)}}, 413, "over"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, status, message",
+    [
+        # Starlette's own form limit, in its words and status
+        (
+            {"files": [("files", (f"{i}.png", b"x", "image/png")) for i in range(web.MAX_FILES + 1)]},
+            400,
+            str(web.MAX_FILES),
+        ),
+        ({"data": {"files": "not a file"}}, 400, "multipart"),
+        ({"files": [("other", ("a.png", b"x", "image/png"))]}, 400, "no files"),
+        (
+            {
+                "content": b"x" * 10,
+                "headers": {
+                    "content-type": "multipart/form-data; boundary=zz",
+                    "content-length": str(web.MAX_REQUEST_BYTES + 1),
+                },
+            },
+            413,
+            "over",
+        ),
+    ],
+)
 def test_bad_requests_are_4xx_json(random_client, request_kwargs, status, message):
     response = random_client.post("/api/predict", **request_kwargs)
     assert response.status_code == status
@@ -84,8 +100,9 @@ def test_bad_requests_are_4xx_json(random_client, request_kwargs, status, messag
 
 def test_a_garbage_multipart_body_is_a_400_and_no_stray_log_line(random_client, caplog):
     """python-multipart logged "Expected boundary character 45, got 103 at index 2" into the server's log."""
-    response = random_client.post("/api/predict", content=b"garbage body",
-                                  headers={"content-type": "multipart/form-data; boundary=zz"})
+    response = random_client.post(
+        "/api/predict", content=b"garbage body", headers={"content-type": "multipart/form-data; boundary=zz"}
+    )
     assert response.status_code == 400
     assert not [r for r in caplog.records if r.name.startswith("python_multipart")], caplog.text
 
@@ -115,7 +132,9 @@ def test_a_trained_model_answers_like_predict_and_under_load(trained_checkpoint)
     row = body["results"][0]
     assert row["digit"] == 7
     rows, _, _ = predict_images(load_checkpoint(trained_checkpoint), [("seven.png", SAMPLE)], top_k=3)
-    assert {k: row[k] for k in ("path", "digit", "probability", "top", "unsure", "notes")} == rows[0]  # the same code, the same fields
+    assert {k: row[k] for k in ("path", "digit", "probability", "top", "unsure", "notes")} == rows[
+        0
+    ]  # the same code, the same fields
 
     answers, failures = [], []
 
@@ -133,8 +152,11 @@ def test_a_trained_model_answers_like_predict_and_under_load(trained_checkpoint)
 
 
 def test_serve_cli_one_line_errors(tmp_path, capsys):
-    for argv, named, code in ((["--port", "70000", str(SAMPLE)], "--port", 2), ([str(tmp_path)], str(tmp_path), 1),
-                              ([str(tmp_path / "none.ckpt")], str(tmp_path / "none.ckpt"), 1)):
+    for argv, named, code in (
+        (["--port", "70000", str(SAMPLE)], "--port", 2),
+        ([str(tmp_path)], str(tmp_path), 1),
+        ([str(tmp_path / "none.ckpt")], str(tmp_path / "none.ckpt"), 1),
+    ):
         with pytest.raises(SystemExit) as stop:
             serve.main(argv)
         assert stop.value.code == code and named in capsys.readouterr().err
@@ -152,21 +174,24 @@ def raw_multipart(parts, boundary="XXB", charset=None):
 def test_odd_multipart_requests_found_by_a_hostile_try(random_client):
     sample = SAMPLE.read_bytes()
     # A file name that decodes to a lone surrogate was a 500 (JSON cannot carry it).
-    r = random_client.post("/api/predict", **raw_multipart([('name="files"; filename="+2AA-.png"', sample)],
-                                                           charset="utf-7"))
+    r = random_client.post(
+        "/api/predict", **raw_multipart([('name="files"; filename="+2AA-.png"', sample)], charset="utf-7")
+    )
     assert r.status_code == 200 and r.json()["results"][0]["path"].startswith("\\ud800")
     # A part of `files` without a filename (or with RFC 5987's filename*= alone, which the parser does not read) was
     # silently dropped, then called "not a file upload": it gets its own error.
     for part in ('name="files"', "name=\"files\"; filename*=UTF-8''d%C3%A9.png"):
-        r = random_client.post("/api/predict", **raw_multipart([(part, b"x"), ('name="files"; filename="good.png"',
-                                                                               sample)]))
+        r = random_client.post(
+            "/api/predict", **raw_multipart([(part, b"x"), ('name="files"; filename="good.png"', sample)])
+        )
         assert r.status_code == 422 and [x["path"] for x in r.json()["results"]] == ["good.png"]
         assert [e["file"] for e in r.json()["errors"]] == ["part 1"]
     assert random_client.head("/").status_code == 200
     # Media types are case-insensitive; a boundary is required.
     request = raw_multipart([('name="files"; filename="good.png"', sample)])
-    request["headers"]["content-type"] = request["headers"]["content-type"].replace("multipart/form-data",
-                                                                                    "Multipart/Form-Data")
+    request["headers"]["content-type"] = request["headers"]["content-type"].replace(
+        "multipart/form-data", "Multipart/Form-Data"
+    )
     assert random_client.post("/api/predict", **request).status_code == 200
     for ctype in ("multipart/form-dataX; boundary=XXB", "multipart/form-data; boundary=", "multipart/form-data"):
         request["headers"]["content-type"] = ctype
@@ -178,15 +203,23 @@ def test_images_too_large_to_be_digits_are_refused_per_file(random_client):
 
     tall = io.BytesIO()
     Image.fromarray(np.zeros((70_000, 1000), dtype=np.uint8)).save(tall, format="PNG")  # 70 Mpx, a few kB
-    r = random_client.post("/api/predict", files=[("files", ("tall.png", tall.getvalue(), "image/png")),
-                                                  ("files", ("good.png", SAMPLE.read_bytes(), "image/png"))])
+    r = random_client.post(
+        "/api/predict",
+        files=[
+            ("files", ("tall.png", tall.getvalue(), "image/png")),
+            ("files", ("good.png", SAMPLE.read_bytes(), "image/png")),
+        ],
+    )
     assert r.status_code == 422 and "1000x70000 (70 Mpx)" in r.json()["errors"][0]["error"]
     assert [x["path"] for x in r.json()["results"]] == ["good.png"]
 
 
 def test_serve_cli_names_odd_paths_in_one_line(tmp_path, capsys):
-    for argv, named in (([str(tmp_path / "a\nb.ckpt")], "a\\nb.ckpt"), (["--host", "", str(SAMPLE)], "--host"),
-                        ([str(SAMPLE)], str(SAMPLE))):
+    for argv, named in (
+        ([str(tmp_path / "a\nb.ckpt")], "a\\nb.ckpt"),
+        (["--host", "", str(SAMPLE)], "--host"),
+        ([str(SAMPLE)], str(SAMPLE)),
+    ):
         with pytest.raises(SystemExit):
             serve.main(argv)
         err = capsys.readouterr().err.strip().splitlines()

@@ -17,9 +17,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def server(trained_checkpoint):
     """`python -m digitnet.serve` on a free loopback port (--port 0: the OS picks, the server prints it)."""
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet.serve", str(trained_checkpoint.parent), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.serve", str(trained_checkpoint.parent), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -40,9 +44,18 @@ def test_draw_a_seven_and_upload_a_file(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.goto(server)
@@ -54,7 +67,7 @@ def test_draw_a_seven_and_upload_a_file(server, tmp_path):
             x, y = box["x"], box["y"]
             page.mouse.move(x + 70, y + 60)
             page.mouse.down()
-            for (px, py) in [(110, 60), (150, 60), (200, 60), (185, 100), (165, 150), (145, 200), (130, 235)]:
+            for px, py in [(110, 60), (150, 60), (200, 60), (185, 100), (165, 150), (145, 200), (130, 235)]:
                 page.mouse.move(x + px, y + py, steps=6)
             page.mouse.up()
             page.wait_for_function("document.getElementById('digit').dataset.digit !== ''", timeout=20000)

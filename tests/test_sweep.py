@@ -19,8 +19,9 @@ TINY = ["data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", "trainer.enabl
 def test_two_job_multirun_with_a_diverging_job(tmp_path, mnist_root):
     sweep = tmp_path / "sweep"
     # lr=1e6 blows the loss up to inf/NaN within a few steps; the sweep must go on to the next job.
-    result = run_cli("digitnet.train", "-m", "optimizer.lr=1e6,0.01", *TINY, f"data.root={mnist_root}",
-                     f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train", "-m", "optimizer.lr=1e6,0.01", *TINY, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for job in ("0", "1"):
         for name in ("cv_summary.json", "learning_curves.png", "cv_boxplot.png", "samples.png"):
@@ -48,7 +49,9 @@ def test_two_job_multirun_with_a_diverging_job(tmp_path, mnist_root):
 
     # A job resumed with a plain command, its overrides in other words and order, keeps its label in the table.
     labels = (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
-    resumed = run_cli("digitnet.train", f"data.root={mnist_root}", *TINY, "optimizer.lr=1e-2", f"hydra.run.dir={sweep / '1'}")
+    resumed = run_cli(
+        "digitnet.train", f"data.root={mnist_root}", *TINY, "optimizer.lr=1e-2", f"hydra.run.dir={sweep / '1'}"
+    )
     assert resumed.returncode == 0 and "finished earlier" in resumed.stdout, resumed.stdout + resumed.stderr[-2000:]
     assert (sweep / "1" / ".hydra" / "overrides.yaml").read_text() == labels
     assert run_cli("digitnet.summarize", sweep).returncode == 0
@@ -58,9 +61,17 @@ def test_two_job_multirun_with_a_diverging_job(tmp_path, mnist_root):
 @pytest.mark.slow
 def test_paired_test_against_the_best_job(tmp_path, mnist_root):
     sweep = tmp_path / "sweep"
-    result = run_cli("digitnet.train", "-m", "optimizer.lr=0.05,0.001", "data.limit=900", "cv.n_folds=3",
-                     "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"data.root={mnist_root}",
-                     f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        "-m",
+        "optimizer.lr=0.05,0.001",
+        "data.limit=900",
+        "cv.n_folds=3",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["overrides"]: r for r in csv.DictReader(open(sweep / "sweep_summary.csv"))}
     best, other = rows["optimizer.lr=0.05"], rows["optimizer.lr=0.001"]
@@ -88,17 +99,27 @@ def test_summarize_rejects_a_non_sweep_dir(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root, workers):
-    args = ["data.limit=1500", "cv.n_folds=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            f"data.root={mnist_root}", f"cv.workers={workers}"]
+    args = [
+        "data.limit=1500",
+        "cv.n_folds=3",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"data.root={mnist_root}",
+        f"cv.workers={workers}",
+    ]
     reference = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'reference'}")
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     run_dir = tmp_path / "interrupted"
     # Ctrl-C must reach the run even when the tests were started in the background (`cmd &` ignores SIGINT in
     # what it starts, and Python keeps an ignored SIGINT ignored).
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet.train", *args, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.train", *args, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while not (run_dir / "folds" / "fold_0.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -114,7 +135,8 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root, work
     assert "(fold 0, finished earlier)" in resumed.stdout
     # The interrupted fold's TensorBoard run was started afresh: one attempt's events, not two.
     assert len(list((run_dir / "tb" / "fold_1").glob("events.out.tfevents.*"))) == len(
-        list((tmp_path / "reference" / "tb" / "fold_1").glob("events.out.tfevents.*")))
+        list((tmp_path / "reference" / "tb" / "fold_1").glob("events.out.tfevents.*"))
+    )
     a = json.loads((tmp_path / "reference" / "cv_summary.json").read_text())
     b = json.loads((run_dir / "cv_summary.json").read_text())
     assert a["fold_scores"] == b["fold_scores"] and a["mean"] == b["mean"]
@@ -125,15 +147,19 @@ def test_resume_after_interrupt_gives_the_same_result(tmp_path, mnist_root, work
     assert clash.returncode == 1 and "fold_0.json" in clash.stderr and "optimizer.lr" in clash.stderr
 
 
-@pytest.mark.parametrize("launcher, target", [
-    ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
-    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-])
+@pytest.mark.parametrize(
+    "launcher, target",
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ],
+)
 def test_launcher_configs_compose(launcher, target):
     pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}", "model=deep"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="config", overrides=[f"hydra/launcher={launcher}", "model=deep"], return_hydra_config=True
+        )
     assert cfg.hydra.launcher._target_ == target
     assert cfg.hydra.callbacks.sweep._target_ == "digitnet.config.multirun.SweepCallback"
 
@@ -143,8 +169,12 @@ def _fake_sweep(sweep, jobs, subdir="${hydra.job.num}", task=None):
     from omegaconf import OmegaConf
 
     sweep.mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep), "subdir": subdir},
-                                               "overrides": {"task": task or ["seed=1,2"]}}}), sweep / "multirun.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {"hydra": {"sweep": {"dir": str(sweep), "subdir": subdir}, "overrides": {"task": task or ["seed=1,2"]}}}
+        ),
+        sweep / "multirun.yaml",
+    )
     for number, overrides in enumerate(jobs):
         (sweep / str(number) / ".hydra").mkdir(parents=True)
         OmegaConf.save(OmegaConf.create(overrides), sweep / str(number) / ".hydra" / "overrides.yaml")
@@ -159,14 +189,17 @@ def _refused_untouched(result, before, *named):
     assert after == before and all(p.exists() for p in before)
 
 
-@pytest.mark.parametrize("damage, argv, message", [
-    # multirun.yaml unreadable: Hydra would overwrite it with the refused sweep, and the real one could not resume.
-    ("multirun", ["seed=1,2"], "multirun.yaml"),
-    # multirun.yaml gone: the job dirs still say which sweep this is.
-    ("no-multirun", ["seed=3,4"], "seed=1"),
-    ("none", ["seed=1,2", "hydra.sweep.subdir=j${hydra.job.num}"], "j${hydra.job.num}"),
-    ("run-dir", ["seed=1,2"], "hydra.sweep.dir"),
-])
+@pytest.mark.parametrize(
+    "damage, argv, message",
+    [
+        # multirun.yaml unreadable: Hydra would overwrite it with the refused sweep, and the real one could not resume.
+        ("multirun", ["seed=1,2"], "multirun.yaml"),
+        # multirun.yaml gone: the job dirs still say which sweep this is.
+        ("no-multirun", ["seed=3,4"], "seed=1"),
+        ("none", ["seed=1,2", "hydra.sweep.subdir=j${hydra.job.num}"], "j${hydra.job.num}"),
+        ("run-dir", ["seed=1,2"], "hydra.sweep.dir"),
+    ],
+)
 def test_a_sweep_dir_keeps_its_own_sweep(tmp_path, damage, argv, message):
     sweep = tmp_path / "sweep"
     _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
@@ -185,7 +218,9 @@ def test_a_sweep_dir_keeps_its_own_sweep(tmp_path, damage, argv, message):
 @pytest.mark.parametrize("subdir", ["same", "${model.name}"])
 def test_a_sweep_subdir_without_the_job_number_is_refused(tmp_path, subdir):
     """Jobs sharing a folder: job 1 then failed on job 0's folds."""
-    result = run_cli("digitnet.train", "-m", "seed=1,2", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={tmp_path / 's'}")
+    result = run_cli(
+        "digitnet.train", "-m", "seed=1,2", f"hydra.sweep.subdir={subdir}", f"hydra.sweep.dir={tmp_path / 's'}"
+    )
     _refused_untouched(result, {}, "hydra.sweep.subdir")
     assert not (tmp_path / "s").exists()
 
@@ -194,8 +229,13 @@ def test_a_sweep_subdir_without_the_job_number_is_refused(tmp_path, subdir):
 def test_a_single_run_does_not_write_into_a_sweep(tmp_path, synthetic_root, where, message):
     sweep = tmp_path / "sweep"
     before = _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
-    result = run_cli("digitnet.train", f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
-                     f"hydra.run.dir={sweep / where}")
+    result = run_cli(
+        "digitnet.train",
+        f"data.root={synthetic_root}",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={sweep / where}",
+    )
     _refused_untouched(result, before, message)
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
 
@@ -241,16 +281,19 @@ def test_a_resumed_job_rewrites_a_damaged_overrides_yaml(tmp_path):
         assert (path.read_text() == content) == kept and OmegaConf.load(path) is not None
 
 
-@pytest.mark.parametrize("launcher, named", [
-    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher"),
-    (["hydra/launcher=joblib", "hydra.launcher.backend=bogus"], "hydra.launcher.backend"),
-    (["hydra/launcher=joblib", "hydra.launcher.prefer=bogus"], "hydra.launcher"),
-    (["hydra/launcher=joblib", "hydra.launcher.batch_size=0"], "hydra.launcher"),
-    (["hydra/launcher=joblib", "+hydra.launcher.bogus=1"], "hydra.launcher.bogus"),
-    (["hydra/launcher=joblib", "hydra.launcher.timeout=3"], "hydra.launcher.timeout"),
-    (["hydra/launcher=joblib", "hydra.launcher.verbose=x"], "hydra.launcher.verbose"),
-    (["hydra/launcher=submitit_slurm"], "sbatch"),
-])
+@pytest.mark.parametrize(
+    "launcher, named",
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher"),
+        (["hydra/launcher=joblib", "hydra.launcher.backend=bogus"], "hydra.launcher.backend"),
+        (["hydra/launcher=joblib", "hydra.launcher.prefer=bogus"], "hydra.launcher"),
+        (["hydra/launcher=joblib", "hydra.launcher.batch_size=0"], "hydra.launcher"),
+        (["hydra/launcher=joblib", "+hydra.launcher.bogus=1"], "hydra.launcher.bogus"),
+        (["hydra/launcher=joblib", "hydra.launcher.timeout=3"], "hydra.launcher.timeout"),
+        (["hydra/launcher=joblib", "hydra.launcher.verbose=x"], "hydra.launcher.verbose"),
+        (["hydra/launcher=submitit_slurm"], "sbatch"),
+    ],
+)
 def test_a_launcher_that_cannot_run_is_refused_before_any_file(tmp_path, launcher, named):
     import shutil
 
@@ -264,8 +307,13 @@ def test_a_launcher_that_cannot_run_is_refused_before_any_file(tmp_path, launche
 
 @pytest.mark.parametrize("sweep", [[], ["-m", "seed=1,2"]])
 def test_an_unknown_hydra_group_choice_lists_the_choices(tmp_path, sweep):
-    result = run_cli("digitnet.train", *sweep, "hydra/launcher=nope", f"hydra.run.dir={tmp_path / 'run'}",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = run_cli(
+        "digitnet.train",
+        *sweep,
+        "hydra/launcher=nope",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr  # Hydra's own message lists the choices
     assert all(name in result.stderr for name in ("hydra/launcher", "basic", "joblib"))
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
@@ -278,12 +326,25 @@ def test_a_sweep_whose_summary_cannot_be_written_is_refused_before_any_job(tmp_p
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["sweep_summary.md"]
 
 
-@pytest.mark.parametrize("sweep, message", [(["seed=1,1"], "seed=1"), pytest.param(
-    ["model=deep,baseline", "optimizer.lr=0.1,0.1"], "optimizer.lr=0.1", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        (["seed=1,1"], "seed=1"),
+        pytest.param(["model=deep,baseline", "optimizer.lr=0.1,0.1"], "optimizer.lr=0.1", marks=pytest.mark.slow),
+    ],
+)
 def test_a_sweep_that_would_train_one_run_twice_is_refused(tmp_path, mnist_root, sweep, message):
     # tiny jobs: were the check gone, this fails in seconds instead of training full CVs
-    result = run_cli("digitnet.train", "-m", *sweep, "data.limit=300", "cv.n_folds=2", "trainer.max_epochs=1",
-                     f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = run_cli(
+        "digitnet.train",
+        "-m",
+        *sweep,
+        "data.limit=300",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     _refused_untouched(result, {}, message, "sweep jobs 0")
     assert not (tmp_path / "sweep").exists()
 
@@ -301,8 +362,13 @@ def test_a_sweep_job_whose_config_file_is_not_utf8_names_the_file(tmp_path):
     """The sweep check printed Python's "'utf-8' codec can't decode byte 0xe9" and no file."""
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "latin.yaml").write_bytes("name: deep # caf\u00e9\n".encode("latin-1"))
-    result = run_cli("digitnet.train", f"--config-dir={tmp_path / 'conf'}", "-m", "model=latin,deep",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = run_cli(
+        "digitnet.train",
+        f"--config-dir={tmp_path / 'conf'}",
+        "-m",
+        "model=latin,deep",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     _refused_untouched(result, {}, "sweep job 0", str(tmp_path / "conf" / "model" / "latin.yaml"))
     assert not (tmp_path / "sweep").exists()
 
@@ -312,9 +378,18 @@ def test_a_sweep_with_test_time_augmentation_ends_with_its_summary(tmp_path, mni
     """Every sweep of the recipe (tta=shift) ended without a table: the summary check read the folds' tta against a
     run key they do not carry."""
     sweep = tmp_path / "sweep"
-    result = run_cli("digitnet.train", "-m", "tta=shift", "optimizer.lr=0.01,0.05", "data.limit=300",
-                     "trainer.max_epochs=1", "cv.n_folds=2", "cv.workers=1", f"data.root={mnist_root}",
-                     f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        "-m",
+        "tta=shift",
+        "optimizer.lr=0.01,0.05",
+        "data.limit=300",
+        "trainer.max_epochs=1",
+        "cv.n_folds=2",
+        "cv.workers=1",
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert [r["status"] for r in rows] == ["ok", "ok"]
@@ -323,8 +398,17 @@ def test_a_sweep_with_test_time_augmentation_ends_with_its_summary(tmp_path, mni
 
 def _two_job_sweep(tmp_path, root, *extra):
     sweep = tmp_path / "sweep"
-    result = run_cli("digitnet.train", "-m", *extra, "cv.n_folds=2", "trainer.max_epochs=1", "cv.workers=1",
-                     "data.batch_size=20", f"data.root={root}", f"hydra.sweep.dir={sweep}")
+    result = run_cli(
+        "digitnet.train",
+        "-m",
+        *extra,
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        "cv.workers=1",
+        "data.batch_size=20",
+        f"data.root={root}",
+        f"hydra.sweep.dir={sweep}",
+    )
     return sweep, result
 
 

@@ -25,8 +25,14 @@ def test_a_cv_run_is_one_mlflow_run_beside_its_tensorboard_logs(tmp_path, synthe
     from digitnet.train import run
 
     uri, client = store(tmp_path)
-    plan = plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=2", "logger=[tensorboard,mlflow]",
-                   f"logger.mlflow.tracking_uri={uri}", "cv.workers=1")
+    plan = plan_of(
+        f"data.root={synthetic_root}",
+        "cv.n_folds=2",
+        "trainer.max_epochs=2",
+        "logger=[tensorboard,mlflow]",
+        f"logger.mlflow.tracking_uri={uri}",
+        "cv.workers=1",
+    )
     summary = run(plan, tmp_path / "run")
     assert {p.name for p in (tmp_path / "run" / "tb").iterdir()} == {"fold_0", "fold_1", "cv"}  # as without MLflow
     (recorded,) = runs(client)
@@ -34,8 +40,9 @@ def test_a_cv_run_is_one_mlflow_run_beside_its_tensorboard_logs(tmp_path, synthe
     assert recorded.data.params["optimizer.lr"] == "0.01" and recorded.data.params["model"] == "baseline"
     assert recorded.data.tags["digitnet.run_dir"] == str((tmp_path / "run").resolve())
     history = client.get_metric_history(recorded.info.run_id, "fold_1/val_acc")
-    assert [(m.step, m.value) for m in history] == [(e["epoch"], pytest.approx(e["val_acc"]))
-                                                   for e in summary["folds"][1]["history"]]
+    assert [(m.step, m.value) for m in history] == [
+        (e["epoch"], pytest.approx(e["val_acc"])) for e in summary["folds"][1]["history"]
+    ]
     files = {a.path for a in client.list_artifacts(recorded.info.run_id)}
     assert {"learning_curves.png", "cv_boxplot.png", "cv_summary.json", "confusion_matrices"} <= files
     assert len(client.list_artifacts(recorded.info.run_id, "confusion_matrices")) == 2
@@ -49,8 +56,17 @@ def test_a_final_fit_records_its_holdout_score_and_checkpoint(tmp_path, syntheti
     from digitnet.train import run
 
     uri, client = store(tmp_path)
-    metrics = run(plan_of(f"data.root={synthetic_root}", "task=final", "trainer.max_epochs=1", "logger=[mlflow]",
-                          f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.experiment_name=final"), tmp_path / "run")
+    metrics = run(
+        plan_of(
+            f"data.root={synthetic_root}",
+            "task=final",
+            "trainer.max_epochs=1",
+            "logger=[mlflow]",
+            f"logger.mlflow.tracking_uri={uri}",
+            "logger.mlflow.experiment_name=final",
+        ),
+        tmp_path / "run",
+    )
     (recorded,) = runs(client, "final")
     assert recorded.data.metrics["holdout_accuracy"] == pytest.approx(metrics["accuracy"])
     assert "final.ckpt" in {a.path for a in client.list_artifacts(recorded.info.run_id)}
@@ -62,8 +78,10 @@ def test_csv_logs_each_folds_epochs(tmp_path, synthetic_root):
 
     from digitnet.train import run
 
-    summary = run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=2", "logger=[csv]",
-                          "cv.workers=1"), tmp_path / "run")
+    summary = run(
+        plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=2", "logger=[csv]", "cv.workers=1"),
+        tmp_path / "run",
+    )
     for fold in (0, 1):
         rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / f"fold_{fold}" / "metrics.csv")))
         val = [float(r["val_acc"]) for r in rows if r.get("val_acc")]
@@ -82,21 +100,42 @@ def test_a_store_that_fails_after_the_run_costs_none_of_its_results(tmp_path, sy
         raise ConnectionError("the tracking server went away")
 
     monkeypatch.setattr(MlflowClient, "log_batch", refuse)
-    summary = run(plan_of(f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "logger=[mlflow]",
-                          f"logger.mlflow.tracking_uri={uri}", "cv.workers=1"), tmp_path / "run")
+    summary = run(
+        plan_of(
+            f"data.root={synthetic_root}",
+            "cv.n_folds=2",
+            "trainer.max_epochs=1",
+            "logger=[mlflow]",
+            f"logger.mlflow.tracking_uri={uri}",
+            "cv.workers=1",
+        ),
+        tmp_path / "run",
+    )
     assert json.loads((tmp_path / "run" / "cv_summary.json").read_text())["mean"] == summary["mean"]
     assert "MLflow" in capsys.readouterr().out and not (tmp_path / "run" / "mlflow_run.json").exists()
     (recorded,) = runs(client)
     assert recorded.info.status == "FAILED"  # said so in MLflow too
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["logger=[mlflow]", "logger.mlflow.tracking_uri=sqlite:////proc/digitnet/mlflow.db"], "logger.mlflow.tracking_uri"),
-    (["logger=[mlflow]", "logger.mlflow.tracking_uri=TMP/mlruns"], "logger.mlflow.tracking_uri"),  # MLflow 3's file store
-    (["logger.mlflow.experiment_name=mine"], "logger.mlflow.experiment_name"),  # mlflow not selected: would be lost
-    (["logger=[mlflow]", "logger.mlflow.tracking_uri=http://127.0.0.1:9"], "logger.mlflow.tracking_uri"),  # no server
-    (["logger=[mlflow]", "logger.mlflow.experiment_name= "], "logger.mlflow.experiment_name"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (
+            ["logger=[mlflow]", "logger.mlflow.tracking_uri=sqlite:////proc/digitnet/mlflow.db"],
+            "logger.mlflow.tracking_uri",
+        ),
+        (
+            ["logger=[mlflow]", "logger.mlflow.tracking_uri=TMP/mlruns"],
+            "logger.mlflow.tracking_uri",
+        ),  # MLflow 3's file store
+        (["logger.mlflow.experiment_name=mine"], "logger.mlflow.experiment_name"),  # mlflow not selected: would be lost
+        (
+            ["logger=[mlflow]", "logger.mlflow.tracking_uri=http://127.0.0.1:9"],
+            "logger.mlflow.tracking_uri",
+        ),  # no server
+        (["logger=[mlflow]", "logger.mlflow.experiment_name= "], "logger.mlflow.experiment_name"),
+    ],
+)
 def test_a_store_mlflow_cannot_use_is_refused_before_any_work(tmp_path, synthetic_root, overrides, key):
     import time
 
@@ -105,7 +144,10 @@ def test_a_store_mlflow_cannot_use_is_refused_before_any_work(tmp_path, syntheti
 
     start = time.monotonic()
     with pytest.raises(ConfigError) as err:
-        run(plan_of(f"data.root={synthetic_root}", *(o.replace("TMP", str(tmp_path)) for o in overrides)), tmp_path / "run")
+        run(
+            plan_of(f"data.root={synthetic_root}", *(o.replace("TMP", str(tmp_path)) for o in overrides)),
+            tmp_path / "run",
+        )
     assert err.value.key == key and not (tmp_path / "run").exists()
     assert time.monotonic() - start < 60  # MLflow's own retries of a server that does not answer take minutes
 
@@ -113,9 +155,18 @@ def test_a_store_mlflow_cannot_use_is_refused_before_any_work(tmp_path, syntheti
 @pytest.mark.slow
 def test_a_sweeps_jobs_are_children_of_one_parent_run(tmp_path, synthetic_root):
     uri, client = store(tmp_path)
-    done = run_cli("digitnet.train", "-m", f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
-                   "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}", "optimizer.lr=0.01,0.05",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    done = run_cli(
+        "digitnet.train",
+        "-m",
+        f"data.root={synthetic_root}",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        "logger=[tensorboard,mlflow]",
+        f"logger.mlflow.tracking_uri={uri}",
+        "optimizer.lr=0.01,0.05",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     recorded = runs(client)
     (parent,) = [r for r in recorded if "digitnet.sweep_dir" in r.data.tags]
@@ -127,10 +178,20 @@ def test_a_sweeps_jobs_are_children_of_one_parent_run(tmp_path, synthetic_root):
 
 @pytest.mark.slow
 def test_the_default_store_is_the_callers_also_when_hydra_changes_into_the_run_dir(tmp_path, synthetic_root):
-    done = run_cli("digitnet.train", f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1",
-                   "logger=[mlflow]", "hydra.job.chdir=true", "hydra.run.dir=run", cwd=tmp_path)
+    done = run_cli(
+        "digitnet.train",
+        f"data.root={synthetic_root}",
+        "cv.n_folds=2",
+        "trainer.max_epochs=1",
+        "logger=[mlflow]",
+        "hydra.job.chdir=true",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     from mlflow.tracking import MlflowClient
 
     (recorded,) = runs(MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"))
-    assert recorded.data.tags["digitnet.run_dir"] == str(tmp_path / "run") and not (tmp_path / "run" / "outputs").exists()
+    assert (
+        recorded.data.tags["digitnet.run_dir"] == str(tmp_path / "run") and not (tmp_path / "run" / "outputs").exists()
+    )

@@ -25,7 +25,7 @@ def test_shifted_moves_pixels_and_lets_background_in():
 
 
 def test_shift_tta_is_the_mean_of_the_image_and_its_four_one_pixel_shifts():
-    from digitnet.core.nets import ShiftTTA, ScaledNet, with_tta
+    from digitnet.core.nets import ScaledNet, ShiftTTA, with_tta
 
     torch.manual_seed(0)
     net = ScaledNet("deep", 0.1, 0.3).eval()
@@ -63,14 +63,15 @@ def test_tta_is_a_config_group_and_part_of_what_a_fold_depends_on(tmp_path):
 @pytest.mark.slow
 def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, mnist_root, capsys):
     from digitnet import evaluate, predict
-    from digitnet.core.data import load_mnist
     from digitnet.core.checkpoints import load_checkpoint, load_model, with_tta
+    from digitnet.core.data import load_mnist
+    from digitnet.engine.fit import make_datamodule
     from digitnet.report.results import confusion, holdout_metrics
     from digitnet.train import run
-    from digitnet.engine.fit import make_datamodule
 
-    plan = plan_of("tta=shift", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}",
-                   "cv.workers=1")
+    plan = plan_of(
+        "tta=shift", "data.limit=600", "cv.n_folds=2", "trainer.max_epochs=1", f"data.root={mnist_root}", "cv.workers=1"
+    )
     summary = run(plan, tmp_path / "cv")
     lines = capsys.readouterr().out
     arrays = load_mnist(mnist_root, download=False)
@@ -90,7 +91,8 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
         assert result["score_without_tta"] == pytest.approx(result["history"][-1]["val_acc"], abs=1e-6)
         assert f"(fold {fold}; tta=shift, {100 * result['score_without_tta']:.3f} without)" in lines
     assert summary["tta"] == "shift" and summary["fold_scores_without_tta"] == [
-        f["score_without_tta"] for f in summary["folds"]]
+        f["score_without_tta"] for f in summary["folds"]
+    ]
     assert f"(tta=shift; {100 * summary['mean_without_tta']:.3f} without)" in lines
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -101,7 +103,9 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
     assert load_model([tmp_path / "cv"]).hparams["tta"] == "shift"
     assert load_model([tmp_path / "cv"], "none").hparams["tta"] == "none"
     out = tmp_path / "none.json"
-    assert evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root), "--tta", "none", "--out", str(out)]) == 0
+    assert (
+        evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root), "--tta", "none", "--out", str(out)]) == 0
+    )
     assert evaluate.main([str(tmp_path / "cv"), "--data-root", str(mnist_root)]) == 0
     assert "tta=shift" in capsys.readouterr().out
     with_shift = json.loads((tmp_path / "cv" / "ensemble_metrics.json").read_text())
@@ -126,10 +130,14 @@ def test_tta_scores_folds_and_the_holdout_and_travels_in_checkpoints(tmp_path, m
     capsys.readouterr()
     metrics = run(final, tmp_path / "final")
     saved = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
-    assert saved["accuracy_without_tta"] == holdout_metrics(load_model([tmp_path / "final"], "none"), arrays.test_x,
-                                                            arrays.test_y)["accuracy"]
-    assert (f"> {100 * saved['accuracy']:.3f}  (tta=shift, {100 * saved['accuracy_without_tta']:.3f} without)"
-            in capsys.readouterr().out.splitlines())
+    assert (
+        saved["accuracy_without_tta"]
+        == holdout_metrics(load_model([tmp_path / "final"], "none"), arrays.test_x, arrays.test_y)["accuracy"]
+    )
+    assert (
+        f"> {100 * saved['accuracy']:.3f}  (tta=shift, {100 * saved['accuracy_without_tta']:.3f} without)"
+        in capsys.readouterr().out.splitlines()
+    )
     model = load_model([tmp_path / "final"])
     assert saved["tta"] == "shift" and model.hparams["tta"] == "shift"
     assert saved["accuracy"] == holdout_metrics(model, arrays.test_x, arrays.test_y)["accuracy"]
@@ -141,8 +149,9 @@ def fold_checkpoint(arch: str = "baseline", fold: int = 0) -> dict:
     from digitnet.core.checkpoints import checkpoint_dict
     from digitnet.core.nets import build_net
 
-    return checkpoint_dict(build_net(arch), {"arch": arch, "scaling": "normalize", "pixel_mean": 0.0,
-                                             "pixel_std": 1.0, "fold": fold})
+    return checkpoint_dict(
+        build_net(arch), {"arch": arch, "scaling": "normalize", "pixel_mean": 0.0, "pixel_std": 1.0, "fold": fold}
+    )
 
 
 def test_a_checkpoint_with_an_unknown_tta_is_refused_as_damaged(tmp_path):
@@ -166,14 +175,23 @@ def test_a_bad_tta_option_is_one_line(capsys):
 
 def test_fold_files_and_nets_must_agree_with_the_runs_tta(tmp_path):
     """A fold file or net edited or copied from a run of another tta was resumed and evaluated as it was."""
-    from digitnet.engine.folds import FoldStore
     from digitnet.core.checkpoints import checkpoint_dict, load_model
     from digitnet.core.nets import build_net
+    from digitnet.engine.folds import FoldStore
+
     store = FoldStore.for_plan(tmp_path, plan_of("tta=shift"))
-    result = {"fold": 0, "status": "ok", "score": 0.9, "score_without_tta": 0.8, "tta": "shift", "history": [],
-              "seconds": 1.0}
-    shift_net = checkpoint_dict(build_net("baseline"), {"arch": "baseline", "scaling": "normalize", "fold": 0,
-                                                        "tta": "shift"})
+    result = {
+        "fold": 0,
+        "status": "ok",
+        "score": 0.9,
+        "score_without_tta": 0.8,
+        "tta": "shift",
+        "history": [],
+        "seconds": 1.0,
+    }
+    shift_net = checkpoint_dict(
+        build_net("baseline"), {"arch": "baseline", "scaling": "normalize", "fold": 0, "tta": "shift"}
+    )
     store.save(result, shift_net)
     assert store.load(0) == result
     store.save(result, fold_checkpoint())  # a net of a tta=none run
@@ -205,12 +223,13 @@ def test_a_group_set_to_a_plain_value_is_refused_by_the_schema():
 def test_a_saved_final_model_is_scored_only_under_its_own_config(tmp_path):
     """With plan.json gone, a stopped final run's checkpoint was scored under whatever config came, and its
     test_metrics.json then named the config's model and tta, not the checkpoint's."""
-    from digitnet.engine.final import score_saved
     from digitnet.core.checkpoints import checkpoint_dict, save_checkpoint
     from digitnet.core.nets import build_net
+    from digitnet.engine.final import score_saved
 
-    save_checkpoint(tmp_path / "final.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline",
-                                                                                    "tta": "shift"}))
+    save_checkpoint(
+        tmp_path / "final.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": "shift"})
+    )
     from digitnet.engine.rundir import check_compatible
 
     # Without plan.json, which config trained final.ckpt cannot be told: refused before anything is scored.
@@ -238,16 +257,18 @@ def test_serve_applies_the_checkpoints_tta_or_its_own_tta_option(tmp_path):
     from fastapi.testclient import TestClient
 
     from digitnet import serve
-    from digitnet.web.app import create_app
     from digitnet.core.checkpoints import checkpoint_dict, save_checkpoint
     from digitnet.core.nets import build_net
+    from digitnet.web.app import create_app
 
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "m.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": "shift"}))
     answers = {}
     for tta in (None, "none"):
         client = TestClient(create_app(tmp_path / "m.ckpt", tta))
-        answers[tta] = client.post("/api/predict", files=[("files", ("7.png", SAMPLE.read_bytes(), "image/png"))]).json()
+        answers[tta] = client.post(
+            "/api/predict", files=[("files", ("7.png", SAMPLE.read_bytes(), "image/png"))]
+        ).json()
         assert client.get("/api/model").json()["tta"] == (tta or "shift")
     assert answers[None]["results"][0]["probability"] != answers["none"]["results"][0]["probability"]
     with pytest.raises(SystemExit):

@@ -12,8 +12,13 @@ from digitnet.engine import workers
 
 @pytest.mark.slow
 def test_workers_give_the_sequential_results_and_report(tmp_path, mnist_root):
-    common = ["data.limit=600", "cv.n_folds=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-              f"data.root={mnist_root}"]
+    common = [
+        "data.limit=600",
+        "cv.n_folds=3",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"data.root={mnist_root}",
+    ]
     # One thread everywhere, so that both runs do the same float operations in the same order.
     one_thread = {"OMP_NUM_THREADS": "1"}
     seq = run_cli("digitnet.train", *common, "cv.workers=1", f"hydra.run.dir={tmp_path / 'seq'}", env=one_thread)
@@ -79,8 +84,9 @@ def test_a_fold_that_fails_in_its_worker_stops_every_worker(tmp_path):
     for prefix, n in (("train", 40), ("t10k", 10)):
         write_idx(root / f"{prefix}-images-idx3-ubyte", np.full((n, 28, 28), 7), 2051)
         write_idx(root / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
-    plan = plan_of(f"data.root={root}", "data.scaling=standardize", "cv.n_folds=2", "cv.workers=2",
-                   "trainer.max_epochs=1")
+    plan = plan_of(
+        f"data.root={root}", "data.scaling=standardize", "cv.n_folds=2", "cv.workers=2", "trainer.max_epochs=1"
+    )
     with pytest.raises(UserError):
         run(plan, tmp_path / "run")
     assert multiprocessing.active_children() == []

@@ -58,11 +58,14 @@ def describe(exc: BaseException) -> str:
         return f"{exc}{tail}".strip()
     if isinstance(exc, OSError) and exc.filename is not None:
         if os.path.islink(exc.filename) and not os.path.exists(exc.filename):
-            return f"{shown(exc.filename)}: a broken link (to {os.readlink(exc.filename)}); remove it or choose another path"
+            target = os.readlink(exc.filename)
+            return f"{shown(exc.filename)}: a broken link (to {target}); remove it or choose another path"
         return f"{shown(exc.filename)}: {exc.strerror}; check that path"
     text = str(exc).strip()
-    return (f"{type(exc).__name__}{': ' + text if text else ''} (unexpected; rerun with HYDRA_FULL_ERROR=1 for the "
-            "traceback, and please report it)")
+    return (
+        f"{type(exc).__name__}{': ' + text if text else ''} (unexpected; rerun with HYDRA_FULL_ERROR=1 for the "
+        "traceback, and please report it)"
+    )
 
 
 def say_error(prog: str, exc: BaseException) -> None:

@@ -1,4 +1,5 @@
-"""`python -m digitnet.evaluate MODEL`: score a checkpoint, or a CV run's fold models and their ensemble, on the holdout.
+"""`python -m digitnet.evaluate MODEL`: score a checkpoint, or a CV run's fold models and their ensemble, on the
+holdout.
 
 MODEL is a checkpoint, a task=final run dir, or a CV run dir: then each fold model (folds/fold_K.ckpt) and their
 ensemble (the mean of their softmax probabilities) are scored, one table row each, and the ensemble's report goes
@@ -24,14 +25,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir")
-    parser.add_argument("--data-root", default=default_root(), help="folder with the MNIST files (default: "
-                        "$DIGITNET_DATA or ./data)")
+    parser.add_argument(
+        "--data-root", default=default_root(), help="folder with the MNIST files (default: $DIGITNET_DATA or ./data)"
+    )
     parser.add_argument("--no-download", action="store_true", help="fail instead of fetching missing MNIST files")
-    parser.add_argument("--out", type=Path, help="also write the metrics to this .json, and its confusion matrix "
-                        "beside it (NAME.png)")
+    parser.add_argument(
+        "--out", type=Path, help="also write the metrics to this .json, and its confusion matrix beside it (NAME.png)"
+    )
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation; default: what each "
-                        "checkpoint's run used")
+    parser.add_argument(
+        "--tta", choices=("none", "shift"), help="test-time augmentation; default: what each checkpoint's run used"
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
@@ -46,14 +50,24 @@ def outputs(args, model) -> tuple[Path, Path] | tuple[None, None]:
     if args.out:
         run = run_file_in(args.out.parent)
         if args.out.suffix != ".json" or run:
-            raise UserError(f"--out {shown(args.out)}: " + (f"{shown(args.out.parent)} is a run dir (it holds {run}), "
-                            "whose reports this would replace; choose a path outside run dirs" if run else
-                            "give a .json path (the figure goes beside it, with .png)"), path=args.out)
+            raise UserError(
+                f"--out {shown(args.out)}: "
+                + (
+                    f"{shown(args.out.parent)} is a run dir (it holds {run}), "
+                    "whose reports this would replace; choose a path outside run dirs"
+                    if run
+                    else "give a .json path (the figure goes beside it, with .png)"
+                ),
+                path=args.out,
+            )
         return args.out, args.out.with_suffix(".png")
     run_report = isinstance(model, Ensemble) and model.hparams["tta"] == model.own_tta
     if isinstance(model, Ensemble) and not run_report:
-        print(f"note: --tta {args.tta} is not how this run scores ({model.own_tta}): its ensemble_metrics.json is "
-              "left as it is; add --out FILE.json to keep these figures", file=sys.stderr)
+        print(
+            f"note: --tta {args.tta} is not how this run scores ({model.own_tta}): its ensemble_metrics.json is "
+            "left as it is; add --out FILE.json to keep these figures",
+            file=sys.stderr,
+        )
     if not run_report:
         return None, None
     return Path(args.checkpoint) / "ensemble_metrics.json", Path(args.checkpoint) / "ensemble_confusion_matrix.png"
@@ -66,6 +80,7 @@ def score(args) -> dict:
 
     model = load_model([args.checkpoint], args.tta)
     from digitnet.report import figures, results  # after the checks of MODEL: torchmetrics' import is seconds
+
     startup.imports_done()
 
     for note in model.notes:
@@ -77,15 +92,21 @@ def score(args) -> dict:
             print(f"note: replacing {shown(path)}", file=sys.stderr)
     arrays = load_mnist(args.data_root, download=not args.no_download, holdout_only=True, settings=OPTION_SETTINGS)
     metrics = results.holdout_metrics(model, arrays.test_x, arrays.test_y, args.batch_size)
-    metrics.update(checkpoint=str(args.checkpoint), model=model.hparams["arch"],
-                   scaling=model.hparams.get("scaling", "normalize"), tta=model.hparams.get("tta", "none"))
+    metrics.update(
+        checkpoint=str(args.checkpoint),
+        model=model.hparams["arch"],
+        scaling=model.hparams.get("scaling", "normalize"),
+        tta=model.hparams.get("tta", "none"),
+    )
     if isinstance(model, Ensemble):
         metrics["members"] = {}
         print(f"{'model':<40} {'holdout acc %':>13} {'loss':>8}")
         for name, member in zip(model.names, model.members):
             m = results.holdout_metrics(member, arrays.test_x, arrays.test_y, args.batch_size)
             metrics["members"][name] = {"accuracy": m["accuracy"], "loss": m["loss"]}
-            print(f"{name if len(name) <= 40 else '...' + name[-37:]:<40} {100 * m['accuracy']:>13.3f} {m['loss']:>8.4f}")
+            print(
+                f"{name if len(name) <= 40 else '...' + name[-37:]:<40} {100 * m['accuracy']:>13.3f} {m['loss']:>8.4f}"
+            )
         print(f"{'ensemble (mean of softmax)':<40} {100 * metrics['accuracy']:>13.3f} {metrics['loss']:>8.4f}")
     if out:  # the figure first: the JSON, written last, says the pair is complete
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +121,10 @@ def main(argv=None) -> int:
     with reported(PROG):
         metrics = score(args)
     print(f"> {100 * metrics['accuracy']:.3f}")
-    print(f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']} "
-          f"tta={metrics['tta']}")
+    print(
+        f"holdout loss={metrics['loss']:.4f} n={metrics['n']} model={metrics['model']} scaling={metrics['scaling']} "
+        f"tta={metrics['tta']}"
+    )
     per_class = metrics["per_class_accuracy"].items()
     print("per-class accuracy: " + " ".join(f"{d}:{'n/a' if a is None else f'{100 * a:.2f}'}" for d, a in per_class))
     return 0

@@ -25,11 +25,15 @@ OPSET = 18  # torch's exporter's own default
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("model", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir (the "
-                        "ensemble of its folds)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir (the ensemble of its folds)"
+    )
     parser.add_argument("out", metavar="OUT.onnx", type=Path, help="the ONNX file to write")
-    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation built into the graph; "
-                        "default: what each checkpoint's run used")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "shift"),
+        help="test-time augmentation built into the graph; default: what each checkpoint's run used",
+    )
     args = parser.parse_args(argv)
     if args.out.suffix != ".onnx":
         parser.error(f"OUT {shown(args.out)}: give a path ending in .onnx")
@@ -60,13 +64,24 @@ def export(model, out: Path) -> dict:
     graph = Probabilities(model).eval()
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        torch.onnx.export(graph, (torch.rand(3, 1, 28, 28),), tmp, input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}, opset_version=OPSET, dynamo=True,
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            graph,
+            (torch.rand(3, 1, 28, 28),),
+            tmp,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
         names = [Path(n).name for n in getattr(model, "names", [])]
-        metadata = {**{k: v for k, v in model.hparams.items() if k in ("arch", "scaling", "tta", "pixel_mean",
-                                                                         "pixel_std")},
-                    "members": names, "parameters": count_parameters(model)}
+        metadata = {
+            **{k: v for k, v in model.hparams.items() if k in ("arch", "scaling", "tta", "pixel_mean", "pixel_std")},
+            "members": names,
+            "parameters": count_parameters(model),
+        }
         proto = onnx.load(tmp)
         onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
         onnx.save(proto, tmp)
@@ -75,14 +90,20 @@ def export(model, out: Path) -> dict:
         with torch.inference_mode():
             expected = graph(x).numpy()
         try:
-            worst = max(float(np.abs(loaded.predict_proba(x[:1].numpy()) - expected[:1]).max()),
-                        float(np.abs(loaded.predict_proba(x.numpy()) - expected).max()))
+            worst = max(
+                float(np.abs(loaded.predict_proba(x[:1].numpy()) - expected[:1]).max()),
+                float(np.abs(loaded.predict_proba(x.numpy()) - expected).max()),
+            )
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no public types
-            raise UserError(f"the exported graph does not run in onnxruntime at batch 1 and 64 ({type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0][:200]}); nothing was written. Please report it") from None
+            raise UserError(
+                f"the exported graph does not run in onnxruntime at batch 1 and 64 ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:200]}); nothing was written. Please report it"
+            ) from None
         if not worst <= PARITY:
-            raise UserError(f"the exported graph's probabilities differ from torch's by {worst:.2g} (more than "
-                            f"{PARITY:g}); nothing was written. Please report it, with the model")
+            raise UserError(
+                f"the exported graph's probabilities differ from torch's by {worst:.2g} (more than "
+                f"{PARITY:g}); nothing was written. Please report it, with the model"
+            )
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from digitnet.errors import UserError
 
-
 # What digitnet writes into a run dir (a single run's) or a sweep dir: a folder holding one of them is not a plain
 # folder for images or for an --out file.
 RUN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "folds")

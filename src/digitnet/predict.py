@@ -17,18 +17,28 @@ PROG = "digitnet.predict"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split(": ", 1)[1])
-    parser.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (final.ckpt), a task=final run dir, a CV "
-                        "run dir (the ensemble of its folds), or an exported .onnx model (run without torch)")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "
-                        "of them; leading .ckpt files join MODEL in an ensemble")
+    parser.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help="a checkpoint (final.ckpt), a task=final run dir, a CV "
+        "run dir (the ensemble of its folds), or an exported .onnx model (run without torch)",
+    )
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, BMP, GIF, TIFF) or folders "
+        "of them; leading .ckpt files join MODEL in an ensemble",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tab-separated lines")
     parser.add_argument("--top-k", type=int, default=1, metavar="N", help="also list the N most likely digits")
     parser.add_argument(
         "--no-preprocess", action="store_true", help="feed 28x28 MNIST-style images unchanged (the tutorial's way)"
     )
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--tta", choices=("none", "shift"), help="test-time augmentation; default: what each "
-                        "checkpoint's run used")
+    parser.add_argument(
+        "--tta", choices=("none", "shift"), help="test-time augmentation; default: what each checkpoint's run used"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.top_k <= 10:
         parser.error(f"--top-k {args.top_k}: choose 1 to 10")
@@ -60,8 +70,10 @@ def check_image_args(images: list[str]) -> None:
             raise UserError(f"{arg}: models come first; put it before the images (MODEL [MORE.ckpt ...] IMAGE ...)")
         held = run_file_in(Path(arg))
         if held:
-            raise UserError(f"{arg} is a run dir (it holds {held}), not a folder of images; to add its model to the "
-                            "ensemble, pass its .ckpt files before the images")
+            raise UserError(
+                f"{arg} is a run dir (it holds {held}), not a folder of images; to add its model to the "
+                "ensemble, pass its .ckpt files before the images"
+            )
 
 
 def main(argv=None) -> int:
@@ -75,8 +87,10 @@ def main(argv=None) -> int:
             more.append(args.images.pop(0))
         model_like = args.checkpoint.endswith((".ckpt", ".onnx")) or Path(args.checkpoint).is_dir()
         if more and not args.images and not model_like:
-            raise UserError(f"no images after the models: {args.checkpoint} was read as the model; the model comes "
-                            f"first ({' '.join(more)} {args.checkpoint})")
+            raise UserError(
+                f"no images after the models: {args.checkpoint} was read as the model; the model comes "
+                f"first ({' '.join(more)} {args.checkpoint})"
+            )
         check_image_args(args.images)
         model = load_predictor([args.checkpoint, *more], args.tta)  # several: the mean of their softmax probabilities
         startup.imports_done()
@@ -88,12 +102,16 @@ def main(argv=None) -> int:
         if empty and paths:  # a folder given that holds no image (the folds/ of a run, say): not silently nothing
             print(f"note: no image files in {', '.join(shown(p) for p in empty)}; left out", file=sys.stderr)
         if skipped:
-            print(f"note: left out {len(skipped)} run dir(s) inside the folders given ({shown(skipped[0])}"
-                  f"{', ...' if len(skipped) > 1 else ''}): their figures are no digits", file=sys.stderr)
+            print(
+                f"note: left out {len(skipped)} run dir(s) inside the folders given ({shown(skipped[0])}"
+                f"{', ...' if len(skipped) > 1 else ''}): their figures are no digits",
+                file=sys.stderr,
+            )
         if not paths:
             raise UserError(f"no image files found in {' '.join(args.images)}")
-    rows, _, failed = predict_images(model, [(p, p) for p in paths], not args.no_preprocess, args.top_k,
-                                     args.batch_size)
+    rows, _, failed = predict_images(
+        model, [(p, p) for p in paths], not args.no_preprocess, args.top_k, args.batch_size
+    )
     if args.json:
         json.dump(rows, sys.stdout, indent=1, allow_nan=False)
         print()

@@ -17,8 +17,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with reported(PROG):
         if not (args.sweep_dir / "multirun.yaml").is_file():  # Hydra writes it as a sweep starts
-            raise UserError(f"{shown(args.sweep_dir)} has no multirun.yaml, so it is no sweep dir; pass the dir a `-m` "
-                            "run printed (outputs/multirun/DATE/TIME by default)", path=args.sweep_dir)
+            raise UserError(
+                f"{shown(args.sweep_dir)} has no multirun.yaml, so it is no sweep dir; pass the dir a `-m` "
+                "run printed (outputs/multirun/DATE/TIME by default)",
+                path=args.sweep_dir,
+            )
         from digitnet.report.sweep import summarize
 
         summarize(args.sweep_dir)

@@ -26,8 +26,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from digitnet.config.schema import config_file_problem  # noqa: E402 - and the schema in Hydra's ConfigStore
 from digitnet.config.plan import RunPlan, make_plan  # noqa: E402
+from digitnet.config.schema import config_file_problem  # noqa: E402 - and the schema in Hydra's ConfigStore
 from digitnet.engine import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import SHOW_TRACEBACKS, NoResult, UserError, describe, reported, say_error  # noqa: E402
 from digitnet.files import write_json_atomic  # noqa: E402
@@ -40,8 +40,12 @@ CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"
 INSTALLED = importlib.util.find_spec("digitnet.conf") is not None
 CONFIG_PATH = "pkg://digitnet.conf" if INSTALLED else str(CHECKOUT_CONF)
 # Hydra's launchers that digitnet's extras install: `hydra/launcher=NAME` -> (its plugin package, the extra).
-LAUNCHERS = {"joblib": ("hydra_joblib_launcher", "joblib"), "submitit_local": ("hydra_submitit_launcher", "slurm"),
-             "submitit_slurm": ("hydra_submitit_launcher", "slurm"), "ray": ("hydra_ray_launcher", "ray")}
+LAUNCHERS = {
+    "joblib": ("hydra_joblib_launcher", "joblib"),
+    "submitit_local": ("hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_submitit_launcher", "slurm"),
+    "ray": ("hydra_ray_launcher", "ray"),
+}
 
 
 def compose_plan(*overrides: str, **machine) -> RunPlan:
@@ -49,8 +53,11 @@ def compose_plan(*overrides: str, **machine) -> RunPlan:
     `machine` passes make_plan's cuda_available / cores / tty."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
-    context = initialize_config_module("digitnet.conf", version_base="1.3") if INSTALLED else \
-        initialize_config_dir(str(CHECKOUT_CONF), version_base="1.3")
+    context = (
+        initialize_config_module("digitnet.conf", version_base="1.3")
+        if INSTALLED
+        else initialize_config_dir(str(CHECKOUT_CONF), version_base="1.3")
+    )
     with context:
         return make_plan(compose(config_name="config", overrides=list(overrides)), **machine)
 
@@ -121,13 +128,16 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     if HydraConfig.get().job.chdir:  # Hydra moved into the run dir: a relative path means the caller's
         cwd = HydraConfig.get().runtime.cwd
         root = OmegaConf.select(cfg, "data.root", throw_on_resolution_failure=False)
-        store = OmegaConf.select(cfg, "logger.mlflow.tracking_uri", throw_on_resolution_failure=False) \
-            if OmegaConf.select(cfg, "logger.mlflow.enabled", throw_on_resolution_failure=False) is True else None
+        store = (
+            OmegaConf.select(cfg, "logger.mlflow.tracking_uri", throw_on_resolution_failure=False)
+            if OmegaConf.select(cfg, "logger.mlflow.enabled", throw_on_resolution_failure=False) is True
+            else None
+        )
         with open_dict(cfg):
             if isinstance(root, str) and root.strip() and not os.path.isabs(root):
                 cfg.data.root = os.path.join(cwd, root)
             if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
-                cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///"):])
+                cfg.logger.mlflow.tracking_uri = "sqlite:///" + os.path.join(cwd, store[len("sqlite:///") :])
     rundir.check_place(run_dir, key)  # the checks that need neither plan nor data first: they answer in a second
     if not sweep_job:
         rundir.check_not_in_a_sweep(run_dir)
@@ -189,8 +199,10 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
         from digitnet.report.results import usable  # torch: imported once the run has been accepted
 
         if plan.task == "cv" and not usable(summary) and not sweep_job:
-            raise NoResult(f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
-                           f"chance (chance is 10%); the report is in {run_dir}; try a lower optimizer.lr")
+            raise NoResult(
+                f"no usable result: {summary['n_diverged']} fold(s) diverged, {summary['n_at_chance']} at "
+                f"chance (chance is 10%); the report is in {run_dir}; try a lower optimizer.lr"
+            )
         return summary
     except Exception as exc:
         if not (sweep_job and lock is not None):

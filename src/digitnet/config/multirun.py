@@ -85,15 +85,18 @@ class SweepCallback(Callback):
             summary = summarize(config.hydra.sweep.dir)
             jobs = summary["jobs"]
         except Exception as exc:  # noqa: BLE001 - Hydra would make it a warning and exit 0
-            _refuse(f"the sweep's summary could not be written ({describe(exc)}); the jobs' results are kept in their "
-                    "dirs: python -m digitnet.summarize SWEEP_DIR writes it")
+            _refuse(
+                f"the sweep's summary could not be written ({describe(exc)}); the jobs' results are kept in their "
+                "dirs: python -m digitnet.summarize SWEEP_DIR writes it"
+            )
         mlflow = OmegaConf.select(config, "logger.mlflow")
         if mlflow is not None and mlflow.enabled:
             from digitnet.report.tracking import end_sweep
 
             try:
-                problems = end_sweep(OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir),
-                                     summary["best"])
+                problems = end_sweep(
+                    OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir), summary["best"]
+                )
             except Exception as exc:  # noqa: BLE001 - the jobs' results and the summary are written already
                 problems = [describe(exc)]
             for problem in problems:  # what the runs on disk still hold; rerunning the sweep records them again
@@ -101,8 +104,12 @@ class SweepCallback(Callback):
         failed = [j["job"] for j in jobs if j["status"].startswith("failed")]
         good = [j for j in jobs if j["mean"] is not None and j["n_at_chance"] < j["n"]]
         if failed or not good:
-            _refuse(f"jobs {', '.join(failed)} failed (see the summary)" if failed else "no job gave a usable result "
-                    "(diverged or at chance: see the summary)", NO_RESULT)
+            _refuse(
+                f"jobs {', '.join(failed)} failed (see the summary)"
+                if failed
+                else "no job gave a usable result (diverged or at chance: see the summary)",
+                NO_RESULT,
+            )
 
     @staticmethod
     def _check_sweep_dir(config: DictConfig, sweep_dir: Path) -> None:
@@ -114,8 +121,10 @@ class SweepCallback(Callback):
         if run_file_in(sweep_dir, sweeps=False):
             raise UserError(f"{shown(sweep_dir)} is the run dir of a single run; choose a new hydra.sweep.dir")
         if enclosing_run(sweep_dir):
-            raise UserError(f"{shown(sweep_dir)} is inside the run dir {shown(enclosing_run(sweep_dir))}; choose a "
-                            "hydra.sweep.dir outside it")
+            raise UserError(
+                f"{shown(sweep_dir)} is inside the run dir {shown(enclosing_run(sweep_dir))}; choose a "
+                "hydra.sweep.dir outside it"
+            )
         saved = sweep_dir / "multirun.yaml"
         if not saved.is_file():
             return
@@ -123,13 +132,18 @@ class SweepCallback(Callback):
             before = OmegaConf.load(saved).hydra
             ran = ([str(o) for o in before.overrides.task], OmegaConf.to_container(before.sweep)["subdir"])
         except Exception as exc:  # noqa: BLE001 - any damage: Hydra would overwrite it with this command's sweep
-            raise UserError(f"{shown(saved)} is damaged ({describe(exc).splitlines()[0][:80]}); delete it (the job "
-                            "dirs still say which sweep this is) or choose a new hydra.sweep.dir") from None
+            raise UserError(
+                f"{shown(saved)} is damaged ({describe(exc).splitlines()[0][:80]}); delete it (the job "
+                "dirs still say which sweep this is) or choose a new hydra.sweep.dir"
+            ) from None
         now = (list(config.hydra.overrides.task), OmegaConf.to_container(config.hydra.sweep)["subdir"])
         if ran != now:
-            raise UserError(f"{shown(sweep_dir)} holds the sweep `{' '.join(ran[0])}` (subdir {ran[1]}), not "
-                            f"`{' '.join(now[0])}` (subdir {now[1]}); rerun it with the same overrides to resume it, "
-                            "or choose a new hydra.sweep.dir", path=sweep_dir)
+            raise UserError(
+                f"{shown(sweep_dir)} holds the sweep `{' '.join(ran[0])}` (subdir {ran[1]}), not "
+                f"`{' '.join(now[0])}` (subdir {now[1]}); rerun it with the same overrides to resume it, "
+                "or choose a new hydra.sweep.dir",
+                path=sweep_dir,
+            )
 
     @staticmethod
     def _check_launcher(launcher: DictConfig) -> None:
@@ -141,25 +155,36 @@ class SweepCallback(Callback):
             known = {f.name for f in fields(schema)}
             for key in options:
                 if key not in known:
-                    raise UserError(f"hydra.launcher.{key} is not an option of {schema.__name__} (those are "
-                                    f"{', '.join(sorted(known - {'_target_'}))})", key=f"hydra.launcher.{key}")
+                    raise UserError(
+                        f"hydra.launcher.{key} is not an option of {schema.__name__} (those are "
+                        f"{', '.join(sorted(known - {'_target_'}))})",
+                        key=f"hydra.launcher.{key}",
+                    )
         target = str(options.pop("_target_", ""))
         if target.endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
-            raise UserError("hydra/launcher=submitit_slurm needs SLURM, and this machine has no sbatch; run the sweep "
-                            "on the cluster's login node, or use hydra/launcher=submitit_local here")
+            raise UserError(
+                "hydra/launcher=submitit_slurm needs SLURM, and this machine has no sbatch; run the sweep "
+                "on the cluster's login node, or use hydra/launcher=submitit_local here"
+            )
         if target.endswith("JoblibLauncher"):
             import joblib
 
             if options.get("backend") not in (None, "loky"):  # the launcher always runs loky, whatever is set
-                raise UserError("hydra.launcher.backend: Hydra's joblib launcher always runs loky; leave it out",
-                                key="hydra.launcher.backend")
+                raise UserError(
+                    "hydra.launcher.backend: Hydra's joblib launcher always runs loky; leave it out",
+                    key="hydra.launcher.backend",
+                )
             if options.get("timeout") is not None:  # reached, it ends the whole sweep with joblib's TimeoutError
-                raise UserError("hydra.launcher.timeout would stop the whole sweep at the first job past it; leave it "
-                                "null, and make jobs shorter with trainer.max_epochs or data.limit",
-                                key="hydra.launcher.timeout")
+                raise UserError(
+                    "hydra.launcher.timeout would stop the whole sweep at the first job past it; leave it "
+                    "null, and make jobs shorter with trainer.max_epochs or data.limit",
+                    key="hydra.launcher.timeout",
+                )
             if options.get("n_jobs") == 0:  # joblib says so only once the jobs are dispatched
-                raise UserError("hydra.launcher.n_jobs=0 runs no job; give 1, 2, ... or -1 (one per core)",
-                                key="hydra.launcher.n_jobs")
+                raise UserError(
+                    "hydra.launcher.n_jobs=0 runs no job; give 1, 2, ... or -1 (one per core)",
+                    key="hydra.launcher.n_jobs",
+                )
             try:
                 joblib.Parallel(**{**options, "backend": "loky"})
             except (TypeError, ValueError) as exc:
@@ -176,8 +201,10 @@ class SweepCallback(Callback):
 
         subdir = str(OmegaConf.to_container(config.hydra.sweep)["subdir"] or "")
         if not any(name in subdir for name in ("${hydra.job.num}", "${hydra.job.id}", "${hydra.job.override_dirname}")):
-            raise UserError(f"hydra.sweep.subdir={subdir} would put the jobs in one folder; include ${{hydra.job.num}}",
-                            key="hydra.sweep.subdir")
+            raise UserError(
+                f"hydra.sweep.subdir={subdir} would put the jobs in one folder; include ${{hydra.job.num}}",
+                key="hydra.sweep.subdir",
+            )
         if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
             return None  # a sweeper plugin makes its own jobs: each is checked as it starts
         jobs = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
@@ -190,9 +217,12 @@ class SweepCallback(Callback):
             if subdir == "${hydra.job.num}" and saved.is_file():
                 before = saved_overrides(saved.parent.parent)
                 if before != [o for o in overrides if not o.startswith("hydra.")]:
-                    raise UserError(f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
-                                    f"`{' '.join(overrides)}`; rerun the sweep's own command, or choose a new "
-                                    "hydra.sweep.dir", path=saved)
+                    raise UserError(
+                        f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
+                        f"`{' '.join(overrides)}`; rerun the sweep's own command, or choose a new "
+                        "hydra.sweep.dir",
+                        path=saved,
+                    )
         plans: dict[str, int] = {}
         for number, overrides in enumerate(jobs):
             try:
@@ -203,6 +233,8 @@ class SweepCallback(Callback):
                 raise UserError(f"sweep job {number} ({' '.join(overrides)}): {problem or describe(exc)}") from None
             same = plans.setdefault(json.dumps(plan.as_dict(), sort_keys=True), number)
             if same != number:  # -m seed=1,1 or optimizer.lr=0.01,1e-2
-                raise UserError(f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are "
-                                "the same run; give each value once")
+                raise UserError(
+                    f"sweep jobs {same} ({' '.join(jobs[same])}) and {number} ({' '.join(overrides)}) are "
+                    "the same run; give each value once"
+                )
         return jobs

@@ -35,15 +35,38 @@ PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16":
 OWNED_TRAINER_ARGS = ("logger", "callbacks", "enable_checkpointing", "default_root_dir")
 # Plan keys that never change a fold's result, so a resumed run may differ in them: where things are shown and
 # logged, and how the folds are scheduled (sequential, processes and packed give the same folds; tested).
-NOT_IN_FINGERPRINT = ("task", "data_root", "download", "eval_batch_size", "runner", "processes",
-                      "threads", "cuda_graph", "progress", "notes", "loggers", "trainer.enable_progress_bar",
-                      "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.profiler")
+NOT_IN_FINGERPRINT = (
+    "task",
+    "data_root",
+    "download",
+    "eval_batch_size",
+    "runner",
+    "processes",
+    "threads",
+    "cuda_graph",
+    "progress",
+    "notes",
+    "loggers",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.profiler",
+)
 CV_ONLY = ("n_folds", "cv_seed")  # not part of what a final fit depends on
 # The config key of each plan field, where they differ: what a resume refusal names.
-CONFIG_KEYS = {"model": "model.name", "dropout": "model.dropout", "label_smoothing": "loss.label_smoothing",
-               "limit": "data.limit", "batch_size": "data.batch_size", "scaling": "data.scaling",
-               "n_folds": "cv.n_folds", "cv_seed": "cv.seed", "device": "trainer.accelerator", "tta": "tta.name",
-               "data_digest": "the data (the images and labels in data.root)"}
+CONFIG_KEYS = {
+    "model": "model.name",
+    "dropout": "model.dropout",
+    "label_smoothing": "loss.label_smoothing",
+    "limit": "data.limit",
+    "batch_size": "data.batch_size",
+    "scaling": "data.scaling",
+    "n_folds": "cv.n_folds",
+    "cv_seed": "cv.seed",
+    "device": "trainer.accelerator",
+    "tta": "tta.name",
+    "data_digest": "the data (the images and labels in data.root)",
+}
 
 
 class Range(NamedTuple):
@@ -74,26 +97,33 @@ class Range(NamedTuple):
 
 # Every key with a range; a key a config does not hold is not checked. cv.* keys are not checked for task=final.
 RANGES = {
-    "seed": Range(0, SEED_MAX, whole=True), "cv.seed": Range(0, SEED_MAX, whole=True),
+    "seed": Range(0, SEED_MAX, whole=True),
+    "cv.seed": Range(0, SEED_MAX, whole=True),
     "data.limit": Range(0, COUNT_MAX, whole=True, hint="0 means all training images"),
     "data.batch_size": Range(1, COUNT_MAX, whole=True, hint="the tutorial uses 32"),
     "data.eval_batch_size": Range(1, COUNT_MAX, whole=True, hint="or auto"),
     "cv.n_folds": Range(2, COUNT_MAX, whole=True, hint="k-fold CV needs at least 2 folds (default 5)"),
     "cv.workers": Range(1, COUNT_MAX, whole=True, hint="or auto (1: folds one after another)"),
-    "model.dropout": Range(0, 1, open_high=True), "loss.label_smoothing": Range(0, 1, open_high=True),
+    "model.dropout": Range(0, 1, open_high=True),
+    "loss.label_smoothing": Range(0, 1, open_high=True),
     "optimizer.lr": Range(0, open_low=True, hint="the tutorial uses 0.01"),
     "optimizer.momentum": Range(0, 1, open_high=True, hint="the tutorial uses 0.9"),
-    "optimizer.dampening": Range(0, 1), "optimizer.weight_decay": Range(0),
+    "optimizer.dampening": Range(0, 1),
+    "optimizer.weight_decay": Range(0),
     "optimizer.eps": Range(0, open_low=True, hint="Adam's default is 1e-8"),
-    "augment.degrees": Range(0, 180), "augment.scale": Range(0, 1, open_high=True), "augment.shift": Range(0, 1),
+    "augment.degrees": Range(0, 180),
+    "augment.scale": Range(0, 1, open_high=True),
+    "augment.shift": Range(0, 1),
     "scheduler.pct_start": Range(0, 1, open_low=True, open_high=True),
     "trainer.max_epochs": Range(1, COUNT_MAX, whole=True, hint="the tutorial trains 10 epochs"),
     "trainer.check_val_every_n_epoch": Range(1, COUNT_MAX, whole=True),
     "trainer.log_every_n_steps": Range(1, COUNT_MAX, whole=True),
     "trainer.num_sanity_val_steps": Range(-1, COUNT_MAX, whole=True),
     "trainer.accumulate_grad_batches": Range(1, COUNT_MAX, whole=True),
-    "trainer.gradient_clip_val": Range(0), "trainer.max_steps": Range(-1, COUNT_MAX, whole=True),
-    "trainer.min_steps": Range(0, COUNT_MAX, whole=True), "trainer.min_epochs": Range(0, COUNT_MAX, whole=True),
+    "trainer.gradient_clip_val": Range(0),
+    "trainer.max_steps": Range(-1, COUNT_MAX, whole=True),
+    "trainer.min_steps": Range(0, COUNT_MAX, whole=True),
+    "trainer.min_epochs": Range(0, COUNT_MAX, whole=True),
 }
 
 
@@ -133,7 +163,7 @@ class RunPlan:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists: what the JSON reports hold
 
     @classmethod
-    def from_dict(cls, saved: dict) -> "RunPlan":
+    def from_dict(cls, saved: dict) -> RunPlan:
         """A run dir's plan.json, also an older digitnet's: fields this one lacks are dropped, those it added take
         their defaults. ValueError if it is no plan."""
         known = {f.name for f in fields(cls)}
@@ -157,7 +187,7 @@ class RunPlan:
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.fingerprint_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def for_data(self, arrays) -> "RunPlan":
+    def for_data(self, arrays) -> RunPlan:
         """The plan for the data as read: its digest, and the checks and notes that depend on its size."""
         from digitnet.core.data import digest
 
@@ -173,18 +203,30 @@ class RunPlan:
         batches = trained // self.batch_size if trained % self.batch_size == 1 else -(-trained // self.batch_size)
         fraction = self.trainer.get("limit_train_batches")  # a last batch of one image is dropped (core.data)
         if isinstance(fraction, float) and int(batches * fraction) < 1:
-            raise ConfigError("trainer.limit_train_batches", fraction, f"leaves none of the {batches} batches of an "
-                              "epoch", f"give at least {1 / batches:.2g}, or a whole number of batches")
+            raise ConfigError(
+                "trainer.limit_train_batches",
+                fraction,
+                f"leaves none of the {batches} batches of an epoch",
+                f"give at least {1 / batches:.2g}, or a whole number of batches",
+            )
         if self.batch_size > trained:
-            notes.append(f"data.batch_size={self.batch_size} is more than the {trained} training images "
-                         f"{'of a fold' if self.task == 'cv' else 'of the fit'}: each epoch is one batch of all")
+            notes.append(
+                f"data.batch_size={self.batch_size} is more than the {trained} training images "
+                f"{'of a fold' if self.task == 'cv' else 'of the fit'}: each epoch is one batch of all"
+            )
         runner, graph = self.runner, self.cuda_graph
         if self.task == "cv" and runner == "packed" and n % self.n_folds:
-            notes.append(f"folds one after another, not packed: {n} images do not split into {self.n_folds} equal "
-                         f"folds (set data.limit to a multiple of {self.n_folds} to pack them)")
+            notes.append(
+                f"folds one after another, not packed: {n} images do not split into {self.n_folds} equal "
+                f"folds (set data.limit to a multiple of {self.n_folds} to pack them)"
+            )
             runner, graph = "sequential", False
-        used = [arrays.train_x[:n], arrays.train_y[:n]] + ([arrays.test_x, arrays.test_y] if self.task == "final" else [])
-        return replace(self, limit=limit, runner=runner, cuda_graph=graph, notes=tuple(notes), data_digest=digest(*used))
+        used = [arrays.train_x[:n], arrays.train_y[:n]] + (
+            [arrays.test_x, arrays.test_y] if self.task == "final" else []
+        )
+        return replace(
+            self, limit=limit, runner=runner, cuda_graph=graph, notes=tuple(notes), data_digest=digest(*used)
+        )
 
     def describe(self) -> str:
         """One line for the terminal: what will run, and where."""
@@ -196,7 +238,8 @@ class RunPlan:
             how = f"{self.n_folds} folds at once, packed into one net" + (", CUDA graph" if self.cuda_graph else "")
         else:
             how = f"{self.n_folds} folds one after another, {self.threads} thread(s)"
-        return f"digitnet: task={self.task} model={self.model}: {how}; on {self.device}, precision {self.trainer['precision']}"
+        precision = self.trainer["precision"]
+        return f"digitnet: task={self.task} model={self.model}: {how}; on {self.device}, precision {precision}"
 
 
 def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -232,8 +275,9 @@ def _switch(key: str, value) -> bool | None:
     return None if value == "auto" else value
 
 
-def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int | None = None,
-              tty: bool | None = None) -> RunPlan:
+def make_plan(
+    cfg: DictConfig, *, cuda_available: bool | None = None, cores: int | None = None, tty: bool | None = None
+) -> RunPlan:
     """Check the composed config and settle every choice. `cuda_available`, `cores` and `tty` (is stdout a
     terminal) default to this machine's; tests pass them in to check the decisions on CPU."""
     conf, extra = checked(cfg)
@@ -242,18 +286,28 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
         if not (is_dataclass(node) or isinstance(node, dict)):
             raise ConfigError(group, node, "the chosen option holds no keys", f"give {group} an option file of keys")
     task, model = conf.task.value, conf.model.name.value
-    groups = {name: _plain(getattr(conf, name)) for name in ("data", "model", "optimizer", "trainer", "cv", "augment",
-                                                             "scheduler", "loss", "logger")}
+    groups = {
+        name: _plain(getattr(conf, name))
+        for name in ("data", "model", "optimizer", "trainer", "cv", "augment", "scheduler", "loss", "logger")
+    }
     groups["trainer"].update(extra)
     values = {f"{g}.{k}": v for g, node in groups.items() for k, v in node.items()} | {"seed": conf.seed}
     _check_ranges(values, task)
     data, cv = groups["data"], groups["cv"]
     if conf.model.dropout and model not in DROPOUT_ARCHS:
-        raise ConfigError("model.dropout", conf.model.dropout, f"model={model} has no dropout layers",
-                          f"use model={'|'.join(DROPOUT_ARCHS)}")
+        raise ConfigError(
+            "model.dropout",
+            conf.model.dropout,
+            f"model={model} has no dropout layers",
+            f"use model={'|'.join(DROPOUT_ARCHS)}",
+        )
     if model in BATCHNORM_ARCHS and data["batch_size"] < 2:
-        raise ConfigError("data.batch_size", data["batch_size"], f"model={model} has BatchNorm, which needs at least "
-                          "2 images a batch", "use 2 or more (the tutorial's is 32)")
+        raise ConfigError(
+            "data.batch_size",
+            data["batch_size"],
+            f"model={model} has BatchNorm, which needs at least 2 images a batch",
+            "use 2 or more (the tutorial's is 32)",
+        )
     _check_sizes(task, data["limit"], cv["n_folds"], conf.seed)
     trainer = _trainer(groups["trainer"], task)
     optimizer, scheduler = groups["optimizer"], groups["scheduler"]
@@ -267,23 +321,55 @@ def make_plan(cfg: DictConfig, *, cuda_available: bool | None = None, cores: int
     runner, processes, graph = "sequential", 1, False
     if task == "cv":
         runner, processes, graph = _fold_strategy(
-            _switch("cv.parallel", cv["parallel"]), _switch("cv.cuda_graph", cv["cuda_graph"]),
-            None if cv["workers"] == "auto" else cv["workers"], optimizer, trainer, device, cores, cv["n_folds"],
-            notes, plain_steps=groups["augment"]["name"] == "none" and scheduler["name"] == "none",
-            dropout=conf.model.dropout, work=data["limit"] * (cv["n_folds"] - 1) * trainer["max_epochs"] or None)
+            _switch("cv.parallel", cv["parallel"]),
+            _switch("cv.cuda_graph", cv["cuda_graph"]),
+            None if cv["workers"] == "auto" else cv["workers"],
+            optimizer,
+            trainer,
+            device,
+            cores,
+            cv["n_folds"],
+            notes,
+            plain_steps=groups["augment"]["name"] == "none" and scheduler["name"] == "none",
+            dropout=conf.model.dropout,
+            work=data["limit"] * (cv["n_folds"] - 1) * trainer["max_epochs"] or None,
+        )
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
     terminal = (tty if tty is not None else sys.stdout.isatty()) and runner != "processes"
     progress = "off" if not trainer["enable_progress_bar"] else "bar" if terminal else "epochs"
     trainer["enable_progress_bar"] = progress == "bar"
     return RunPlan(
-        task=task, model=model, seed=conf.seed, data_root=data["root"], download=data["download"], limit=data["limit"],
-        batch_size=data["batch_size"], scaling=data["scaling"], optimizer=optimizer, trainer=trainer,
+        task=task,
+        model=model,
+        seed=conf.seed,
+        data_root=data["root"],
+        download=data["download"],
+        limit=data["limit"],
+        batch_size=data["batch_size"],
+        scaling=data["scaling"],
+        optimizer=optimizer,
+        trainer=trainer,
         # auto: 1000 on CUDA (fewer launches); 250 on CPU (12k images in 1.7 s, against 2.6 s at 1000).
-        eval_batch_size=data["eval_batch_size"] if data["eval_batch_size"] != "auto" else 1000 if device == "cuda" else 250,
-        n_folds=cv["n_folds"], cv_seed=cv["seed"], device=device, runner=runner,
-        processes=processes, threads=cores, cuda_graph=graph, progress=progress, augment=groups["augment"],
-        scheduler=scheduler, label_smoothing=conf.loss.label_smoothing, dropout=conf.model.dropout,
-        tta=conf.tta.name.value, notes=tuple(notes), loggers=_loggers(groups["logger"]),
+        eval_batch_size=data["eval_batch_size"]
+        if data["eval_batch_size"] != "auto"
+        else 1000
+        if device == "cuda"
+        else 250,
+        n_folds=cv["n_folds"],
+        cv_seed=cv["seed"],
+        device=device,
+        runner=runner,
+        processes=processes,
+        threads=cores,
+        cuda_graph=graph,
+        progress=progress,
+        augment=groups["augment"],
+        scheduler=scheduler,
+        label_smoothing=conf.loss.label_smoothing,
+        dropout=conf.model.dropout,
+        tta=conf.tta.name.value,
+        notes=tuple(notes),
+        loggers=_loggers(groups["logger"]),
     )
 
 
@@ -296,14 +382,25 @@ def _loggers(selection: dict) -> dict:
         changed = [key for key, value in options.items() if value != defaults[name][key] and key != "enabled"]
         if changed and not options["enabled"]:
             chosen = [n for n, o in selection.items() if o["enabled"]] + [name]
-            raise ConfigError(f"logger.{name}.{changed[0]}", options[changed[0]], f"logger {name} is not selected",
-                              f"select it: logger=[{','.join(chosen)}]")
+            raise ConfigError(
+                f"logger.{name}.{changed[0]}",
+                options[changed[0]],
+                f"logger {name} is not selected",
+                f"select it: logger=[{','.join(chosen)}]",
+            )
     mlflow = selection["mlflow"]
     if mlflow["enabled"] and not mlflow["experiment_name"].strip():
-        raise ConfigError("logger.mlflow.experiment_name", mlflow["experiment_name"], "is empty",
-                          "name the experiment (the default is digitnet)")
-    return {name: {k: v for k, v in options.items() if k != "enabled"} for name, options in selection.items()
-            if options["enabled"]}
+        raise ConfigError(
+            "logger.mlflow.experiment_name",
+            mlflow["experiment_name"],
+            "is empty",
+            "name the experiment (the default is digitnet)",
+        )
+    return {
+        name: {k: v for k, v in options.items() if k != "enabled"}
+        for name, options in selection.items()
+        if options["enabled"]
+    }
 
 
 def _check_sizes(task: str, limit: int, n_folds: int, seed: int) -> None:
@@ -317,8 +414,12 @@ def _check_sizes(task: str, limit: int, n_folds: int, seed: int) -> None:
         raise ConfigError("data.limit", limit, f"fewer images than cv.n_folds={n_folds}", "each fold needs images")
     if 0 < limit and limit - math.ceil(limit / n_folds) < 2:
         enough = next(n for n in range(limit, limit + 2 * n_folds + 4) if n - math.ceil(n / n_folds) >= 2)
-        raise ConfigError("data.limit", limit, f"leaves a fold of cv.n_folds={n_folds} under 2 training images",
-                          f"give {enough} or more")
+        raise ConfigError(
+            "data.limit",
+            limit,
+            f"leaves a fold of cv.n_folds={n_folds} under 2 training images",
+            f"give {enough} or more",
+        )
     if seed + n_folds - 1 > SEED_MAX:
         raise ConfigError("seed", seed, f"fold {n_folds - 1} would use seed {seed + n_folds - 1}, past 2**32 - 1")
 
@@ -349,16 +450,22 @@ def _trainer(trainer: dict, task: str) -> dict:
         if key in trainer:
             refuse(key, "digitnet sets it for every fit (TensorBoard logs, callbacks and checkpoints in the run dir)")
     if trainer.get("devices") not in (1, "1", "auto"):
-        refuse("devices", "digitnet trains each fit on one device", "use 1; for several GPUs, run sweep jobs side by "
-               "side (README, Scaling out)")
+        refuse(
+            "devices",
+            "digitnet trains each fit on one device",
+            "use 1; for several GPUs, run sweep jobs side by side (README, Scaling out)",
+        )
     trainer["devices"] = 1
     for key, allowed in (("strategy", "auto"), ("num_nodes", 1)):
         if trainer.get(key, allowed) != allowed:
             refuse(key, "digitnet runs each fit in one process on one device")
     for key in ("fast_dev_run", "overfit_batches"):
         if trainer.get(key):
-            refuse(key, "the fit would train on a few batches and be recorded as a real one",
-                   "use data.limit and trainer.max_epochs=1 for a quick run")
+            refuse(
+                key,
+                "the fit would train on a few batches and be recorded as a real one",
+                "use data.limit and trainer.max_epochs=1 for a quick run",
+            )
     for key in ("limit_train_batches", "max_steps"):
         if trainer.get(key) == 0:
             refuse(key, "would train nothing")
@@ -376,8 +483,11 @@ def _trainer(trainer: dict, task: str) -> dict:
         if top is not None and (trainer.get(low) or 0) > top >= 0:
             refuse(low, f"is more than trainer.{high}={top}, which wins", f"lower it or raise trainer.{high}")
     if cv and trainer["max_epochs"] % trainer["check_val_every_n_epoch"]:
-        refuse("check_val_every_n_epoch", f"skips the validation of the last of trainer.max_epochs="
-               f"{trainer['max_epochs']} epochs, the fold's score", "make max_epochs a multiple of it")
+        refuse(
+            "check_val_every_n_epoch",
+            f"skips the validation of the last of trainer.max_epochs={trainer['max_epochs']} epochs, the fold's score",
+            "make max_epochs a multiple of it",
+        )
     if trainer["accelerator"] not in ("auto", "cpu", "gpu", "cuda"):
         refuse("accelerator", "digitnet trains on CPU or one CUDA GPU", "use auto, cpu or gpu")
     trainer["precision"] = PRECISION_ALIASES.get(str(trainer["precision"]), str(trainer["precision"]))
@@ -387,19 +497,25 @@ def _trainer(trainer: dict, task: str) -> dict:
 def _device(trainer: dict, cuda_available: bool) -> str:
     accelerator = trainer["accelerator"]
     if accelerator in ("gpu", "cuda") and not cuda_available:
-        raise ConfigError("trainer.accelerator", accelerator, "no CUDA GPU is visible",
-                          "use trainer.accelerator=cpu (or auto, which picks the GPU when there is one)")
+        raise ConfigError(
+            "trainer.accelerator",
+            accelerator,
+            "no CUDA GPU is visible",
+            "use trainer.accelerator=cpu (or auto, which picks the GPU when there is one)",
+        )
     device = "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda_available) else "cpu"
     trainer["accelerator"] = "gpu" if device == "cuda" else "cpu"
     if device == "cpu" and trainer["precision"] in ("16-mixed", "16-true"):
-        raise ConfigError("trainer.precision", trainer["precision"], "needs a GPU", "on CPU use 32-true, 64-true or "
-                          "bf16-mixed")
+        raise ConfigError(
+            "trainer.precision", trainer["precision"], "needs a GPU", "on CPU use 32-true, 64-true or bf16-mixed"
+        )
     return device
 
 
 def _check_optimizer_builds(optimizer: dict, scheduler: dict, torch) -> None:
     """Build the optimizer, and the LR schedule on it, once on a dummy parameter and take one step: a class that is
-    no optimizer, a key it refuses, or a schedule it cannot follow fails here, in torch's words, not in the first fit."""
+    no optimizer, a key it refuses, or a schedule it cannot follow fails here, in torch's words, not in the first
+    fit."""
     import importlib
 
     target = optimizer.get("_target_")
@@ -407,9 +523,13 @@ def _check_optimizer_builds(optimizer: dict, scheduler: dict, torch) -> None:
         module, _, name = target.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError("optimizer._target_", target, "cannot be imported", "choose optimizer=sgd|adam|adamw") from None
+        raise ConfigError(
+            "optimizer._target_", target, "cannot be imported", "choose optimizer=sgd|adam|adamw"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ConfigError("optimizer._target_", target, "is not a torch.optim optimizer", "choose optimizer=sgd|adam|adamw")
+        raise ConfigError(
+            "optimizer._target_", target, "is not a torch.optim optimizer", "choose optimizer=sgd|adam|adamw"
+        )
     settings = {k: v for k, v in optimizer.items() if k != "_target_"}
     try:
         weight = torch.nn.Parameter(torch.zeros(2))
@@ -447,8 +567,9 @@ def _graph_blocker(optimizer: dict, runner: str, device: str, plain_steps: bool)
     return None
 
 
-def _fold_strategy(parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps,
-                   dropout, work=None):
+def _fold_strategy(
+    parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps, dropout, work=None
+):
     """(runner, processes, cuda_graph) for task=cv. `work`: the images the folds train on, times the epochs, where
     data.limit bounds it."""
     blocker = _packing_blocker(optimizer, trainer, dropout)

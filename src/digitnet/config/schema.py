@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from digitnet.names import TTA, Arch, Augment, Schedule, Scaling, Task
+from digitnet.names import TTA, Arch, Augment, Scaling, Schedule, Task
 
 
 @dataclass
@@ -169,7 +169,10 @@ class Config:
 # group -> (the key that names a node's kind, {kind: its schema}). An optimizer of another class (your own option
 # file, say torch.optim.RMSprop) has no schema here: building it on a dummy parameter checks it (plan.py).
 KINDS = {
-    "optimizer": ("_target_", {"torch.optim.SGD": SGDConf, "torch.optim.Adam": AdamConf, "torch.optim.AdamW": AdamWConf}),
+    "optimizer": (
+        "_target_",
+        {"torch.optim.SGD": SGDConf, "torch.optim.Adam": AdamConf, "torch.optim.AdamW": AdamWConf},
+    ),
     "augment": ("name", {"none": NoAugmentConf, "affine": AffineConf}),
     "scheduler": ("name", {"none": NoScheduleConf, "cosine": CosineConf, "onecycle": OneCycleConf}),
 }
@@ -184,6 +187,7 @@ def register() -> None:
     # The search's sweeper (hydra/sweeper=digitnet_optuna). Hydra finds plugins by listing the hydra_plugins
     # package, which an editable install (pip install -e .) does not show; registering it here works for both.
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.digitnet_optuna.optuna_sweeper import OptunaSweeper
 
     Plugins.instance().register(OptunaSweeper)
@@ -215,8 +219,10 @@ def config_file_problem(folders: list[Path], overrides: list[str]) -> str | None
     import yaml
 
     chosen = [f"/{o.lstrip('+').replace('=', '/', 1)}.yaml" for o in overrides if "=" in o]
-    paths = sorted((p for folder in folders for p in sorted(Path(folder).rglob("*.yaml"))),
-                   key=lambda p: not any(str(p).endswith(c) for c in chosen))
+    paths = sorted(
+        (p for folder in folders for p in sorted(Path(folder).rglob("*.yaml"))),
+        key=lambda p: not any(str(p).endswith(c) for c in chosen),
+    )
     for path in paths:
         try:
             content = yaml.safe_load(path.read_bytes().decode("utf-8"))
@@ -226,5 +232,6 @@ def config_file_problem(folders: list[Path], overrides: list[str]) -> str | None
             mark = getattr(exc, "problem_mark", None)
             return f"{path}{f', line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(exc, 'problem', exc)})"
         if content is not None and not isinstance(content, dict):
-            return f"{path} holds {type(content).__name__} {str(content)[:30]}, not keys; a config file maps keys to values"
+            kind = type(content).__name__
+            return f"{path} holds {kind} {str(content)[:30]}, not keys; a config file maps keys to values"
     return None

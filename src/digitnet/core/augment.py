@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+
 class AffineAugment:
     """x in [0, 1], (N, 1, 28, 28) -> the same shape and range, each image rotated by up to +-degrees, scaled by
     1 +- scale and shifted by up to +-shift of its size. Pixels that come in from outside are background (0)."""

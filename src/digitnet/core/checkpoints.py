@@ -41,15 +41,17 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
 
 
 def _damaged(path: Path, what: str) -> UserError:
-    return UserError(f"{shown(path)}: {what}; the file is damaged or not digitnet's (copy it again, or retrain)",
-                     path=path)
+    return UserError(
+        f"{shown(path)}: {what}; the file is damaged or not digitnet's (copy it again, or retrain)", path=path
+    )
 
 
 def _read(path: Path) -> dict:
     if not path.is_file():
         what = "not a regular file" if path.exists() else "no such file"
-        raise UserError(f"{shown(path)}: {what}; pass a checkpoint (.ckpt), a task=final run dir or a CV run dir",
-                        path=path)
+        raise UserError(
+            f"{shown(path)}: {what}; pass a checkpoint (.ckpt), a task=final run dir or a CV run dir", path=path
+        )
     with open(path, "rb") as f:
         magic = f.read(4)
     try:
@@ -59,11 +61,18 @@ def _read(path: Path) -> dict:
     except pickle.UnpicklingError:  # torch's own text would advise loading it unsafely
         raise _damaged(path, "refused: it holds objects other than weights and plain values") from None
     except Exception as exc:  # noqa: BLE001 - zip and format errors of every kind
-        kind = "a damaged or truncated checkpoint" if magic[:2] == b"PK" and not zipfile.is_zipfile(path) else \
-            "not a PyTorch checkpoint"
+        kind = (
+            "a damaged or truncated checkpoint"
+            if magic[:2] == b"PK" and not zipfile.is_zipfile(path)
+            else "not a PyTorch checkpoint"
+        )
         raise _damaged(path, f"{kind} ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict) or \
-            not all(isinstance(k, str) for k in ckpt["hyper_parameters"]) or "state_dict" not in ckpt:
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("hyper_parameters"), dict)
+        or not all(isinstance(k, str) for k in ckpt["hyper_parameters"])
+        or "state_dict" not in ckpt
+    ):
         raise _damaged(path, "no state_dict and hyper_parameters with names as keys")
     return ckpt
 
@@ -81,20 +90,31 @@ def _check_contents(path: Path, hp: dict, state) -> None:
         raise _damaged(path, f"hyper_parameters arch={repr(hp.get('arch'))[:40]} is not one of {', '.join(NETS)}")
     for key in ("pixel_mean", "pixel_std"):
         if not _finite(hp.get(key, 0.0)) or (key == "pixel_std" and not float(hp.get(key, 1.0)) > 0):
-            raise _damaged(path, f"hyper_parameters {key}={repr(hp[key])[:40]} is not a finite number"
-                           + (" > 0" if key == "pixel_std" else ""))
+            raise _damaged(
+                path,
+                f"hyper_parameters {key}={repr(hp[key])[:40]} is not a finite number"
+                + (" > 0" if key == "pixel_std" else ""),
+            )
     for key, known in (("scaling", names(Scaling)), ("tta", names(TTA))):
         if hp.get(key, OLDER_HPARAMS[key]) not in known:
             raise _damaged(path, f"hyper_parameters {key}={repr(hp[key])[:40]} is not one of {', '.join(known)}")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in
-                                              state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise _damaged(path, "state_dict must map names to tensors")
     for key, value in state.items():
         counter = key.endswith("num_batches_tracked")  # BatchNorm's step count, the one integer tensor
-        if value.layout != torch.strided or value.is_meta or value.is_complex() or not (
-                counter or value.is_floating_point()):
-            raise _damaged(path, f"weight {key} is a {value.dtype} {value.layout} tensor"
-                           f"{' on the meta device' if value.is_meta else ''}, not real numbers")
+        if (
+            value.layout != torch.strided
+            or value.is_meta
+            or value.is_complex()
+            or not (counter or value.is_floating_point())
+        ):
+            raise _damaged(
+                path,
+                f"weight {key} is a {value.dtype} {value.layout} tensor"
+                f"{' on the meta device' if value.is_meta else ''}, not real numbers",
+            )
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise _damaged(path, f"weights hold NaN or infinite values ({key}): the model diverged")
 
@@ -116,8 +136,11 @@ def load_checkpoint(path: str | Path) -> ScaledNet:
 
 
 def _numbered(folder: Path, suffix: str) -> dict[int, Path]:
-    return {int(m.group(1)): p for p in folder.glob(f"fold_*{suffix}")
-            if (m := re.fullmatch(rf"fold_(\d+){re.escape(suffix)}", p.name))}
+    return {
+        int(m.group(1)): p
+        for p in folder.glob(f"fold_*{suffix}")
+        if (m := re.fullmatch(rf"fold_(\d+){re.escape(suffix)}", p.name))
+    }
 
 
 def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
@@ -133,42 +156,67 @@ def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
             n_folds = result["run_key"]["n_folds"]
             assert result["fold"] == k < n_folds and result["status"] in ("ok", "diverged")
         except (OSError, ValueError, KeyError, TypeError, AssertionError):
-            raise UserError(f"{shown(results[k])} is damaged or not fold {k} of this run; delete it and rerun the run's "
-                            f"command to retrain fold {k}", path=results[k]) from None
+            raise UserError(
+                f"{shown(results[k])} is damaged or not fold {k} of this run; delete it and rerun the run's "
+                f"command to retrain fold {k}",
+                path=results[k],
+            ) from None
         if result["status"] == "diverged":
             diverged.append(k)
         elif k not in ckpts:
-            raise UserError(f"{shown(run_dir)}: fold {k} finished ({results[k].name}) but folds/fold_{k}.ckpt is "
-                            f"missing; restore it, or delete {results[k].name} and rerun to retrain it", path=ckpts.get(k))
+            raise UserError(
+                f"{shown(run_dir)}: fold {k} finished ({results[k].name}) but folds/fold_{k}.ckpt is "
+                f"missing; restore it, or delete {results[k].name} and rerun to retrain it",
+                path=ckpts.get(k),
+            )
         else:
             members[ckpts[k]] = result
     if len({json.dumps(r["run_key"], sort_keys=True) for r in members.values()}) > 1:
-        raise UserError(f"{shown(folds)} holds folds of different configs (their run_key differs); keep one run's "
-                        "folds in a run dir", path=folds)
+        raise UserError(
+            f"{shown(folds)} holds folds of different configs (their run_key differs); keep one run's "
+            "folds in a run dir",
+            path=folds,
+        )
     notes = [f"fold {k} diverged and has no net: left out" for k in diverged]
     missing = [k for k in range(n_folds or 0) if k not in results]
     if missing:
-        notes.append(f"{shown(run_dir)} has {len(results)} of its {n_folds} folds finished (not fold "
-                     f"{', '.join(map(str, missing))}); rerun the run's command to finish the others")
+        notes.append(
+            f"{shown(run_dir)} has {len(results)} of its {n_folds} folds finished (not fold "
+            f"{', '.join(map(str, missing))}); rerun the run's command to finish the others"
+        )
     if results and not members:
-        raise UserError(f"{shown(run_dir)}: every finished fold diverged, so there is no model to use; rerun with a "
-                        "lower optimizer.lr", path=run_dir)
+        raise UserError(
+            f"{shown(run_dir)}: every finished fold diverged, so there is no model to use; rerun with a "
+            "lower optimizer.lr",
+            path=run_dir,
+        )
     return members, notes
 
 
 def check_member(path: Path, model: ScaledNet, result: dict) -> None:
     """A fold's net must be the one its result describes: architecture, scaling, pixel statistics, fold and tta."""
     key, hp = result["run_key"], model.hparams
-    expected = {"arch": key.get("model"), "scaling": key.get("scaling"), "pixel_mean": result.get("pixel_mean"),
-                "pixel_std": result.get("pixel_std"), "fold": result["fold"] if "fold" in hp else None,
-                "tta": key.get("tta", "none")}
+    expected = {
+        "arch": key.get("model"),
+        "scaling": key.get("scaling"),
+        "pixel_mean": result.get("pixel_mean"),
+        "pixel_std": result.get("pixel_std"),
+        "fold": result["fold"] if "fold" in hp else None,
+        "tta": key.get("tta", "none"),
+    }
     for name, value in expected.items():
         have = hp.get(name, OLDER_HPARAMS.get(name))
-        same = math.isclose(float(have), float(value), rel_tol=1e-6, abs_tol=1e-9) if isinstance(value, float) \
+        same = (
+            math.isclose(float(have), float(value), rel_tol=1e-6, abs_tol=1e-9)
+            if isinstance(value, float)
             else have == value
+        )
         if value is not None and not same:
-            raise UserError(f"{shown(path)}: its {name} is {have!r}, but {path.with_suffix('.json').name} says "
-                            f"{value!r}; it is not the net that fold trained (copied from another run?)", path=path)
+            raise UserError(
+                f"{shown(path)}: its {name} is {have!r}, but {path.with_suffix('.json').name} says "
+                f"{value!r}; it is not the net that fold trained (copied from another run?)",
+                path=path,
+            )
 
 
 def model_files(source: str | Path) -> tuple[list[Path], dict[Path, dict], list[str]]:
@@ -185,8 +233,11 @@ def model_files(source: str | Path) -> tuple[list[Path], dict[Path, dict], list[
         return list(members), members, notes
     if (path / "multirun.yaml").is_file():
         raise UserError(f"{shown(path)} is a sweep dir; pass one of its jobs, {shown(path)}/N", path=path)
-    raise UserError(f"{shown(path)} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final "
-                    "run dir or a CV run dir", path=path)
+    raise UserError(
+        f"{shown(path)} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final "
+        "run dir or a CV run dir",
+        path=path,
+    )
 
 
 def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
@@ -200,8 +251,9 @@ def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
         for ckpt in files:
             real = ckpt.resolve()
             if real in seen:
-                raise UserError(f"{shown(ckpt)} is named twice (also as {shown(seen[real])}); each model counts once",
-                                path=ckpt)
+                raise UserError(
+                    f"{shown(ckpt)} is named twice (also as {shown(seen[real])}); each model counts once", path=ckpt
+                )
             seen[real] = ckpt
             model = load_checkpoint(ckpt)
             if ckpt in results:
@@ -211,8 +263,10 @@ def load_model(sources: list[str | Path], tta: str | None = None) -> nn.Module:
             members.append(with_tta(model, tta or own[-1]).eval())
             names_.append(str(ckpt))
     if not tta and len(set(own)) > 1:
-        notes.append(f"these models were trained for different test-time augmentation ({', '.join(sorted(set(own)))});"
-                     " each predicts with its own; give --tta to use one for all")
+        notes.append(
+            f"these models were trained for different test-time augmentation ({', '.join(sorted(set(own)))});"
+            " each predicts with its own; give --tta to use one for all"
+        )
     model = members[0] if len(members) == 1 else Ensemble(members, names_).eval()
     model.notes, model.own_tta = notes, "/".join(sorted(set(own)))
     return model

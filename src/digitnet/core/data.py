@@ -61,7 +61,8 @@ def download_mnist(root: Path, missing: list[str], settings: dict = CONFIG_SETTI
                 f"MNIST files missing in {root}: {', '.join(missing)}, and downloading them failed "
                 f"({errors[0][:120]}). With no network, copy the {'four' if n_files == 4 else 'two t10k'} MNIST "
                 f"files (gz or raw) into {root} or point {settings['root']} or DIGITNET_DATA at a folder that has them",
-                path=root)
+                path=root,
+            )
 
 
 def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tensor:
@@ -74,8 +75,9 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tenso
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
     except PermissionError:
-        raise UserError(f"{shown(path)}: cannot be read (permission denied); make it readable (chmod a+r)",
-                        path=path) from None
+        raise UserError(
+            f"{shown(path)}: cannot be read (permission denied); make it readable (chmod a+r)", path=path
+        ) from None
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise bad(f"cannot read it ({exc})") from None
     ndim = 1 + len(item_shape)
@@ -84,8 +86,10 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> torch.Tenso
         raise bad(f"truncated ({len(raw)} bytes)")
     found = int.from_bytes(raw[0:4], "big")
     if found != magic:
-        raise bad(f"magic number {found:#010x}, not {magic:#010x}: not the MNIST file its name says (images and "
-                  "labels swapped?)")
+        raise bad(
+            f"magic number {found:#010x}, not {magic:#010x}: not the MNIST file its name says (images and "
+            "labels swapped?)"
+        )
     dims = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(1, ndim + 1))
     if dims[1:] != item_shape:
         raise bad(f"items of shape {dims[1:]}, not {item_shape}: not MNIST")
@@ -104,23 +108,27 @@ class MNISTArrays:
     test_y: torch.Tensor
 
 
-def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: bool = False,
-               settings: dict = CONFIG_SETTINGS) -> MNISTArrays:
+def load_mnist(
+    root: str | os.PathLike, download: bool = True, holdout_only: bool = False, settings: dict = CONFIG_SETTINGS
+) -> MNISTArrays:
     """The four MNIST files of `root` (gz or raw), checked. holdout_only: the two t10k files alone (evaluate);
     the training arrays are then empty."""
     if not str(root).strip():  # Path("") would be the working dir
         raise UserError(f"the data folder is empty; set {settings['root']} or DIGITNET_DATA=DIR", path=root)
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise UserError(f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files",
-                        path=root)
+        raise UserError(
+            f"the data folder {root} is a file; set {settings['root']} to the folder of the MNIST files", path=root
+        )
     wanted = [stem for stem in _FILES if not holdout_only or stem.startswith("t10k")]
     missing = [stem for stem in wanted if _find(root, stem) is None]
     for stem in missing:
         for name in (stem + ".gz", stem):
             if (root / name).exists() or (root / name).is_symlink():  # a folder or a dangling link in its place
-                raise UserError(f"{root / name} is not a file (a folder or a broken link); put the MNIST file "
-                                "there in its place", path=root / name)
+                raise UserError(
+                    f"{root / name} is not a file (a folder or a broken link); put the MNIST file there in its place",
+                    path=root / name,
+                )
     if missing and download:
         created = root  # the topmost folder this call makes: removed again if the download fails
         while not created.parent.exists():
@@ -129,8 +137,9 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable "
-                            "folder", path=root) from None
+            raise UserError(
+                f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable folder", path=root
+            ) from None
         try:
             download_mnist(root, missing, settings, len(wanted))
         except BaseException:
@@ -143,21 +152,29 @@ def load_mnist(root: str | os.PathLike, download: bool = True, holdout_only: boo
             raise
         missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing:
-        raise UserError(f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). Copy them there, "
-                        f"set {settings['root']} or DIGITNET_DATA=DIR, or {settings['download']}", path=root)
+        raise UserError(
+            f"MNIST files missing in {root.resolve()}: {', '.join(missing)} (gz or raw). Copy them there, "
+            f"set {settings['root']} or DIGITNET_DATA=DIR, or {settings['download']}",
+            path=root,
+        )
     t = {stem: read_idx(_find(root, stem), *_FILES[stem]) for stem in wanted}
     empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
     arrays = MNISTArrays(
-        t.get("train-images-idx3-ubyte", empty), t.get("train-labels-idx1-ubyte", empty[:, 0, 0]).long(),
-        t["t10k-images-idx3-ubyte"], t["t10k-labels-idx1-ubyte"].long(),
+        t.get("train-images-idx3-ubyte", empty),
+        t.get("train-labels-idx1-ubyte", empty[:, 0, 0]).long(),
+        t["t10k-images-idx3-ubyte"],
+        t["t10k-labels-idx1-ubyte"].long(),
     )
     for split, x, y in (("train", arrays.train_x, arrays.train_y), ("t10k", arrays.test_x, arrays.test_y)):
         if holdout_only and split == "train":
             continue
         labels = _find(root, f"{split}-labels-idx1-ubyte")
         if len(x) != len(y):
-            raise UserError(f"{shown(root)}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; the "
-                            "files come from different sets or one is cut short", path=labels)
+            raise UserError(
+                f"{shown(root)}: {split} images ({len(x)}) and labels ({len(y)}) disagree in count; the "
+                "files come from different sets or one is cut short",
+                path=labels,
+            )
         if int(y.max()) > 9:
             raise UserError(f"{shown(labels)}: holds label {int(y.max())}; MNIST labels are 0-9", path=labels)
     return arrays
@@ -197,9 +214,12 @@ def pixel_stats(train_x: torch.Tensor, scaling: str) -> tuple[float, float]:
     mean = float(x.mean())
     std = float(x.std())
     if scaling == "standardize" and not std > 1e-6:
-        raise UserError("data.scaling=standardize: the training images are all one shade (std 0), so there is "
-                        "nothing to divide by; check the MNIST files, or use data.scaling=normalize",
-                        key="data.scaling", value=scaling)
+        raise UserError(
+            "data.scaling=standardize: the training images are all one shade (std 0), so there is "
+            "nothing to divide by; check the MNIST files, or use data.scaling=normalize",
+            key="data.scaling",
+            value=scaling,
+        )
     return (mean, 1.0) if scaling == "center" else (mean, std)
 
 
@@ -232,6 +252,10 @@ def _as_batch(batch):
 def batches(x, y, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
-        InMemoryBatches(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_as_batch,
+        InMemoryBatches(x, y),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=_as_batch,
         drop_last=drop_last,
     )

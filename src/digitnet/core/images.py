@@ -34,7 +34,9 @@ def to_gray(img: Image.Image) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
-            raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers")
+            raise ImageProblem(
+                "holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers"
+            )
         if a.min() >= 0 and a.max() <= 1:
             return a
         if a.min() >= 0 and a.max() <= 255 and img.mode != "F":
@@ -61,7 +63,9 @@ def to_gray(img: Image.Image) -> np.ndarray:
     try:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255
     except ValueError as exc:  # a colour mode PIL reads but cannot turn grey, such as LAB
-        raise ImageProblem(f"its colour mode {img.mode} is not supported ({exc}); save it as RGB or grayscale", "colour mode") from None
+        raise ImageProblem(
+            f"its colour mode {img.mode} is not supported ({exc}); save it as RGB or grayscale", "colour mode"
+        ) from None
 
 
 def open_gray(path: str | Path) -> np.ndarray:
@@ -73,13 +77,19 @@ def open_gray(path: str | Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageProblem(f"is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} Mpx); "
-                                       f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down", "too large")
+                    raise ImageProblem(
+                        f"is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} Mpx); "
+                        f"digitnet reads images up to {MAX_PIXELS // 10**6} Mpx, scale it down",
+                        "too large",
+                    )
                 frames = getattr(img, "n_frames", 1)
                 # A phone's JPEG (MPO) holds the photo and its previews: the first frame is the picture itself.
                 if frames > 1 and img.format != "MPO":
-                    raise ImageProblem(f"holds {frames} frames ({img.format}: an animation or several pages); "
-                                       "digitnet reads one digit an image: save the frame you want as its own file", "frames")
+                    raise ImageProblem(
+                        f"holds {frames} frames ({img.format}: an animation or several pages); "
+                        "digitnet reads one digit an image: save the frame you want as its own file",
+                        "frames",
+                    )
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
                 img.load()
@@ -109,7 +119,9 @@ def _flatten_illumination(gray: np.ndarray) -> np.ndarray:
     """
     h, w = gray.shape
     small = Image.fromarray((gray * 255).astype(np.uint8)).resize((64, max(8, round(64 * h / w))), Image.BILINEAR)
-    background = small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.GaussianBlur(4)).resize((w, h), Image.BILINEAR)
+    background = (
+        small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.GaussianBlur(4)).resize((w, h), Image.BILINEAR)
+    )
     return np.clip(gray - np.asarray(background, dtype=np.float32) / 255, 0, 1)
 
 
@@ -165,9 +177,14 @@ def _digit_mask(smooth: np.ndarray) -> np.ndarray:
     main = int(np.argmax(mass))
     r, c = boxes[main]
     margin = max(r.stop - r.start, c.stop - c.start) // 4
-    keep = [i + 1 for i, (rr, cc) in enumerate(boxes)
-            if rr.start >= r.start - margin and rr.stop <= r.stop + margin
-            and cc.start >= c.start - margin and cc.stop <= c.stop + margin]
+    keep = [
+        i + 1
+        for i, (rr, cc) in enumerate(boxes)
+        if rr.start >= r.start - margin
+        and rr.stop <= r.stop + margin
+        and cc.start >= c.start - margin
+        and cc.stop <= c.stop + margin
+    ]
     return np.isin(labels, keep)
 
 
@@ -191,16 +208,26 @@ def _page_only(gray: np.ndarray, notes: list | None) -> np.ndarray:
     of the frame that is mostly paper (ink under a fifth of it), clearly lighter than what lies around it."""
     h, w = gray.shape
     scale = 256 / max(h, w)
-    small = np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize(
-        (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR), dtype=np.float32) / 255
+    small = (
+        np.asarray(
+            Image.fromarray((gray * 255).astype(np.uint8)).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        / 255
+    )
     labels, n = ndimage.label(small > _otsu(small))
     if n == 0:
         return gray
     largest = labels == 1 + int(np.argmax(ndimage.sum(np.ones_like(small), labels, index=np.arange(1, n + 1))))
     page = ndimage.binary_fill_holes(largest)
     surround = ~page
-    if not (0.3 < page.mean() < 0.985 and largest.sum() > 0.8 * page.sum()
-            and small[surround].mean() < 0.5 * small[largest].mean()):
+    if not (
+        0.3 < page.mean() < 0.985
+        and largest.sum() > 0.8 * page.sum()
+        and small[surround].mean() < 0.5 * small[largest].mean()
+    ):
         return gray
     page = ndimage.binary_erosion(page, iterations=3)  # off the page's own edge, which would read as a stroke
     mask = np.asarray(Image.fromarray(page).resize((w, h), Image.NEAREST))
@@ -213,7 +240,9 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
     """Grayscale (H, W) floats in [0, 1], any size -> (28, 28) MNIST-style floats in [0, 1]. `notes` gathers what
     the caller may tell the user (a page found inside a darker surround)."""
     if not np.isfinite(gray).all():
-        raise ImageProblem("holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers")
+        raise ImageProblem(
+            "holds pixels that are not numbers (NaN or infinite); save it again as a plain image", "not numbers"
+        )
     if max(gray.shape) > MAX_SIDE:
         gray = _resize_longer_side(gray, MAX_SIDE)
     if min(gray.shape) >= 64:
@@ -253,7 +282,9 @@ def mnist_form(gray: np.ndarray, notes: list | None = None) -> np.ndarray:
 def as_is(gray: np.ndarray) -> np.ndarray:
     """The tutorial's way: an image that already is 28x28 MNIST-style, used unchanged."""
     if gray.shape != (28, 28):
-        raise ImageProblem(f"is {gray.shape[1]}x{gray.shape[0]}; --no-preprocess needs 28x28 (drop the flag to resize)", "size")
+        raise ImageProblem(
+            f"is {gray.shape[1]}x{gray.shape[0]}; --no-preprocess needs 28x28 (drop the flag to resize)", "size"
+        )
     return gray.astype(np.float32)
 
 

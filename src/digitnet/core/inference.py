@@ -10,7 +10,6 @@ import numpy as np
 from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
 from digitnet.errors import UserError
 
-
 # Below this probability a reading is flagged as unsure: the net is torn between digits, or the image is no digit.
 UNSURE = 0.7
 
@@ -25,7 +24,9 @@ def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> n
         raise
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise ImageProblem(f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})", "damaged") from None
+        raise ImageProblem(
+            f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})", "damaged"
+        ) from None
 
 
 def load_predictor(sources: list[str], tta: str | None = None):
@@ -39,12 +40,20 @@ def load_predictor(sources: list[str], tta: str | None = None):
     from digitnet.core.onnxmodel import OnnxModel
 
     if len(sources) > 1:
-        raise UserError(f"{onnx[0]} is an ONNX model, which runs alone; to export an ensemble, pass a CV run dir to "
-                        "digitnet-export", path=Path(onnx[0]))
+        raise UserError(
+            f"{onnx[0]} is an ONNX model, which runs alone; to export an ensemble, pass a CV run dir to "
+            "digitnet-export",
+            path=Path(onnx[0]),
+        )
     model = OnnxModel(onnx[0])
     if tta and tta != model.hparams.get("tta"):
-        raise UserError(f"--tta {tta}: {onnx[0]} applies tta={model.hparams.get('tta')} in its graph; export the "
-                        f"model again with --tta {tta}", key="tta", value=tta, path=Path(onnx[0]))
+        raise UserError(
+            f"--tta {tta}: {onnx[0]} applies tta={model.hparams.get('tta')} in its graph; export the "
+            f"model again with --tta {tta}",
+            key="tta",
+            value=tta,
+            path=Path(onnx[0]),
+        )
     return model
 
 
@@ -85,13 +94,21 @@ def predict_images(model, items, preprocess: bool = True, top_k: int = 1, batch_
     top_p = np.take_along_axis(probs, top_d, axis=1)
     finite = np.isfinite(probs).all(axis=1).tolist()
     rows, extras = [], []
-    for name, array, p, ps, ds, ok, found in zip(names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite,
-                                                 notes):
+    for name, array, p, ps, ds, ok, found in zip(
+        names, arrays, probs.tolist(), top_p.tolist(), top_d.tolist(), finite, notes
+    ):
         if not ok:  # never NaN in the output: JSON has no NaN
             failed.append((name, "the model gave no finite probabilities for it"))
             continue
-        rows.append({"path": str(name), "digit": ds[0], "probability": round(ps[0], 6),
-                     "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)],
-                     "unsure": ps[0] < UNSURE, "notes": found})
+        rows.append(
+            {
+                "path": str(name),
+                "digit": ds[0],
+                "probability": round(ps[0], 6),
+                "top": [{"digit": d, "probability": round(q, 6)} for d, q in zip(ds, ps)],
+                "unsure": ps[0] < UNSURE,
+                "notes": found,
+            }
+        )
         extras.append((array, [round(q, 6) for q in p]))
     return rows, extras, failed

@@ -165,7 +165,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.arrays = arrays
         self.batch_size, self.eval_batch_size, self.shuffle_seed = batch_size, eval_batch_size, shuffle_seed
 
-    def to_device(self, device: torch.device | str) -> "MNISTDataModule":
+    def to_device(self, device: torch.device | str) -> MNISTDataModule:
         """Keep the (small) dataset on the accelerator: batches are then gathered there by index, no copies."""
         self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
         self.val_x, self.val_y = self.val_x.to(device), self.val_y.to(device)
@@ -174,8 +174,14 @@ class MNISTDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         # A last batch of one image is dropped: BatchNorm cannot train on it (never the case at the tutorial's sizes:
         # 48,000 and 60,000 images in batches of 32).
-        return batches(self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.shuffle_seed,
-                       drop_last=len(self.train_y) % self.batch_size == 1)
+        return batches(
+            self.train_x,
+            self.train_y,
+            self.batch_size,
+            shuffle=True,
+            seed=self.shuffle_seed,
+            drop_last=len(self.train_y) % self.batch_size == 1,
+        )
 
     def val_dataloader(self):
         return batches(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)

@@ -14,8 +14,13 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def _head(n_in: int, batchnorm: bool = False, width: int = 100) -> list[nn.Module]:
-    return [nn.Flatten(), nn.Linear(n_in, width), nn.ReLU(), *([nn.BatchNorm1d(width)] if batchnorm else []),
-            nn.Linear(width, 10)]
+    return [
+        nn.Flatten(),
+        nn.Linear(n_in, width),
+        nn.ReLU(),
+        *([nn.BatchNorm1d(width)] if batchnorm else []),
+        nn.Linear(width, 10),
+    ]
 
 
 def baseline() -> nn.Sequential:
@@ -38,10 +43,21 @@ def deepbn(dropout: float = 0.0) -> nn.Sequential:
     # (188,810 parameters; 5.5M multiply-adds an image, as deep: BatchNorm and dropout are what cost extra).
     # The Dropout modules are there at p=0 too, so that a checkpoint's weight names do not depend on the rate.
     return nn.Sequential(
-        *_conv(1, 32), nn.BatchNorm2d(32), nn.MaxPool2d(2),
-        *_conv(32, 64), nn.BatchNorm2d(64), *_conv(64, 64), nn.BatchNorm2d(64), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.BatchNorm1d(128),
-        nn.Dropout(dropout), nn.Linear(128, 10),
+        *_conv(1, 32),
+        nn.BatchNorm2d(32),
+        nn.MaxPool2d(2),
+        *_conv(32, 64),
+        nn.BatchNorm2d(64),
+        *_conv(64, 64),
+        nn.BatchNorm2d(64),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.BatchNorm1d(128),
+        nn.Dropout(dropout),
+        nn.Linear(128, 10),
     )
 
 
@@ -49,14 +65,27 @@ def vgg() -> nn.Sequential:
     # VGG-style: two blocks of two 3x3 convs (32, 32 | 64, 64), BatchNorm after every hidden activation, a Dense128
     # head (198,122 parameters; 9.8M multiply-adds an image, 1.8x deep's).
     return nn.Sequential(
-        *_conv(1, 32), nn.BatchNorm2d(32), *_conv(32, 32), nn.BatchNorm2d(32), nn.MaxPool2d(2),
-        *_conv(32, 64), nn.BatchNorm2d(64), *_conv(64, 64), nn.BatchNorm2d(64), nn.MaxPool2d(2),
+        *_conv(1, 32),
+        nn.BatchNorm2d(32),
+        *_conv(32, 32),
+        nn.BatchNorm2d(32),
+        nn.MaxPool2d(2),
+        *_conv(32, 64),
+        nn.BatchNorm2d(64),
+        *_conv(64, 64),
+        nn.BatchNorm2d(64),
+        nn.MaxPool2d(2),
         *_head(64 * 4 * 4, batchnorm=True, width=128),
     )
 
 
-NETS = {Arch.baseline.value: baseline, Arch.batchnorm.value: batchnorm, Arch.deep.value: deep,
-        Arch.deepbn.value: deepbn, Arch.vgg.value: vgg}
+NETS = {
+    Arch.baseline.value: baseline,
+    Arch.batchnorm.value: batchnorm,
+    Arch.deep.value: deep,
+    Arch.deepbn.value: deepbn,
+    Arch.vgg.value: vgg,
+}
 # tta=shift: the image as it is and moved one pixel up, down, left and right (docs/recipe.md: 5 views scored as
 # well as the 9 of a 3x3 grid on CV, for nearly half the passes).
 SHIFTS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))  # (dy, dx) in pixels
@@ -129,14 +158,16 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.names = names
         first = members[0].hparams
-        self.hparams = {"arch": f"ensemble of {len(members)} {first['arch']}" if len({m.hparams["arch"] for m in members}) == 1
-                        else f"ensemble of {len(members)}", "scaling": first.get("scaling", "normalize"),
-                        "tta": "/".join(sorted({m.hparams.get("tta", "none") for m in members}))}
+        self.hparams = {
+            "arch": f"ensemble of {len(members)} {first['arch']}"
+            if len({m.hparams["arch"] for m in members}) == 1
+            else f"ensemble of {len(members)}",
+            "scaling": first.get("scaling", "normalize"),
+            "tta": "/".join(sorted({m.hparams.get("tta", "none") for m in members})),
+        }
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.softmax(m(x), dim=1) for m in self.members]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probabilities(x).clamp_min(1e-30).log()
-
-

@@ -33,8 +33,11 @@ class OnnxModel:
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors for a bad file have no public types
-            raise UserError(f"{shown(self.path)}: onnxruntime cannot load it ({type(exc).__name__}); the file is "
-                            "damaged or not an ONNX model (export one with digitnet-export)", path=self.path) from None
+            raise UserError(
+                f"{shown(self.path)}: onnxruntime cannot load it ({type(exc).__name__}); the file is "
+                "damaged or not an ONNX model (export one with digitnet-export)",
+                path=self.path,
+            ) from None
         metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         try:
@@ -43,9 +46,12 @@ class OnnxModel:
             assert [(i.name, i.type, i.shape[1:]) for i in inputs] == [(INPUT, "tensor(float)", [1, 28, 28])]
             assert [(o.name, o.shape[1:]) for o in outputs] == [(OUTPUT, [10])]
         except (TypeError, ValueError, AssertionError):
-            raise UserError(f"{shown(self.path)} is an ONNX model, but not one digitnet-export wrote (no digitnet "
-                            f"metadata, or not images (N, 1, 28, 28) in and {OUTPUT} (N, 10) out); export the model "
-                            "with digitnet-export", path=self.path) from None
+            raise UserError(
+                f"{shown(self.path)} is an ONNX model, but not one digitnet-export wrote (no digitnet "
+                f"metadata, or not images (N, 1, 28, 28) in and {OUTPUT} (N, 10) out); export the model "
+                "with digitnet-export",
+                path=self.path,
+            ) from None
         self.notes: list[str] = []
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -99,8 +99,11 @@ class EpochLines(pl.Callback):
         if hasattr(pl_module, "close_epoch"):  # packed folds: each fold's figure, in fold order
             pl_module.close_epoch()
             last = [h[-1] for h in pl_module.histories if h and h[-1]["epoch"] == trainer.current_epoch]
-            scores = "  ".join(f"{k} " + " ".join(f"{e[k]:.4f}" for e in last) for k in ("train_loss", "val_loss", "val_acc")
-                               if last and all(k in e for e in last))
+            scores = "  ".join(
+                f"{k} " + " ".join(f"{e[k]:.4f}" for e in last)
+                for k in ("train_loss", "val_loss", "val_acc")
+                if last and all(k in e for e in last)
+            )
         else:
             m = trainer.callback_metrics
             scores = "  ".join(f"{k} {float(m[k]):.4f}" for k in ("train_loss", "val_loss", "val_acc") if k in m)

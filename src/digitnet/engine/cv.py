@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from digitnet.report.results import cv_summary, write_cv_report
+from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
 from digitnet.engine.folds import FoldStore, Pruned
-from digitnet.files import write_json_atomic
-from digitnet.report.sweep import PRUNED_FILE
-from digitnet.logs import say
-from digitnet.config.plan import RunPlan
 from digitnet.engine.runners import RUNNERS
+from digitnet.files import write_json_atomic
+from digitnet.logs import say
+from digitnet.report.results import cv_summary, write_cv_report
+from digitnet.report.sweep import PRUNED_FILE
 
 
 def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -> dict:
@@ -44,8 +44,7 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -
         if pending:
             RUNNERS[plan.runner](plan, arrays, pending, store, finish)
     except Pruned as pruned:  # the folds that ended are kept; the summary marks the run as pruned
-        write_json_atomic(run_dir / PRUNED_FILE, {"fold": pruned.fold, "value": pruned.value,
-                                                  "folds": sorted(results)})
+        write_json_atomic(run_dir / PRUNED_FILE, {"fold": pruned.fold, "value": pruned.value, "folds": sorted(results)})
         say(f"pruned after fold {pruned.fold}: mean so far {100 * pruned.value:.3f}, below the pruner's bar")
         return {"status": str(pruned), "mean": None}
 

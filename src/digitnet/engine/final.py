@@ -28,8 +28,9 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     for logs in ("tb", "csv"):  # an interrupted fit's events: not mixed in
         shutil.rmtree(run_dir / logs / "final", ignore_errors=True)
     profile = run_dir / "profiler" / "final"
-    trainer = make_trainer(plan, fit_loggers(plan, run_dir, "final"), [DivergenceGuard()], "final fit", profile,
-                           limit_val_batches=0)
+    trainer = make_trainer(
+        plan, fit_loggers(plan, run_dir, "final"), [DivergenceGuard()], "final fit", profile, limit_val_batches=0
+    )
     try:
         fit(trainer, model, datamodule=dm)
     except Diverged as exc:
@@ -38,8 +39,9 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     if "profiler" in plan.trainer:
         say_profile(profile)
     trainer.save_checkpoint(run_dir / "final.ckpt")
-    return _score(plan, arrays, run_dir, model, n_train=len(dm.train_y), train_seconds=round(train_seconds, 2),
-                  start=start)
+    return _score(
+        plan, arrays, run_dir, model, n_train=len(dm.train_y), train_seconds=round(train_seconds, 2), start=start
+    )
 
 
 def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
@@ -51,17 +53,23 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     except UserError as exc:
         raise UserError(f"{exc}; delete it to fit the final model again") from None
     # plan.json would have refused another config; without it, the checkpoint itself says what it is.
-    for key, name, wanted in (("arch", "model.name", plan.model), ("scaling", "data.scaling", plan.scaling),
-                              ("tta", "tta.name", plan.tta)):
+    for key, name, wanted in (
+        ("arch", "model.name", plan.model),
+        ("scaling", "data.scaling", plan.scaling),
+        ("tta", "tta.name", plan.tta),
+    ):
         have = model.hparams.get(key, OLDER_HPARAMS.get(key))
         if have != wanted:
-            raise UserError(f"{run_dir / 'final.ckpt'} was trained with {name}={have}, this config says {wanted}; "
-                            "rerun with the config it was trained with, or choose a new hydra.run.dir")
-    say(f"The final model of this config was saved but not scored (the run was stopped): scoring "
-        f"{run_dir / 'final.ckpt'} on the holdout")
+            raise UserError(
+                f"{run_dir / 'final.ckpt'} was trained with {name}={have}, this config says {wanted}; "
+                "rerun with the config it was trained with, or choose a new hydra.run.dir"
+            )
+    say(
+        f"The final model of this config was saved but not scored (the run was stopped): scoring "
+        f"{run_dir / 'final.ckpt'} on the holdout"
+    )
     n_train = len(arrays.train_y) if plan.limit <= 0 else min(plan.limit, len(arrays.train_y))
-    return _score(plan, arrays, run_dir, model, n_train=n_train, scored_after_a_stop=True,
-                  start=time.perf_counter())
+    return _score(plan, arrays, run_dir, model, n_train=n_train, scored_after_a_stop=True, start=time.perf_counter())
 
 
 def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
@@ -73,8 +81,15 @@ def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: floa
         metrics["accuracy_without_tta"] = without
         line += f"  (tta={plan.tta}, {100 * without:.3f} without)"
         title = f"{plan.model}, tta={plan.tta}: holdout confusion matrix"
-    metrics.update(model=plan.model, task="final", tta=plan.tta, checkpoint=str(ckpt), **facts,
-                   wall_seconds=round(time.perf_counter() - start, 2), plan=plan.as_dict())
+    metrics.update(
+        model=plan.model,
+        task="final",
+        tta=plan.tta,
+        checkpoint=str(ckpt),
+        **facts,
+        wall_seconds=round(time.perf_counter() - start, 2),
+        plan=plan.as_dict(),
+    )
     results.write_holdout_report(run_dir, metrics, title)
     say(line)
     say(f"Checkpoint: {ckpt}")

@@ -28,18 +28,34 @@ def fold_label(plan: RunPlan, fold: int) -> str:
 def make_datamodule(plan: RunPlan, arrays: MNISTArrays, fold: int | None) -> MNISTDataModule:
     """Fold `fold`'s split (None: all training images), shuffled with seed + fold, on the plan's data device."""
     dm = MNISTDataModule(
-        arrays, fold=fold, n_folds=plan.n_folds, cv_seed=plan.cv_seed, limit=plan.limit, batch_size=plan.batch_size,
-        eval_batch_size=plan.eval_batch_size, scaling=plan.scaling, shuffle_seed=plan.seed + (fold or 0),
+        arrays,
+        fold=fold,
+        n_folds=plan.n_folds,
+        cv_seed=plan.cv_seed,
+        limit=plan.limit,
+        batch_size=plan.batch_size,
+        eval_batch_size=plan.eval_batch_size,
+        scaling=plan.scaling,
+        shuffle_seed=plan.seed + (fold or 0),
     )
     return dm.to_device(plan.device) if plan.device != "cpu" else dm
 
 
 def make_model(plan: RunPlan, dm: MNISTDataModule, fold: int | None = None) -> DigitClassifier:
     """Fold `fold`'s model (None: the final fit's); its augmentation is seeded as its batches are, seed + fold."""
-    return DigitClassifier(arch=plan.model, optimizer=plan.optimizer, scaling=plan.scaling, pixel_mean=dm.pixel_mean,
-                           pixel_std=dm.pixel_std, augment=plan.augment, scheduler=plan.scheduler,
-                           label_smoothing=plan.label_smoothing, augment_seed=plan.seed + (fold or 0),
-                           dropout=plan.dropout, tta=plan.tta)
+    return DigitClassifier(
+        arch=plan.model,
+        optimizer=plan.optimizer,
+        scaling=plan.scaling,
+        pixel_mean=dm.pixel_mean,
+        pixel_std=dm.pixel_std,
+        augment=plan.augment,
+        scheduler=plan.scheduler,
+        label_smoothing=plan.label_smoothing,
+        augment_seed=plan.seed + (fold or 0),
+        dropout=plan.dropout,
+        tta=plan.tta,
+    )
 
 
 def fit_loggers(plan: RunPlan, run_dir: Path, version: str) -> list:
@@ -60,8 +76,9 @@ def tb_writer(loggers: list):
     return next((lg.experiment for lg in loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
-def make_trainer(plan: RunPlan, logger, callbacks: list, label: str, profile: Path | None = None,
-                 **overrides) -> pl.Trainer:
+def make_trainer(
+    plan: RunPlan, logger, callbacks: list, label: str, profile: Path | None = None, **overrides
+) -> pl.Trainer:
     """The plan's Trainer, with digitnet's logger and callbacks, and the plan's way of showing progress. A profiler
     named by trainer.profiler writes its report to `profile` (run_dir/profiler/NAME), not to a log nobody reads."""
     if plan.progress == "bar":
@@ -94,8 +111,9 @@ def check_trainer(plan: RunPlan) -> None:
         raise UserError(f"trainer: {str(exc).strip() or type(exc).__name__}", key="trainer") from None
 
 
-def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none",
-                counted=None) -> dict:
+def fold_result(
+    fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none", counted=None
+) -> dict:
     """A finished fold as cv_summary.json and the fold file hold it; the same for every runner. Its score is the
     last epoch's val_acc, or with test-time augmentation (tta=shift) that of the trained net, which the validation
     epochs (the learning curves) do without: it costs 5 forward passes an image. Its figure without TTA is then
@@ -140,8 +158,16 @@ def fold_result(fold, status, reason, seconds, dm, history, net, writer, eval_ba
 def fold_hparams(plan: RunPlan, dm: MNISTDataModule, fold: int) -> dict:
     """A fold model's checkpoint hparams: what final.ckpt holds (plain values), and its fold (so that fold files
     swapped between folds are noticed)."""
-    return {"arch": plan.model, "optimizer": plan.optimizer, "scaling": plan.scaling, "pixel_mean": dm.pixel_mean,
-            "pixel_std": dm.pixel_std, "dropout": plan.dropout, "tta": plan.tta, "fold": fold}
+    return {
+        "arch": plan.model,
+        "optimizer": plan.optimizer,
+        "scaling": plan.scaling,
+        "pixel_mean": dm.pixel_mean,
+        "pixel_std": dm.pixel_std,
+        "dropout": plan.dropout,
+        "tta": plan.tta,
+        "fold": fold,
+    }
 
 
 def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, callbacks: tuple = ()):
@@ -153,8 +179,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     history = History()
     profile = run_dir / "profiler" / f"fold_{fold}"
     loggers = fit_loggers(plan, run_dir, f"fold_{fold}")
-    trainer = make_trainer(plan, loggers, [history, DivergenceGuard(), *callbacks],
-                           fold_label(plan, fold), profile)
+    trainer = make_trainer(plan, loggers, [history, DivergenceGuard(), *callbacks], fold_label(plan, fold), profile)
     start = time.perf_counter()
     status, reason = "ok", None
     try:
@@ -162,8 +187,19 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     except Diverged as exc:
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
-    result = fold_result(fold, status, reason, seconds, dm, history.epochs, model, tb_writer(loggers),
-                         plan.eval_batch_size, plan.tta, model.last_confusion(len(dm.val_y)))
+    result = fold_result(
+        fold,
+        status,
+        reason,
+        seconds,
+        dm,
+        history.epochs,
+        model,
+        tb_writer(loggers),
+        plan.eval_batch_size,
+        plan.tta,
+        model.last_confusion(len(dm.val_y)),
+    )
     for logger in loggers:
         logger.finalize("success")
     if "profiler" in plan.trainer:

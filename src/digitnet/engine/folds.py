@@ -51,7 +51,7 @@ class FoldStore:
     run_key: dict  # RunPlan.fingerprint_fields(): a saved fold is reused only where this matches
 
     @classmethod
-    def for_plan(cls, run_dir: Path, plan: RunPlan) -> "FoldStore":
+    def for_plan(cls, run_dir: Path, plan: RunPlan) -> FoldStore:
         return cls(Path(run_dir), plan.fingerprint_fields())
 
     def path(self, fold: int) -> Path:
@@ -82,12 +82,17 @@ class FoldStore:
             if problem or not isinstance(key, dict):
                 raise ValueError(problem or "no run_key")
         except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold "
-                            "trains again", path=path) from None
+            raise UserError(
+                f"{path} is damaged ({str(exc).splitlines()[0][:80]}); delete it and rerun: that fold trains again",
+                path=path,
+            ) from None
         if key != self.run_key:
             changed = "; ".join(differences(key, self.run_key)[:3])
-            raise UserError(f"{path} was trained with another config ({changed}); rerun with the same settings to "
-                            "resume it, or choose a new hydra.run.dir", path=path)
+            raise UserError(
+                f"{path} was trained with another config ({changed}); rerun with the same settings to "
+                "resume it, or choose a new hydra.run.dir",
+                path=path,
+            )
         saved.pop("run_key")
         if saved["status"] == "ok":
             self._check_checkpoint(fold, saved)
@@ -104,7 +109,9 @@ class FoldStore:
                 raise UserError(f"{checkpoint} is missing, though {self.path(fold).name} says the fold finished")
             check_member(checkpoint, load_checkpoint(checkpoint), {**result, "run_key": self.run_key})
         except UserError as exc:
-            raise UserError(f"{exc}; delete {self.path(fold)} and rerun: that fold trains again", path=checkpoint) from None
+            raise UserError(
+                f"{exc}; delete {self.path(fold)} and rerun: that fold trains again", path=checkpoint
+            ) from None
 
     def start_afresh(self, fold: int) -> None:
         """A fold that is (re)trained starts clean logs: drop what an interrupted attempt logged."""

@@ -71,8 +71,11 @@ class Interrupt:
             self.watchdog = threading.Thread(target=self._watch, name="digitnet-interrupt-watchdog", daemon=True)
             self.watchdog.start()
         # A signal the caller ignores stays ignored (`cmd &` ignores Ctrl-C in what it starts).
-        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)
-                    if signal.getsignal(sig) is not signal.SIG_IGN}
+        previous = {
+            sig: signal.signal(sig, self.handle)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN
+        }
         unraisable = sys.unraisablehook
 
         def leave_if_swallowed(info):
@@ -123,8 +126,10 @@ class Interrupt:
             kept = ""
             if self.kept and self.task == "final" and (self.run_dir / "final.ckpt").exists():
                 # stopped after the fit and its save: the rerun scores the saved model (train.py, final.score_saved)
-                kept = (f"; the fit had finished and {self.run_dir / 'final.ckpt'} is saved: rerun the same command to "
-                        "score it on the holdout")
+                kept = (
+                    f"; the fit had finished and {self.run_dir / 'final.ckpt'} is saved: rerun the same command to "
+                    "score it on the holdout"
+                )
             elif self.kept and self.task == "final":
                 kept = "; the fit was not finished (nothing of it is kept): rerun the same command to fit again"
             elif self.kept:
@@ -143,8 +148,9 @@ class Interrupt:
             log = self.run_dir / "train.log" if self.run_dir else None
             if log and log.parent.is_dir():
                 with open(log, "a") as f:
-                    f.write(f"digitnet: still not out {EXIT_GRACE_SECONDS:g} s after the interrupt; leaving. "
-                            "The threads:\n")
+                    f.write(
+                        f"digitnet: still not out {EXIT_GRACE_SECONDS:g} s after the interrupt; leaving. The threads:\n"
+                    )
                     f.flush()
                     faulthandler.dump_traceback(file=f, all_threads=True)
         finally:

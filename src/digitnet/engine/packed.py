@@ -106,9 +106,18 @@ def unpack(packed: nn.Sequential, arch: str, fold: int) -> nn.Sequential:
 class FoldParallelClassifier(pl.LightningModule):
     """K folds' nets in one LightningModule. Batches are (x: (K, B, 1, 28, 28), y: (K, B))."""
 
-    def __init__(self, arch: str, fold_seeds: list[int], optimizer: dict, pixel_mean: list[float],
-                 pixel_std: list[float], captured: bool = False, augment: dict | None = None,
-                 scheduler: dict | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        arch: str,
+        fold_seeds: list[int],
+        optimizer: dict,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+        captured: bool = False,
+        augment: dict | None = None,
+        scheduler: dict | None = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         # Each fold draws its own transforms, from the generator its sequential run would use (seed + fold).
@@ -124,7 +133,9 @@ class FoldParallelClassifier(pl.LightningModule):
         self.k = len(nets)
         self.net = pack(nets)
         # Per-fold scaling, held in float64 so that float64 runs match DigitClassifier's plain floats exactly.
-        self.register_buffer("mean", torch.tensor(pixel_mean, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(pixel_mean, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False)
         # Per-fold epoch totals, kept on the device and read once per epoch: [loss sum, correct, count] x K.
         self.register_buffer("train_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
@@ -150,8 +161,11 @@ class FoldParallelClassifier(pl.LightningModule):
             x = self.augments[0].apply(x.reshape(k * b, *x.shape[2:]), thetas).view_as(x)
         logits = self(x)
         smoothing = self.hparams.label_smoothing if train else 0.0
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                 label_smoothing=smoothing).view_as(y).mean(1)
+        losses = (
+            F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=smoothing)
+            .view_as(y)
+            .mean(1)
+        )
         n = y.shape[1]
         totals[0] += losses.detach() * n
         totals[1] += (logits.argmax(-1) == y).sum(1)
@@ -221,8 +235,11 @@ class FoldParallelClassifier(pl.LightningModule):
         for k in range(self.k):
             if k in self.diverged:  # as in the sequential run, a diverged fold's history ends before that epoch
                 continue
-            epoch = {"epoch": self.current_epoch, "train_loss": float(train[0, k] / train[2, k]),
-                     "train_acc": float(train[1, k] / train[2, k])}
+            epoch = {
+                "epoch": self.current_epoch,
+                "train_loss": float(train[0, k] / train[2, k]),
+                "train_acc": float(train[1, k] / train[2, k]),
+            }
             if val[2, k] > 0:
                 epoch.update(val_loss=float(val[0, k] / val[2, k]), val_acc=float(val[1, k] / val[2, k]))
             self.histories[k].append(epoch)
@@ -245,8 +262,15 @@ class CapturedStep:
     Off CUDA (tests), replay calls the step on the same static buffers: the same logic, without the graph.
     """
 
-    def __init__(self, step, model: nn.Module, optimizer: torch.optim.Optimizer, example: tuple, totals: torch.Tensor,
-                 warmup: int = 3):
+    def __init__(
+        self,
+        step,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        example: tuple,
+        totals: torch.Tensor,
+        warmup: int = 3,
+    ):
         if not isinstance(optimizer, torch.optim.SGD) or any(g["dampening"] for g in optimizer.param_groups):
             raise ValueError("the captured step supports SGD without dampening; set cv.cuda_graph=false")
         self.step, self.optimizer = step, optimizer
@@ -311,7 +335,9 @@ def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_loggers, capture
         pixel_mean=[dms[k].pixel_mean for k in folds],
         pixel_std=[dms[k].pixel_std for k in folds],
         captured=plan.cuda_graph if captured is None else captured,
-        augment=plan.augment, scheduler=plan.scheduler, label_smoothing=plan.label_smoothing,
+        augment=plan.augment,
+        scheduler=plan.scheduler,
+        label_smoothing=plan.label_smoothing,
     )
     model.fold_loggers = [make_fold_loggers(k) for k in folds]
     for k, loggers in zip(folds, model.fold_loggers):

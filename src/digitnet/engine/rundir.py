@@ -22,8 +22,19 @@ from digitnet.files import enclosing_run, run_file_in
 
 LOCK_NAME = ".digitnet.lock"
 # What a run writes into its dir: a folder or a dangling link in one's place would fail a write after training.
-OWN_FILES = ("plan.json", "cv_summary.json", "final.ckpt", "test_metrics.json", "train.log", LOCK_NAME,
-             "learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png", "mlflow_run.json")
+OWN_FILES = (
+    "plan.json",
+    "cv_summary.json",
+    "final.ckpt",
+    "test_metrics.json",
+    "train.log",
+    LOCK_NAME,
+    "learning_curves.png",
+    "cv_boxplot.png",
+    "samples.png",
+    "confusion_matrix.png",
+    "mlflow_run.json",
+)
 PROCESS_START = time.time()
 
 
@@ -31,11 +42,15 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
     """A single run (not a sweep's job) may resume one of a sweep's jobs, but not write into the sweep dir itself
     nor add a job dir of its own, which the sweep's table would then list as one of its jobs."""
     if (run_dir / "multirun.yaml").is_file():
-        raise UserError(f"{run_dir} is a sweep dir; resume one of its jobs with hydra.run.dir={run_dir}/N, or choose "
-                        "a new hydra.run.dir")
+        raise UserError(
+            f"{run_dir} is a sweep dir; resume one of its jobs with hydra.run.dir={run_dir}/N, or choose "
+            "a new hydra.run.dir"
+        )
     if (run_dir.parent / "multirun.yaml").is_file() and not (run_dir / ".hydra" / "overrides.yaml").is_file():
-        raise UserError(f"{run_dir} would be a new job dir inside the sweep {run_dir.parent}; choose a folder outside "
-                        "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)")
+        raise UserError(
+            f"{run_dir} would be a new job dir inside the sweep {run_dir.parent}; choose a folder outside "
+            "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)"
+        )
 
 
 def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
@@ -47,22 +62,31 @@ def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
         raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
     if not run_dir.is_dir():
         return  # Hydra makes it just before the run
-    below = [p for child in run_dir.iterdir() if child.is_dir() and child.name not in ("folds", "tb", ".hydra")
-             for p in (child, *(c for c in child.iterdir() if c.is_dir())) if run_file_in(p, sweeps=False)]
+    below = [
+        p
+        for child in run_dir.iterdir()
+        if child.is_dir() and child.name not in ("folds", "tb", ".hydra")
+        for p in (child, *(c for c in child.iterdir() if c.is_dir()))
+        if run_file_in(p, sweeps=False)
+    ]
     if below:
         raise UserError(f"{shown(run_dir)} holds the run dir {shown(below[0])}; choose a folder of its own")
     odd = [p for p in (run_dir / "folds").glob("fold_*") if not p.is_file()] + [
-        run_dir / name for name in OWN_FILES if os.path.lexists(run_dir / name) and not (run_dir / name).is_file()]
+        run_dir / name for name in OWN_FILES if os.path.lexists(run_dir / name) and not (run_dir / name).is_file()
+    ]
     if odd:
-        raise UserError(f"{shown(odd[0])} is not a plain file, where digitnet keeps its own; remove it (or choose "
-                        f"a new {key})", path=odd[0])
+        raise UserError(
+            f"{shown(odd[0])} is not a plain file, where digitnet keeps its own; remove it (or choose a new {key})",
+            path=odd[0],
+        )
     for folder in (run_dir, run_dir / "folds"):
         try:
             if folder.is_dir():
                 tempfile.TemporaryFile(dir=folder).close()
         except OSError as exc:
-            raise UserError(f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to",
-                            path=folder) from None
+            raise UserError(
+                f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to", path=folder
+            ) from None
 
 
 def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -> None:
@@ -74,25 +98,31 @@ def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -
     path = run_dir / "plan.json"
     if not path.is_file():
         if plan.task == "final" and (run_dir / "final.ckpt").exists():  # it would be scored under this config
-            raise UserError(f"{run_dir} holds final.ckpt but no plan.json, so the config that trained it is unknown; "
-                            f"restore plan.json, or delete final.ckpt to fit again, or choose a new {key}")
+            raise UserError(
+                f"{run_dir} holds final.ckpt but no plan.json, so the config that trained it is unknown; "
+                f"restore plan.json, or delete final.ckpt to fit again, or choose a new {key}"
+            )
         return
     try:
         saved = RunPlan.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise UserError(f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new "
-                        f"{key}") from None
+        raise UserError(
+            f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new {key}"
+        ) from None
     # A run that failed or was stopped before it finished anything left only its plan and logs: say so, since the
     # usual fix (rerun with the same settings) would fail again.
     finished = (run_dir / "final.ckpt").exists() if saved.task == "final" else any((run_dir / "folds").glob("fold_*"))
     nothing = "" if finished else f" that finished nothing; delete that dir to reuse it, or choose a new {key}"
     if saved.task != plan.task:
-        raise UserError(f"{run_dir} holds a task={saved.task} run" + (nothing or
-                        f"; choose a new {key} for task={plan.task}"))
+        raise UserError(
+            f"{run_dir} holds a task={saved.task} run" + (nothing or f"; choose a new {key} for task={plan.task}")
+        )
     if saved.fingerprint() != plan.fingerprint():
         changed = "; ".join(differences(saved.fingerprint_fields(), plan.fingerprint_fields())[:3])
-        raise UserError(f"{run_dir} holds a run of another config ({changed})" + (nothing or
-                        f"; rerun with the same settings to resume it, or choose a new {key}"))
+        raise UserError(
+            f"{run_dir} holds a run of another config ({changed})"
+            + (nothing or f"; rerun with the same settings to resume it, or choose a new {key}")
+        )
 
 
 class RunDirLock:
@@ -107,8 +137,9 @@ class RunDirLock:
         except BlockingIOError:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
-            raise UserError(f"{run_dir} is in use by another digitnet run ({holder}); wait for it to end, or choose "
-                            f"another {key}") from None
+            raise UserError(
+                f"{run_dir} is in use by another digitnet run ({holder}); wait for it to end, or choose another {key}"
+            ) from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"PID {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
 
@@ -135,8 +166,10 @@ def report_existing_final(run_dir: Path) -> None:
             score = f", holdout {100 * json.loads(metrics_path.read_text())['accuracy']:.3f}%"
         except (ValueError, KeyError, TypeError):
             score = ""
-    say(f"The final model of this config exists: {run_dir / 'final.ckpt'}{score}. Re-score it with "
-        f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another.")
+    say(
+        f"The final model of this config exists: {run_dir / 'final.ckpt'}{score}. Re-score it with "
+        f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another."
+    )
 
 
 def _intact(overrides: Path) -> bool:

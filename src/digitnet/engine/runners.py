@@ -10,12 +10,20 @@ reports it). The plan picked the runner (plan.runner); the fold loop (cv.py) doe
 from __future__ import annotations
 
 import queue
-from typing import Callable
+from collections.abc import Callable
 
 from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
-from digitnet.engine.fit import (fit_loggers, fold_hparams, fold_result, make_datamodule, make_trainer, say_profile,
-                                 tb_writer, train_fold)
+from digitnet.engine.fit import (
+    fit_loggers,
+    fold_hparams,
+    fold_result,
+    make_datamodule,
+    make_trainer,
+    say_profile,
+    tb_writer,
+    train_fold,
+)
 from digitnet.engine.folds import FoldStore
 from digitnet.errors import UserError
 
@@ -48,8 +56,18 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
         net.net = unpack(model.net, plan.model, i).to(model.device)
         status = "diverged" if i in model.diverged else "ok"
         # A fold's "seconds" is its share of the joint run, so that the folds' seconds add up to the wall time.
-        result = fold_result(k, status, model.diverged.get(i), seconds / len(folds), dm, model.histories[i], net,
-                             tb_writer(loggers), plan.eval_batch_size, plan.tta) | {"parallel_seconds": round(seconds, 3)}
+        result = fold_result(
+            k,
+            status,
+            model.diverged.get(i),
+            seconds / len(folds),
+            dm,
+            model.histories[i],
+            net,
+            tb_writer(loggers),
+            plan.eval_batch_size,
+            plan.tta,
+        ) | {"parallel_seconds": round(seconds, 3)}
         for logger in loggers:
             logger.finalize("success")
         store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm, k)) if status == "ok" else None)
@@ -70,8 +88,10 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
     tasks, results, unfinished = context.Queue(), context.Queue(), context.Value("i", len(folds))
     for fold in folds:
         tasks.put(fold)
-    processes = [context.Process(target=workers.serve, args=(plan, store, tasks, results, unfinished, os.getpid()),
-                                 daemon=True) for _ in range(min(plan.processes, len(folds)))]
+    processes = [
+        context.Process(target=workers.serve, args=(plan, store, tasks, results, unfinished, os.getpid()), daemon=True)
+        for _ in range(min(plan.processes, len(folds)))
+    ]
     # Ctrl-C at a terminal reaches the whole process group, and a worker still importing would print a traceback:
     # the workers start with SIGINT blocked (the mask survives exec) and ignore it before unblocking it.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -83,8 +103,10 @@ def run_processes(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: F
         for _ in folds:
             result = _next_result(results, processes)
             if "error" in result:
-                raise UserError(f"fold {result['fold']} failed in its worker process ({result['error']}); the folds "
-                                "that finished are kept")
+                raise UserError(
+                    f"fold {result['fold']} failed in its worker process ({result['error']}); the folds "
+                    "that finished are kept"
+                )
             finish(result)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # also when a process could not start
@@ -104,8 +126,10 @@ def _next_result(results, processes) -> dict:
         except queue.Empty:
             if all(p.exitcode is not None for p in processes):
                 codes = sorted({p.exitcode for p in processes})
-                raise UserError(f"a fold worker process ended before its fold did (exit codes {codes}); the folds "
-                                "that finished are kept; rerun to resume") from None
+                raise UserError(
+                    f"a fold worker process ended before its fold did (exit codes {codes}); the folds "
+                    "that finished are kept; rerun to resume"
+                ) from None
 
 
 RUNNERS = {"sequential": run_sequential, "packed": run_packed, "processes": run_processes}  # names.Runner

@@ -45,10 +45,20 @@ def learning_curves_figure(histories: list[list[dict]]):
         x = [e["epoch"] + 1 for e in epochs]
         marker = "o" if len(epochs) < 20 else None  # a 1-epoch run is a point, which a bare line would not show
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(x, [e.get(f"train_{key}", np.nan) for e in epochs], color=TRAIN_COLOR, marker=marker,
-                    label=None if labelled else "train")
-            ax.plot(x, [e.get(f"val_{key}", np.nan) for e in epochs], color=VAL_COLOR, marker=marker,
-                    label=None if labelled else "validation")
+            ax.plot(
+                x,
+                [e.get(f"train_{key}", np.nan) for e in epochs],
+                color=TRAIN_COLOR,
+                marker=marker,
+                label=None if labelled else "train",
+            )
+            ax.plot(
+                x,
+                [e.get(f"val_{key}", np.nan) for e in epochs],
+                color=VAL_COLOR,
+                marker=marker,
+                label=None if labelled else "validation",
+            )
         labelled = True
     ax_loss.set(title="Cross Entropy Loss", ylabel="loss")
     ax_acc.set(title="Classification Accuracy", ylabel="accuracy", xlabel="epoch")
@@ -67,8 +77,12 @@ def boxplot_figure(groups: dict[str, list[float]], title: str):
     if len(names) <= 6:
         fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 5))
         ax.boxplot(data, showmeans=True)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0,
-                      ha="right" if len(names) > 3 else "center")
+        ax.set_xticks(
+            range(1, len(names) + 1),
+            names,
+            rotation=20 if len(names) > 3 else 0,
+            ha="right" if len(names) > 3 else "center",
+        )
         ax.set(ylabel="validation accuracy (%)", title=title)
         ax.grid(alpha=0.3, axis="y")
     else:

@@ -50,8 +50,11 @@ def _without_tta(plan, folds: list[dict], complete: bool) -> dict:
     if plan.tta == "none":
         return {}
     scores = [f.get("score_without_tta") for f in folds]
-    return {"tta": plan.tta, "fold_scores_without_tta": scores,
-            "mean_without_tta": float(np.mean(scores)) if complete else None}
+    return {
+        "tta": plan.tta,
+        "fold_scores_without_tta": scores,
+        "mean_without_tta": float(np.mean(scores)) if complete else None,
+    }
 
 
 @torch.no_grad()
@@ -59,8 +62,9 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 10
     model.eval()
     weight = next(model.parameters())  # trainer.precision=64-true leaves the net in float64
     dtype = weight.dtype if x.is_floating_point() else x.dtype
-    return torch.cat([model(x[i : i + batch_size].to(weight.device, dtype)).float().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [model(x[i : i + batch_size].to(weight.device, dtype)).float().cpu() for i in range(0, len(x), batch_size)]
+    )
 
 
 def confusion_matrix(preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,10 @@ def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample
     write_json_atomic(run_dir / "cv_summary.json", summary)
     save(learning_curves_figure(summary["history"]), run_dir / "learning_curves.png")
     scores = [s for s in summary["fold_scores"] if s is not None]
-    save(boxplot_figure({summary["model"]: scores}, f"{summary['model']}: {len(scores)}-fold CV"), run_dir / "cv_boxplot.png")
+    save(
+        boxplot_figure({summary["model"]: scores}, f"{summary['model']}: {len(scores)}-fold CV"),
+        run_dir / "cv_boxplot.png",
+    )
     save(samples_figure(sample_x, sample_y), run_dir / "samples.png")
     if "tensorboard" in summary["plan"]["loggers"]:
         log_hparams(run_dir, summary)
@@ -108,8 +115,10 @@ def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tens
     logits = predict_logits(model, to_unit(x_uint8), batch_size)
     if not torch.isfinite(logits).all():  # argmax of NaN is 0: the matrix would say "all zeros" and the loss NaN
         bad = int((~torch.isfinite(logits).all(1)).sum())
-        raise UserError(f"the model's outputs are not finite (NaN or inf) for {bad} of the {len(y)} holdout images: "
-                        "its weights or pixel statistics are broken; retrain it, or use another checkpoint")
+        raise UserError(
+            f"the model's outputs are not finite (NaN or inf) for {bad} of the {len(y)} holdout images: "
+            "its weights or pixel statistics are broken; retrain it, or use another checkpoint"
+        )
     matrix = confusion_matrix(logits.argmax(1), y)
     counts = matrix.sum(1)  # a class with no holdout images has no accuracy (None), not 0
     per_class = [None if n == 0 else float(c / n) for c, n in zip(matrix.diag().tolist(), counts.tolist())]

@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import tempfile
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet.errors import ConfigError
@@ -22,8 +22,14 @@ from digitnet.files import write_json_atomic
 RUN_FILE = "mlflow_run.json"  # in a run dir: {"tracking_uri", "run_id"}
 SWEEP_FILE = "mlflow_sweep.json"  # in a sweep dir: the parent run, the same way
 SQLITE = "sqlite:///"
-FIGURES = ("learning_curves.png", "cv_boxplot.png", "samples.png", "confusion_matrix.png", "cv_summary.json",
-           "test_metrics.json")
+FIGURES = (
+    "learning_curves.png",
+    "cv_boxplot.png",
+    "samples.png",
+    "confusion_matrix.png",
+    "cv_summary.json",
+    "test_metrics.json",
+)
 
 
 # For the check before a run: a server that does not answer is said in seconds, not after MLflow's retries (minutes).
@@ -62,7 +68,7 @@ def client(options: dict):
     try:
         artifacts = None
         if uri.startswith(SQLITE):  # the folder of the database, and its runs' figures beside it
-            folder = Path(uri[len(SQLITE):]).expanduser().resolve().parent
+            folder = Path(uri[len(SQLITE) :]).expanduser().resolve().parent
             folder.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()  # MLflow would retry an unwritable one for minutes
             artifacts = (folder / "mlartifacts" / name).as_uri()
@@ -71,8 +77,12 @@ def client(options: dict):
         return mlflow, experiment.experiment_id if experiment else mlflow.create_experiment(name, artifacts)
     except Exception as exc:  # noqa: BLE001 - MLflow's and SQLAlchemy's errors of every kind
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ConfigError("logger.mlflow.tracking_uri", uri, f"MLflow cannot use it ({type(exc).__name__}: {first})",
-                          f"give a writable {SQLITE}PATH.db, or a tracking server's http(s) URL") from None
+        raise ConfigError(
+            "logger.mlflow.tracking_uri",
+            uri,
+            f"MLflow cannot use it ({type(exc).__name__}: {first})",
+            f"give a writable {SQLITE}PATH.db, or a tracking server's http(s) URL",
+        ) from None
 
 
 def _params(plan: dict, prefix: str = "") -> dict:
@@ -87,17 +97,32 @@ def _params(plan: dict, prefix: str = "") -> dict:
 
 
 # MLflow's metric name: the result's key (cv_summary.json's, test_metrics.json's).
-CV_METRICS = {"cv_mean": "mean", "cv_std": "std", "cv_n": "n", "n_diverged": "n_diverged", "n_at_chance": "n_at_chance",
-              "cv_mean_without_tta": "mean_without_tta", "train_seconds": "train_seconds"}
-FINAL_METRICS = {"holdout_accuracy": "accuracy", "holdout_accuracy_without_tta": "accuracy_without_tta",
-                 "holdout_loss": "loss", "train_seconds": "train_seconds", "wall_seconds": "wall_seconds"}
+CV_METRICS = {
+    "cv_mean": "mean",
+    "cv_std": "std",
+    "cv_n": "n",
+    "n_diverged": "n_diverged",
+    "n_at_chance": "n_at_chance",
+    "cv_mean_without_tta": "mean_without_tta",
+    "train_seconds": "train_seconds",
+}
+FINAL_METRICS = {
+    "holdout_accuracy": "accuracy",
+    "holdout_accuracy_without_tta": "accuracy_without_tta",
+    "holdout_loss": "loss",
+    "train_seconds": "train_seconds",
+    "wall_seconds": "wall_seconds",
+}
 
 
 def _metrics(result: dict) -> dict:
     """{key: [(step, value)]}: a CV job's per-fold curves (step: the epoch) and scores, or a final fit's score."""
     final = result.get("task") == "final"
-    out = {key: [(0, result[name])] for key, name in (FINAL_METRICS if final else CV_METRICS).items()
-           if result.get(name) is not None}
+    out = {
+        key: [(0, result[name])]
+        for key, name in (FINAL_METRICS if final else CV_METRICS).items()
+        if result.get(name) is not None
+    }
     for fold in [] if final else result["folds"]:
         k = fold["fold"]
         if fold["score"] is not None:
@@ -119,8 +144,10 @@ def _figures(result: dict, run_dir: Path, folder: Path) -> None:
     (folder / "confusion_matrices").mkdir()
     for fold in result.get("folds", []):
         if fold.get("confusion_matrix"):
-            save(confusion_figure(fold["confusion_matrix"], f"fold {fold['fold']}: validation confusion matrix"),
-                 folder / "confusion_matrices" / f"fold_{fold['fold']}.png")
+            save(
+                confusion_figure(fold["confusion_matrix"], f"fold {fold['fold']}: validation confusion matrix"),
+                folder / "confusion_matrices" / f"fold_{fold['fold']}.png",
+            )
 
 
 def _replace(mlflow, record: Path, uri: str) -> None:
@@ -146,7 +173,9 @@ def record(plan, result: dict, run_dir: Path, parent: str | None = None) -> str:
         tags["mlflow.parentRunId"] = parent
     run_id = mlflow.create_run(experiment, tags=tags, run_name=f"{run_dir.parent.name}/{run_dir.name}").info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(key, float(value), now, step) for key, points in _metrics(result).items() for step, value in points]
+    metrics = [
+        Metric(key, float(value), now, step) for key, points in _metrics(result).items() for step, value in points
+    ]
     params = [Param(key, value[:6000]) for key, value in _params(plan.fingerprint_fields()).items()]
     try:
         for start in range(0, max(len(metrics), len(params)), 100):  # MLflow takes 100 params, 1000 metrics a batch

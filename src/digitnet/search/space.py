@@ -1,6 +1,7 @@
 """A search space in Hydra's sweep syntax, as Optuna distributions: `key=interval(a,b)` (uniform),
 `key=tag(log,interval(a,b))` (log-uniform), both real-valued; `key=range(a,b,step)` (stepped, b excluded as in
-Python; whole numbers for whole bounds), and `key=choice(x,y)` or `key=x,y` or a YAML list (categorical). The same words as
+Python; whole numbers for whole bounds), and `key=choice(x,y)` or `key=x,y` or a YAML list (categorical). The same words
+as
 hydra-optuna-sweeper's, from `hydra.sweeper.params` or from sweep overrides on the command line."""
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ def search_space(params: dict, arguments: list[str]) -> Space:
     from hydra.errors import HydraException
 
     if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, list)) for v in params.values()):
-        raise UserError("hydra.sweeper.params: give `key: search words` pairs, one per key (a dotted key is one "
-                        "key), e.g. `optimizer.lr: tag(log, interval(0.0001, 1.0))`", key="hydra.sweeper.params")
+        raise UserError(
+            "hydra.sweeper.params: give `key: search words` pairs, one per key (a dotted key is one "
+            "key), e.g. `optimizer.lr: tag(log, interval(0.0001, 1.0))`",
+            key="hydra.sweeper.params",
+        )
     lines = [f"{key}={_as_sweep(value)}" for key, value in params.items()] + list(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
@@ -97,8 +101,11 @@ def search_space(params: dict, arguments: list[str]) -> Space:
         except ValueError as exc:
             raise UserError(f"{override.input_line}: {exc}", key=key, value=override.input_line) from None
     if not distributions:
-        raise UserError("the search has nothing to search: give hydra.sweeper.params (hparams_search=lr) or a sweep "
-                        "override such as 'optimizer.lr=tag(log,interval(1e-4,1))'", key="hydra.sweeper.params")
+        raise UserError(
+            "the search has nothing to search: give hydra.sweeper.params (hparams_search=lr) or a sweep "
+            "override such as 'optimizer.lr=tag(log,interval(1e-4,1))'",
+            key="hydra.sweeper.params",
+        )
     return Space(distributions, fixed)
 
 

@@ -73,8 +73,7 @@ def job_reporter(hydra_cfg: DictConfig, n_folds: int) -> FoldReporter | None:
     # pruner: null means none; Optuna's own default would be its median pruner.
     pruner = _instantiate(sweeper.pruner) or optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=STUDY, storage=storage, pruner=pruner)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY),
-                                                               hydra_cfg.job.num)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY), hydra_cfg.job.num)
     return FoldReporter(optuna.trial.Trial(study, trial_id), n_folds)
 
 
@@ -88,8 +87,9 @@ class Search:
         from hydra.core.plugins import Plugins
 
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
-                                                                task_function=task_function)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     def sweep(self, arguments: list[str]) -> None:
@@ -113,27 +113,40 @@ class Search:
 
     def _check_settings(self) -> None:
         if OmegaConf.to_container(self.config.hydra.sweep)["subdir"] != "${hydra.job.num}":
-            raise UserError("a search keeps trial N in job dir N: leave hydra.sweep.subdir as ${hydra.job.num}",
-                            key="hydra.sweep.subdir")
+            raise UserError(
+                "a search keeps trial N in job dir N: leave hydra.sweep.subdir as ${hydra.job.num}",
+                key="hydra.sweep.subdir",
+            )
         for key in ("n_trials", "n_jobs"):
             if not isinstance(self.conf[key], int) or self.conf[key] < 1:
-                raise UserError(f"hydra.sweeper.{key}={self.conf[key]!r}: give a whole number, 1 or more",
-                                key=f"hydra.sweeper.{key}", value=self.conf[key])
+                raise UserError(
+                    f"hydra.sweeper.{key}={self.conf[key]!r}: give a whole number, 1 or more",
+                    key=f"hydra.sweeper.{key}",
+                    value=self.conf[key],
+                )
 
     def _check_space(self, space) -> None:
         """Trials of a key the config lacks, or of a type its schema refuses, would all fail one by one: composed
         once here, at a value of each distribution. The holdout is never a search's score."""
         from optuna.distributions import CategoricalDistribution
 
-        probe = {key: d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
-                 for key, d in space.distributions.items()}
+        probe = {
+            key: d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
+            for key, d in space.distributions.items()
+        }
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, space.overrides(probe))
         except Exception as exc:  # noqa: BLE001 - Hydra's or OmegaConf's own message names the key
-            raise UserError(f"the search's trials would not compose: {describe(exc)}", key="hydra.sweeper.params")
+            raise UserError(
+                f"the search's trials would not compose: {describe(exc)}", key="hydra.sweeper.params"
+            ) from None
         if OmegaConf.select(cfg, "task") == "final" or getattr(OmegaConf.select(cfg, "task"), "value", None) == "final":
-            raise UserError("task=final scores the holdout, which must not choose settings: a search runs task=cv; fit "
-                            "the best settings with task=final afterwards", key="task", value="final")
+            raise UserError(
+                "task=final scores the holdout, which must not choose settings: a search runs task=cv; fit "
+                "the best settings with task=final afterwards",
+                key="task",
+                value="final",
+            )
 
     def _sampler_and_pruner(self):
         from optuna.pruners import BasePruner
@@ -146,9 +159,11 @@ class Search:
             except Exception as exc:  # noqa: BLE001 - Hydra's instantiate names the target and the bad argument
                 raise UserError(f"hydra.sweeper.{key}: {describe(exc)}", key=f"hydra.sweeper.{key}") from None
             if not isinstance(made[key], kind) and not (key == "pruner" and made[key] is None):
-                raise UserError(f"hydra.sweeper.{key} makes no {kind.__module__.split('.')[1]} {key} (its _target_: "
-                                f"{(self.conf[key] or {}).get('_target_')!r}); name an optuna.{key}s class",
-                                key=f"hydra.sweeper.{key}")
+                raise UserError(
+                    f"hydra.sweeper.{key} makes no {kind.__module__.split('.')[1]} {key} (its _target_: "
+                    f"{(self.conf[key] or {}).get('_target_')!r}); name an optuna.{key}s class",
+                    key=f"hydra.sweeper.{key}",
+                )
         return made["sampler"], made["pruner"]
 
     def _study(self, space, sampler, pruner):
@@ -159,25 +174,45 @@ class Search:
         journal = self.sweep_dir / JOURNAL
         if not journal.exists():
             self._check_no_jobs()
-        settings = {"space": space.describe(), "direction": self.conf["direction"],
-                    "sampler": self.conf["sampler"], "pruner": self.conf["pruner"]}
+        settings = {
+            "space": space.describe(),
+            "direction": self.conf["direction"],
+            "sampler": self.conf["sampler"],
+            "pruner": self.conf["pruner"],
+        }
         try:
             storage = _storage(self.sweep_dir)  # makes the journal file, or replays it
             exists = STUDY in optuna.get_all_study_names(storage)
-            study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler,
-                                      pruner=pruner or optuna.pruners.NopPruner()) if exists else None
+            study = (
+                optuna.load_study(
+                    study_name=STUDY, storage=storage, sampler=sampler, pruner=pruner or optuna.pruners.NopPruner()
+                )
+                if exists
+                else None
+            )
         except (ValueError, KeyError, AssertionError) as exc:  # a line Optuna cannot replay
-            raise UserError(f"{shown(journal)} is damaged ({type(exc).__name__}); restore it, or choose a new "
-                            "hydra.sweep.dir", path=journal) from None
+            raise UserError(
+                f"{shown(journal)} is damaged ({type(exc).__name__}); restore it, or choose a new hydra.sweep.dir",
+                path=journal,
+            ) from None
         if study is None:
-            study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler,
-                                        pruner=pruner or optuna.pruners.NopPruner(), direction=self.conf["direction"])
+            study = optuna.create_study(
+                study_name=STUDY,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner or optuna.pruners.NopPruner(),
+                direction=self.conf["direction"],
+            )
             study.set_user_attr("settings", settings)
         before = study.user_attrs.get("settings")
         if before != settings:
             changed = ", ".join(k for k in settings if settings[k] != (before or {}).get(k)) or "all"
-            raise UserError(f"{shown(journal)} holds a study made with other search settings ({changed}); rerun it "
-                            "with its own, or choose a new hydra.sweep.dir", key="hydra.sweeper", path=journal)
+            raise UserError(
+                f"{shown(journal)} holds a study made with other search settings ({changed}); rerun it "
+                "with its own, or choose a new hydra.sweep.dir",
+                key="hydra.sweeper",
+                path=journal,
+            )
         seed = (self.conf["sampler"] or {}).get("seed")
         if study.trials and isinstance(seed, int):  # resumed: seeded as at the start, it would repeat the first trials
             study.sampler = _instantiate({**self.conf["sampler"], "seed": seed + len(study.trials)})
@@ -190,8 +225,11 @@ class Search:
 
         jobs = [d for d, _ in job_dirs(self.sweep_dir) if d.exists()]
         if jobs:
-            raise UserError(f"{shown(self.sweep_dir)} holds job dirs ({', '.join(d.name for d in jobs[:5])}) but no "
-                            f"search study ({JOURNAL}); choose a new hydra.sweep.dir", path=self.sweep_dir)
+            raise UserError(
+                f"{shown(self.sweep_dir)} holds job dirs ({', '.join(d.name for d in jobs[:5])}) but no "
+                f"search study ({JOURNAL}); choose a new hydra.sweep.dir",
+                path=self.sweep_dir,
+            )
 
     def _run(self, study, space) -> bool:
         """Trials until the study has n_trials (or its sampler has tried everything); False if nothing ran."""
@@ -202,12 +240,16 @@ class Search:
         stale = [t.number for t in trials if t.state == TrialState.RUNNING]  # an interrupted run's: resumed
         done = sum(t.state.is_finished() for t in trials)
         if done >= n_trials and not stale:
-            say(f"search: the study in {shown(self.sweep_dir)} has its {done} trials (hydra.sweeper.n_trials="
-                f"{n_trials}); nothing to run")
+            say(
+                f"search: the study in {shown(self.sweep_dir)} has its {done} trials (hydra.sweeper.n_trials="
+                f"{n_trials}); nothing to run"
+            )
             return False
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
-        say(f"search: {n_trials} trials, {done} done earlier{f', {len(stale)} resumed' if stale else ''}; "
-            f"study {shown(self.sweep_dir / JOURNAL)}")
+        say(
+            f"search: {n_trials} trials, {done} done earlier{f', {len(stale)} resumed' if stale else ''}; "
+            f"study {shown(self.sweep_dir / JOURNAL)}"
+        )
         self.exhausted = False
         while (stale or done < n_trials) and not self.exhausted:
             batch = {n: self._params(study, n) for n in stale[:n_jobs]}
@@ -243,9 +285,9 @@ class Search:
     def _checked(self, number: int, overrides: list[str]) -> bool:
         """A trial whose values make no plan (out of a key's range, say) fails here, not inside the launcher,
         where an in-process job's refusal would end the whole search."""
-        from digitnet.config.plan import make_plan
-
         from omegaconf import open_dict
+
+        from digitnet.config.plan import make_plan
 
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -282,8 +324,11 @@ class Search:
                 if interrupts.interrupt.signals:  # Ctrl-C or SIGTERM: the search stops; a rerun resumes the trial
                     raise
                 for n in group:
-                    self._fail(n, jobs[n], exc if isinstance(exc, Exception) else
-                               UserError(f"its job exited with code {exc.code}"))
+                    self._fail(
+                        n,
+                        jobs[n],
+                        exc if isinstance(exc, Exception) else UserError(f"its job exited with code {exc.code}"),
+                    )
 
     def _outcome(self, number: int) -> tuple[str, float | None]:
         """A trial's status and mean, read from its job dir as the sweep summary reads it."""
@@ -323,13 +368,22 @@ class Search:
         statuses = [self._outcome(t.number)[0] for t in trials]
         best = study.best_trial if any(t.state == TrialState.COMPLETE for t in trials) else None
         n_complete, n_pruned = sum(s.startswith("ok") for s in statuses), sum(s.startswith("pruned") for s in statuses)
-        results = {"best_params": dict(best.params) if best else None, "best_value": best.value if best else None,
-                   "best_trial": best.number if best else None, "direction": self.conf["direction"],
-                   "n_trials": len(trials), "n_complete": n_complete, "n_pruned": n_pruned,
-                   # diverged, refused, or no result in its dir (lost, unfinished): every other finished trial
-                   "n_failed": len(trials) - n_complete - n_pruned, "n_diverged": statuses.count("diverged"),
-                   "study": str(self.sweep_dir / JOURNAL)}
+        results = {
+            "best_params": dict(best.params) if best else None,
+            "best_value": best.value if best else None,
+            "best_trial": best.number if best else None,
+            "direction": self.conf["direction"],
+            "n_trials": len(trials),
+            "n_complete": n_complete,
+            "n_pruned": n_pruned,
+            # diverged, refused, or no result in its dir (lost, unfinished): every other finished trial
+            "n_failed": len(trials) - n_complete - n_pruned,
+            "n_diverged": statuses.count("diverged"),
+            "study": str(self.sweep_dir / JOURNAL),
+        }
         (self.sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
-        say(f"search: {results['n_trials']} trials ({n_pruned} pruned, {results['n_failed']} failed or diverged); "
+        say(
+            f"search: {results['n_trials']} trials ({n_pruned} pruned, {results['n_failed']} failed or diverged); "
             + (f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else "none completed")
-            + f"; {shown(self.sweep_dir / RESULTS)}")
+            + f"; {shown(self.sweep_dir / RESULTS)}"
+        )

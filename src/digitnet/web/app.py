@@ -41,8 +41,14 @@ def model_info(ckpt: Path, model) -> dict:
         from digitnet.core.nets import count_parameters
 
         parameters = count_parameters(model)
-    info = {"checkpoint": str(ckpt), "arch": model.hparams["arch"], "scaling": model.hparams.get("scaling", "normalize"),
-            "tta": model.hparams.get("tta", "none"), "parameters": parameters, "holdout_accuracy": None}
+    info = {
+        "checkpoint": str(ckpt),
+        "arch": model.hparams["arch"],
+        "scaling": model.hparams.get("scaling", "normalize"),
+        "tta": model.hparams.get("tta", "none"),
+        "parameters": parameters,
+        "holdout_accuracy": None,
+    }
     metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
     if not ckpt.is_dir() and ckpt.name != "final.ckpt":
         return info  # a loose checkpoint: the test_metrics.json beside it may be another model's
@@ -81,7 +87,7 @@ async def _limited(stream, boundary: str, seen: dict):
         if received > MAX_REQUEST_BYTES:
             raise HTTPException(413, f"request over {MAX_REQUEST_BYTES // 2**20} MB; send fewer or smaller files")
         seen["end"] = seen.get("end") or closing in tail + chunk
-        tail = (tail + chunk)[-len(closing):]
+        tail = (tail + chunk)[-len(closing) :]
         yield chunk
 
 
@@ -98,13 +104,20 @@ async def read_form(request):
     if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
         raise HTTPException(413, f"request of {int(length) // 2**20} MB is over {MAX_REQUEST_BYTES // 2**20} MB")
     media, _, params = request.headers.get("content-type", "").partition(";")
-    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";")
-                     if p.strip().lower().startswith("boundary=")), "")
+    boundary = next(
+        (p.split("=", 1)[1].strip().strip('"') for p in params.split(";") if p.strip().lower().startswith("boundary=")),
+        "",
+    )
     if media.strip().lower() != "multipart/form-data" or not boundary:
         raise HTTPException(400, "send images as multipart/form-data (with a boundary) in the field `files`")
     seen: dict = {}
-    parser = InMemoryParser(request.headers, _limited(request.stream(), boundary, seen), max_files=MAX_FILES,
-                            max_fields=16, max_part_size=64 * 1024)
+    parser = InMemoryParser(
+        request.headers,
+        _limited(request.stream(), boundary, seen),
+        max_files=MAX_FILES,
+        max_fields=16,
+        max_part_size=64 * 1024,
+    )
     try:
         form = await parser.parse()
     except MultiPartException as exc:  # Starlette's form limits (MAX_FILES, fields, part size), in its words
@@ -113,8 +126,11 @@ async def read_form(request):
         return None
     if not seen.get("end"):
         await form.close()
-        raise HTTPException(400, "the request ended before its multipart body did (no closing boundary): the upload "
-                                 "was cut off; send the files again")
+        raise HTTPException(
+            400,
+            "the request ended before its multipart body did (no closing boundary): the upload "
+            "was cut off; send the files again",
+        )
     return form
 
 
@@ -128,9 +144,15 @@ async def read_files(form) -> tuple[list, list]:
     items, errors = [], []
     for number, upload in enumerate(parts):
         if not hasattr(upload, "filename"):  # the parser reads `filename=` only (not RFC 5987's filename*=)
-            errors.append({"file": f"part {number + 1}", "status": 422, "error": "its Content-Disposition has no "
-                           'filename= parameter, so it arrived as text, not as a file; send filename="NAME" '
-                           "(filename*= alone is not read)"})
+            errors.append(
+                {
+                    "file": f"part {number + 1}",
+                    "status": 422,
+                    "error": "its Content-Disposition has no "
+                    'filename= parameter, so it arrived as text, not as a file; send filename="NAME" '
+                    "(filename*= alone is not read)",
+                }
+            )
             continue
         # A name decoded with an odd charset can hold lone surrogates, which JSON cannot carry.
         name = (upload.filename or f"part {number + 1}").encode("utf-8", "backslashreplace").decode("utf-8")
@@ -161,16 +183,24 @@ def create_app(ckpt: str | Path, tta: str | None = None):
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
     info = model_info(ckpt, model)
-    app = FastAPI(title="digitnet", version="0.1.0",
-                  description="Predict handwritten digits with a digitnet checkpoint. The page is at /.")
+    app = FastAPI(
+        title="digitnet",
+        version="0.1.0",
+        description="Predict handwritten digits with a digitnet checkpoint. The page is at /.",
+    )
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     app.add_api_route("/", lambda: FileResponse(WEB / "index.html"), methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route("/api/health", lambda: {"status": "ok"}, methods=["GET"])
     app.add_api_route("/api/model", lambda: info, methods=["GET"])
 
-    @app.post("/api/predict", responses={400: {"description": "not a multipart request with files, or too many"},
-                                         413: {"description": "a file or the request too large"},
-                                         422: {"description": "some files are not usable images (see errors)"}})
+    @app.post(
+        "/api/predict",
+        responses={
+            400: {"description": "not a multipart request with files, or too many"},
+            413: {"description": "a file or the request too large"},
+            422: {"description": "some files are not usable images (see errors)"},
+        },
+    )
     async def predict(request: Request):
         """Images in the multipart field `files`. Answers {"results": [rows of `predict --json` plus "preview"
         (PNG data URL) and "probabilities" (10)], "errors": [{"file", "error"}]}: 200 when every file was read, 422
@@ -184,11 +214,13 @@ def create_app(ckpt: str | Path, tta: str | None = None):
             await form.close()
         # Blocking work (PIL, torch) off the event loop; one batch for the whole request.
         rows, extras, failed = await run_in_threadpool(predict_images, model, items, True, 3)
-        results = [{**row, "preview": preview_png(array), "probabilities": probs}
-                   for row, (array, probs) in zip(rows, extras)]
+        results = [
+            {**row, "preview": preview_png(array), "probabilities": probs} for row, (array, probs) in zip(rows, extras)
+        ]
         errors += [{"file": name, "error": reason, "status": 422} for name, reason in failed]
         status = 200 if not errors else 413 if any(e["status"] == 413 for e in errors) else 422
-        return JSONResponse({"results": results, "errors": [{k: e[k] for k in ("file", "error")} for e in errors]},
-                            status_code=status)
+        return JSONResponse(
+            {"results": results, "errors": [{k: e[k] for k in ("file", "error")} for e in errors]}, status_code=status
+        )
 
     return app

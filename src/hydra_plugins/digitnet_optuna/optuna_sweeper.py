@@ -28,19 +28,22 @@ class OptunaSweeperConf:
     direction: Direction = Direction.maximize  # of the CV mean accuracy (hydra-optuna-sweeper's key)
     n_trials: int = 20  # in all, the study's earlier trials included: a rerun resumes it
     n_jobs: int = 1  # trials launched together (in parallel where the launcher runs jobs in parallel)
-    params: Optional[Any] = None  # key: interval(a,b) | tag(log, interval(a,b)) | range(a,b,step) | choice(x,y) | [x, y]
+    params: Optional[Any] = (
+        None  # key: interval(a,b) | tag(log, interval(a,b)) | range(a,b,step) | choice(x,y) | [x, y]
+    )
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="digitnet_optuna", node=OptunaSweeperConf,
-                             provider="digitnet")
+ConfigStore.instance().store(group="hydra/sweeper", name="digitnet_optuna", node=OptunaSweeperConf, provider="digitnet")
 
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **conf: Any):
         from digitnet.search.study import Search
 
-        conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else getattr(v, "value", v)
-                for k, v in conf.items()}
+        conf = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else getattr(v, "value", v)
+            for k, v in conf.items()
+        }
         self.search = Search(conf)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
