@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from digitnet.config import schema  # noqa: F401 - registers the config schema, as train.py does
+import digitnet.train  # noqa: F401 - registers the config schema and the search's sweeper, as a run does
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

@@ -410,7 +410,7 @@ def test_for_data_refuses_a_fraction_of_batches_that_leaves_none():
 def test_the_cheap_checks_import_neither_torch_nor_lightning():
     """A bad value is reported before torch's import (about 1.4 s on 2 cores) would have finished."""
     code = (
-        "import sys; from digitnet import train; from digitnet.config import plan, multirun\n"
+        "import sys; from digitnet import train, sweep_callback; from digitnet.config import plan\n"
         "from conftest import compose_cfg\n"
         "try:\n    plan.make_plan(compose_cfg('optimizer.lr=0'))\nexcept Exception as e: print(type(e).__name__)\n"
         "print(sorted(m for m in ('torch', 'lightning', 'scipy.stats', 'matplotlib') if m in sys.modules))"

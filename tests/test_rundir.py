@@ -398,7 +398,7 @@ def test_a_run_dir_whose_run_finished_nothing_says_to_delete_it(tmp_path, task):
     from conftest import plan_of
     from digitnet.engine.rundir import check_compatible
     from digitnet.errors import UserError
-    from digitnet.files import write_json_atomic
+    from digitnet.layout import write_json_atomic
 
     write_json_atomic(tmp_path / "plan.json", plan_of(f"task={task}", "optimizer.lr=0.01").as_dict())
     with pytest.raises(UserError) as nothing:

@@ -4,6 +4,7 @@ resuming a study, trials that cannot run; and sweeps through Ray and submitit_lo
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from digitnet.engine.cv import Pruned  # noqa: E402
 from digitnet.errors import UserError  # noqa: E402
-from digitnet.report.sweep import read_job  # noqa: E402
+from digitnet.layout import JOURNAL  # noqa: E402
+from digitnet.report.sweep_table import read_job  # noqa: E402
 from digitnet.search.space import search_space  # noqa: E402
 from digitnet.search.study import FoldReporter  # noqa: E402
 
@@ -102,26 +104,36 @@ def test_presets_choose_the_sweeper_and_search_keys_of_the_config(preset):
         assert cfg.model.name.value == "deep" and cfg.augment.name.value == "affine" and cfg.tta.name.value == "shift"
 
 
+def _reporter(study, storage, n_folds):
+    """A new trial of `study`, reached as a trial's job reaches it: through the storage, by its number."""
+    number = study.ask().number
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+    return FoldReporter(study, storage, trial_id, n_folds)
+
+
 def test_a_trial_is_pruned_after_the_fold_that_falls_below_the_median():
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
+    )
     good = study.ask()
     for step, value in enumerate([0.9, 0.92, 0.91]):
         good.report(value, step)
     study.tell(good, 0.91)
-    reporter = FoldReporter(study.ask(), n_folds=3)
+    reporter = _reporter(study, storage, n_folds=3)
     reporter.after_fold({"fold": 0, "status": "diverged", "score": None})  # no score to report
     with pytest.raises(Pruned) as caught:  # folds end in any order: step 0 is the first that ended
         reporter.after_fold({"fold": 2, "status": "ok", "score": 0.5})
     assert (caught.value.fold, caught.value.value) == (2, 0.5)
     # Optuna's median pruner weighs a trial's best running value: a strong first fold carries it.
-    strong = FoldReporter(study.ask(), n_folds=3)
+    strong = _reporter(study, storage, n_folds=3)
     strong.after_fold({"fold": 0, "status": "ok", "score": 0.95})
     strong.after_fold({"fold": 1, "status": "ok", "score": 0.5})
     assert strong.scores == [0.95, 0.5]
     # A trial that trained every fold has its result: never pruned after its last fold.
-    weak = FoldReporter(study.ask(), n_folds=1)
+    weak = _reporter(study, storage, n_folds=1)
     weak.after_fold({"fold": 0, "status": "ok", "score": 0.1})
-    assert weak.trial.should_prune()
+    assert study.pruner.prune(study, storage.get_trial(weak.trial_id))
 
 
 def test_summary_rows_of_pruned_and_refused_trials(tmp_path):
@@ -403,19 +415,26 @@ def test_search_settings_that_cannot_run_name_their_key(conf, subdir, key):
     [(None, optuna.pruners.NopPruner), ({"_target_": "optuna.pruners.MedianPruner"}, optuna.pruners.MedianPruner)],
 )
 def test_a_trials_job_reports_to_the_sweep_dirs_study_with_the_sweepers_pruner(tmp_path, pruner, kind):
-    from digitnet.search.study import JOURNAL, STUDY, SWEEPER, job_reporter
+    """A job knows it is trial N because the sweeper set it (hydra.job.env_set), never from the sweeper's name."""
+    from digitnet.search.study import STUDY, TRIAL, job_reporter
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / JOURNAL)))
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     study.ask(), study.ask()
+    sweeper = {"_target_": "hydra_plugins.digitnet_optuna.optuna_sweeper.OptunaSweeper", "pruner": pruner}
     hydra_cfg = OmegaConf.create(
-        {"sweeper": {"_target_": SWEEPER, "pruner": pruner}, "sweep": {"dir": str(tmp_path)}, "job": {"num": 1}}
+        {"sweeper": sweeper, "sweep": {"dir": str(tmp_path)}, "job": {"num": 1, "env_set": {TRIAL: "1"}}}
     )
     reporter = job_reporter(hydra_cfg, n_folds=3)
-    assert reporter.trial.number == 1 and isinstance(reporter.trial.study.pruner, kind)  # null: no pruning at all
+    assert storage.get_trial(reporter.trial_id).number == 1 and isinstance(reporter.study.pruner, kind)
     reporter.after_fold({"fold": 0, "status": "ok", "score": 0.5})
     assert study.trials[1].intermediate_values == {0: 0.5}
-    assert job_reporter(OmegaConf.create({"sweeper": {"_target_": "BasicSweeper"}}), n_folds=3) is None
+    resumed = job_reporter(hydra_cfg, n_folds=3)  # a resumed trial reports its finished folds again: kept once
+    resumed.after_fold({"fold": 0, "status": "ok", "score": 0.7})
+    assert study.trials[1].intermediate_values == {0: 0.5}
+    # The search's own sweeper, but no trial set: a job of it that is no trial (none exists), so nothing reported.
+    untold = OmegaConf.create({"sweeper": sweeper, "sweep": {"dir": str(tmp_path)}, "job": {"num": 1, "env_set": {}}})
+    assert job_reporter(untold, n_folds=3) is None
 
 
 @pytest.mark.slow
@@ -448,3 +467,85 @@ def test_a_sampled_value_reads_back_as_itself_in_its_override(value):
 
     override = OverridesParser.create().parse_override(f"key={value_text(value)}")
     assert not override.is_sweep_override() and override.value() == value and type(override.value()) is type(value)
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, mnist_root):
+    """A search of 3 trials, run once; each test below takes a copy of its sweep dir."""
+    sweep = tmp_path_factory.mktemp("finished") / "search"
+    result = run_cli(
+        "digitnet.train", *SEARCH, f"data.root={mnist_root}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=3"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep
+
+
+def _rerun_refused(sweep, mnist_root, named: list[str], n_trials: int = 5):
+    """The same search command again into a damaged copy: refused, naming the files that disagree, changing none."""
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".digitnet.lock"}
+    result = run_cli(
+        "digitnet.train",
+        *SEARCH,
+        f"data.root={mnist_root}",
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweeper.n_trials={n_trials}",
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert all(name in result.stderr for name in named), result.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".digitnet.lock"} == before
+
+
+@pytest.mark.slow
+def test_an_emptied_study_beside_its_job_dirs_is_refused(finished_search, tmp_path, mnist_root):
+    """Taken as a new study, its trials proposed new values and took the old job dirs' scores for them."""
+    sweep = tmp_path / "search"
+    shutil.copytree(finished_search, sweep)
+    (sweep / JOURNAL).write_bytes(b"")
+    _rerun_refused(sweep, mnist_root, [JOURNAL, "job dirs"])
+
+
+@pytest.mark.slow
+def test_a_study_whose_last_record_was_cut_short_is_refused(finished_search, tmp_path, mnist_root):
+    """Optuna passed over the torn line and glued the next record onto it; two reruns later nothing read."""
+    sweep = tmp_path / "search"
+    shutil.copytree(finished_search, sweep)
+    torn = (sweep / JOURNAL).read_bytes()[:-20]
+    (sweep / JOURNAL).write_bytes(torn)
+    whole = torn.rfind(b"\n") + 1  # the bytes of the records before the torn one
+    _rerun_refused(
+        sweep, mnist_root, [str(sweep / JOURNAL), f"line {torn.count(bytes([10])) + 1}", f"truncate -s {whole}"]
+    )
+
+
+@pytest.mark.slow
+def test_a_study_without_its_job_dirs_is_refused(finished_search, tmp_path, mnist_root):
+    """A journal copied alone: every trial was reported as failed, and the search exited "no job gave a usable
+    result"."""
+    sweep = tmp_path / "search"
+    sweep.mkdir()
+    shutil.copy(finished_search / JOURNAL, sweep / JOURNAL)
+    _rerun_refused(sweep, mnist_root, [JOURNAL, str(sweep / "0")])
+
+
+@pytest.mark.slow
+def test_a_job_dir_of_other_parameters_than_its_trial_is_refused(finished_search, tmp_path, mnist_root):
+    """The study and a job dir are two records of one trial: job dir 1 holding another lr is another search's."""
+    sweep = tmp_path / "search"
+    shutil.copytree(finished_search, sweep)
+    overrides = sweep / "1" / ".hydra" / "overrides.yaml"
+    saved = yaml.safe_load(overrides.read_text())
+    overrides.write_text(
+        yaml.safe_dump([o if not o.startswith("optimizer.lr=") else "optimizer.lr=0.5" for o in saved])
+    )
+    _rerun_refused(sweep, mnist_root, [JOURNAL, str(overrides)])
+
+
+@pytest.mark.slow
+def test_the_search_results_agree_with_the_study_and_the_table(finished_search):
+    results = yaml.safe_load((finished_search / "search_results.yaml").read_text())
+    rows = _rows(finished_search)
+    statuses = [r["status"] for r in rows]
+    assert results["n_trials"] == len(rows) == 3
+    assert results["n_complete"] == sum(s.startswith("ok") for s in statuses)
+    assert results["n_pruned"] == sum(s.startswith("pruned") for s in statuses)
+    assert not any(s.startswith("failed") for s in statuses)

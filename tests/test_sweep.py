@@ -83,7 +83,7 @@ def test_paired_test_against_the_best_job(tmp_path, mnist_root):
 def test_summarize_rejects_a_non_sweep_dir(tmp_path, capsys):
     from digitnet import summarize
     from digitnet.errors import UserError
-    from digitnet.report.sweep import summarize as write
+    from digitnet.report.sweep_table import summarize as write
 
     for prepare in (lambda: None, lambda: (tmp_path / "multirun.yaml").mkdir()):
         prepare()
@@ -161,7 +161,7 @@ def test_launcher_configs_compose(launcher, target):
             config_name="config", overrides=[f"hydra/launcher={launcher}", "model=deep"], return_hydra_config=True
         )
     assert cfg.hydra.launcher._target_ == target
-    assert cfg.hydra.callbacks.sweep._target_ == "digitnet.config.multirun.SweepCallback"
+    assert cfg.hydra.callbacks.sweep._target_ == "digitnet.sweep_callback.SweepCallback"
 
 
 def _fake_sweep(sweep, jobs, subdir="${hydra.job.num}", task=None):
@@ -243,7 +243,7 @@ def test_a_single_run_does_not_write_into_a_sweep(tmp_path, synthetic_root, wher
 def test_summary_errors_at_the_sweeps_end_are_one_line(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from digitnet.config.multirun import SweepCallback
+    from digitnet.sweep_callback import SweepCallback
 
     sweep = tmp_path / "sweep"
     _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
@@ -437,7 +437,7 @@ def test_a_job_that_fails_at_run_time_is_recorded_and_the_sweep_goes_on(tmp_path
 def test_the_summary_rebuilds_lost_jobs_and_lists_jobs_that_never_ran(tmp_path, synthetic_root):
     import shutil
 
-    from digitnet.report.sweep import summarize
+    from digitnet.report.sweep_table import summarize
 
     sweep, result = _two_job_sweep(tmp_path, synthetic_root, "seed=1,2,3")
     assert result.returncode == 0, result.stderr[-2000:]

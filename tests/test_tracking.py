@@ -195,3 +195,22 @@ def test_the_default_store_is_the_callers_also_when_hydra_changes_into_the_run_d
     assert (
         recorded.data.tags["digitnet.run_dir"] == str(tmp_path / "run") and not (tmp_path / "run" / "outputs").exists()
     )
+
+
+@pytest.mark.slow
+def test_a_run_dir_records_into_one_store_wherever_it_is_resumed_from(tmp_path, synthetic_root):
+    """The default store, sqlite:///outputs/mlflow.db, is relative: a rerun from another working dir recorded the
+    same run dir into a second store, without a word. The plan settles it once; another store is refused."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    args = [f"data.root={synthetic_root}", "cv.n_folds=2", "trainer.max_epochs=1", "logger=[tensorboard,mlflow]"]
+    done = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=here)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["loggers"]["mlflow"]["tracking_uri"] == f"sqlite:///{here / 'outputs' / 'mlflow.db'}"
+    again = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=there)
+    assert again.returncode == 1 and "logger.mlflow.tracking_uri" in again.stderr, again.stderr
+    assert str(here / "outputs" / "mlflow.db") in again.stderr and not (there / "outputs").exists()
+    same = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=here)  # resumes, one store
+    assert same.returncode == 0, same.stderr
+    assert len(runs(__import__("mlflow").tracking.MlflowClient(plan["loggers"]["mlflow"]["tracking_uri"]))) == 1

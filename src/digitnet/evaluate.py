@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from digitnet import startup
+from digitnet import layout, startup
 from digitnet.errors import UserError, reported, run_console, shown
-from digitnet.files import check_writable_file, run_file_in
+from digitnet.layout import check_writable_file, run_file_in
 
 PROG = "digitnet.evaluate"
 
@@ -70,7 +70,7 @@ def outputs(args, model) -> tuple[Path, Path] | tuple[None, None]:
         )
     if not run_report:
         return None, None
-    return Path(args.checkpoint) / "ensemble_metrics.json", Path(args.checkpoint) / "ensemble_confusion_matrix.png"
+    return Path(args.checkpoint) / layout.ENSEMBLE_METRICS, Path(args.checkpoint) / layout.ENSEMBLE_FIGURE
 
 
 def score(args) -> dict:

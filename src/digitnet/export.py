@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from digitnet.errors import UserError, reported, run_console, shown
-from digitnet.files import check_writable_file
+from digitnet.layout import check_writable_file
 
 PROG = "digitnet.export"
 PARITY = 1e-4  # the largest difference in any probability between torch and onnxruntime

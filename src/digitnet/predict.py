@@ -10,7 +10,7 @@ from pathlib import Path
 
 from digitnet import startup
 from digitnet.errors import UserError, reported, run_console, shown
-from digitnet.files import run_file_in
+from digitnet.layout import run_file_in
 
 PROG = "digitnet.predict"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from digitnet import layout
 from digitnet.errors import UserError, reported, run_console, shown
 
 PROG = "digitnet.summarize"
@@ -16,13 +17,13 @@ def main(argv=None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holds multirun.yaml and job dirs 0/, 1/, ...)")
     args = parser.parse_args(argv)
     with reported(PROG):
-        if not (args.sweep_dir / "multirun.yaml").is_file():  # Hydra writes it as a sweep starts
+        if not (args.sweep_dir / layout.MULTIRUN).is_file():  # Hydra writes it as a sweep starts
             raise UserError(
                 f"{shown(args.sweep_dir)} has no multirun.yaml, so it is no sweep dir; pass the dir a `-m` "
                 "run printed (outputs/multirun/DATE/TIME by default)",
                 path=args.sweep_dir,
             )
-        from digitnet.report.sweep import summarize
+        from digitnet.report.sweep_table import summarize
 
         summarize(args.sweep_dir)
     return 0

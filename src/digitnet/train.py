@@ -23,16 +23,20 @@ if __name__ == "__main__":  # python -m digitnet.train: Ctrl-C is one line from 
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.core.plugins import Plugins  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
+from digitnet import layout  # noqa: E402
 from digitnet.config.plan import RunPlan, make_plan  # noqa: E402
 from digitnet.config.schema import config_file_problem  # noqa: E402 - and the schema in Hydra's ConfigStore
 from digitnet.engine import rundir  # noqa: E402 - first: its clock tells the run dirs Hydra makes for this process
 from digitnet.errors import SHOW_TRACEBACKS, NoResult, UserError, describe, reported, say_error  # noqa: E402
-from digitnet.files import write_json_atomic  # noqa: E402
-from digitnet.report.sweep import PRUNED_FILE  # noqa: E402
+from hydra_plugins.digitnet_optuna.optuna_sweeper import OptunaSweeper  # noqa: E402
 
+# The search's sweeper (hydra/sweeper=digitnet_optuna). Hydra finds plugins by listing the hydra_plugins package,
+# which an editable install (pip install -e .) does not show; registering it here works for both.
+Plugins.instance().register(OptunaSweeper)
 PROG = "digitnet.train"
 # The configs ship inside the package (pyproject maps conf/ to digitnet.conf); from a checkout without installing
 # (PYTHONPATH=src) they are the checkout's conf/.
@@ -71,13 +75,18 @@ def prepare(plan: RunPlan):
 
     quiet()
     check_trainer(plan)
-    if "mlflow" in plan.loggers:
-        from digitnet.report.tracking import check
-
-        check(plan.loggers["mlflow"])  # the store is usable, and the experiment made, before any work
     arrays = load_mnist(plan.data_root, download=plan.download)
     startup.imports_done()  # every path from here (a fit, scoring a saved final model) collects garbage again
     return plan.for_data(arrays), arrays
+
+
+def check_store(plan: RunPlan) -> None:
+    """logger.mlflow's store is usable, and the experiment made, before any work (once the run dir has accepted
+    the plan: the check makes the store)."""
+    if "mlflow" in plan.loggers:
+        from digitnet.report.tracking import check
+
+        check(plan.loggers["mlflow"])
 
 
 def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True, after_fold=None) -> dict:
@@ -90,7 +99,7 @@ def execute(plan: RunPlan, arrays, run_dir: Path, tracked: bool = True, after_fo
     for note in plan.notes:
         say(f"note: {note}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "plan.json", plan.as_dict())
+    layout.write_json_atomic(run_dir / layout.PLAN, plan.as_dict())
     if plan.task == "final":
         from digitnet.engine.final import run_final
 
@@ -119,6 +128,7 @@ def track(plan: RunPlan, result: dict, run_dir: Path) -> dict:
 def run(plan: RunPlan, run_dir: str | Path) -> dict:
     """Run a checked plan into run_dir; return its summary. The pure entry point behind @hydra.main."""
     plan, arrays = prepare(plan)
+    check_store(plan)
     return execute(plan, arrays, Path(run_dir))
 
 
@@ -152,10 +162,11 @@ def _accept(cfg: DictConfig, run_dir: Path, key: str, sweep_job: bool):
     interrupts.interrupt.task = plan.task
     plan, arrays = prepare(plan)
     rundir.check_compatible(run_dir, plan, key)
+    check_store(plan)
     lock = rundir.RunDirLock(run_dir, key)
     interrupts.interrupt.kept = True
     rundir.check_compatible(run_dir, plan, key)  # again, now that no other run can write here
-    for name in ("failure.json", PRUNED_FILE):  # an earlier try of this sweep job failed, or was pruned
+    for name in (layout.FAILURE, layout.PRUNED):  # an earlier try of this sweep job failed, or was pruned
         (run_dir / name).unlink(missing_ok=True)
     return plan, arrays, lock
 
@@ -186,15 +197,19 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
     lock = None
     try:
         plan, arrays, lock = _accept(cfg, run_dir, key, sweep_job)
-        if plan.task == "final" and (run_dir / "final.ckpt").is_file():
-            if not (run_dir / "test_metrics.json").exists():  # stopped between saving and scoring it
+        if plan.task == "final" and (run_dir / layout.FINAL_CKPT).is_file():
+            if not (run_dir / layout.TEST_METRICS).exists():  # stopped between saving and scoring it
                 from digitnet.engine.final import score_saved
 
                 scored = score_saved(plan, arrays, run_dir)
                 return scored if sweep_job else track(plan, scored, run_dir)
             return rundir.report_existing_final(run_dir)
         rundir.write_hydra_files(run_dir, cfg, HydraConfig.instance().cfg)
-        reporter = _trial_reporter(plan.n_folds) if sweep_job and plan.task == "cv" else None
+        reporter = None
+        if sweep_job and plan.task == "cv":  # a search's trial (its sweeper says which): pruned fold by fold
+            from digitnet.search.study import job_reporter
+
+            reporter = job_reporter(HydraConfig.get(), plan.n_folds)
         summary = execute(plan, arrays, run_dir, tracked=not sweep_job, after_fold=reporter and reporter.after_fold)
         from digitnet.report.results import usable  # torch: imported once the run has been accepted
 
@@ -208,8 +223,8 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
         if not (sweep_job and lock is not None):
             raise
         say_error(PROG, UserError(f"sweep job {HydraConfig.get().job.num} failed: {describe(exc)}"))
-        write_json_atomic(run_dir / "failure.json", {"error": describe(exc), "type": type(exc).__name__})
-        return None
+        layout.write_failure(run_dir, describe(exc), type(exc).__name__)
+        return {"status": f"failed: {describe(exc)}", "mean": None}
     finally:
         if lock is None:
             rundir.remove_if_new_and_empty(run_dir)
@@ -217,24 +232,17 @@ def _work(cfg: DictConfig, run_dir: Path, sweep_job: bool) -> dict | None:
             lock.release()
 
 
-def _trial_reporter(n_folds: int):
-    """This sweep job's pruning hook when it is a trial of an Optuna search (hydra/sweeper=digitnet_optuna)."""
-    if not str(OmegaConf.select(HydraConfig.get().sweeper, "_target_")).startswith("hydra_plugins.digitnet_optuna"):
-        return None
-    from digitnet.search.study import job_reporter
-
-    return job_reporter(HydraConfig.get(), n_folds)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict:
+    """Returns the job's outcome, {"status", "mean"} (a final fit's mean: its holdout accuracy): what a search's
+    sweeper tells Optuna."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     interrupt = interrupts.interrupt
     restore_handlers = interrupt.install(run_dir)
     try:
         with reported(PROG), interrupt.consequences():
-            summary = _work(cfg, run_dir, HydraConfig.get().mode == RunMode.MULTIRUN)
-            return summary.get("mean") if summary else None
+            summary = _work(cfg, run_dir, HydraConfig.get().mode == RunMode.MULTIRUN) or {}
+            return {"status": summary.get("status", "ok"), "mean": summary.get("mean", summary.get("accuracy"))}
     except KeyboardInterrupt:
         if not interrupt.signals:  # not from a signal (a library raised it): taken as Ctrl-C
             interrupt.note(signal.SIGINT)

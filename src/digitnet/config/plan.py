@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from typing import NamedTuple
 
 from omegaconf import DictConfig
@@ -293,24 +294,10 @@ def make_plan(
     groups["trainer"].update(extra)
     values = {f"{g}.{k}": v for g, node in groups.items() for k, v in node.items()} | {"seed": conf.seed}
     _check_ranges(values, task)
-    data, cv = groups["data"], groups["cv"]
-    if conf.model.dropout and model not in DROPOUT_ARCHS:
-        raise ConfigError(
-            "model.dropout",
-            conf.model.dropout,
-            f"model={model} has no dropout layers",
-            f"use model={'|'.join(DROPOUT_ARCHS)}",
-        )
-    if model in BATCHNORM_ARCHS and data["batch_size"] < 2:
-        raise ConfigError(
-            "data.batch_size",
-            data["batch_size"],
-            f"model={model} has BatchNorm, which needs at least 2 images a batch",
-            "use 2 or more (the tutorial's is 32)",
-        )
+    data, cv, optimizer, scheduler = groups["data"], groups["cv"], groups["optimizer"], groups["scheduler"]
+    _check_model(model, conf.model.dropout, data["batch_size"])
     _check_sizes(task, data["limit"], cv["n_folds"], conf.seed)
     trainer = _trainer(groups["trainer"], task)
-    optimizer, scheduler = groups["optimizer"], groups["scheduler"]
     import torch  # past the cheap checks
 
     _check_optimizer_builds(optimizer, scheduler, torch)
@@ -320,57 +307,34 @@ def make_plan(
     notes: list[str] = []
     runner, processes, graph = "sequential", 1, False
     if task == "cv":
+        plain_steps = groups["augment"]["name"] == "none" and scheduler["name"] == "none"
+        work = data["limit"] * (cv["n_folds"] - 1) * trainer["max_epochs"] or None
         runner, processes, graph = _fold_strategy(
-            _switch("cv.parallel", cv["parallel"]),
-            _switch("cv.cuda_graph", cv["cuda_graph"]),
-            None if cv["workers"] == "auto" else cv["workers"],
-            optimizer,
-            trainer,
-            device,
-            cores,
-            cv["n_folds"],
-            notes,
-            plain_steps=groups["augment"]["name"] == "none" and scheduler["name"] == "none",
-            dropout=conf.model.dropout,
-            work=data["limit"] * (cv["n_folds"] - 1) * trainer["max_epochs"] or None,
+            cv, optimizer, trainer, device, cores, notes, plain_steps, conf.model.dropout, work
         )
     # Lightning's bar needs a terminal of its own: fold workers share one, and a log file gets every redraw.
     terminal = (tty if tty is not None else sys.stdout.isatty()) and runner != "processes"
     progress = "off" if not trainer["enable_progress_bar"] else "bar" if terminal else "epochs"
     trainer["enable_progress_bar"] = progress == "bar"
+    # eval_batch_size auto: 1000 on CUDA (fewer launches), 250 on CPU (docs/performance.md).
+    evaluation = data["eval_batch_size"] if data["eval_batch_size"] != "auto" else 1000 if device == "cuda" else 250
     return RunPlan(
-        task=task,
-        model=model,
-        seed=conf.seed,
-        data_root=data["root"],
-        download=data["download"],
-        limit=data["limit"],
-        batch_size=data["batch_size"],
-        scaling=data["scaling"],
-        optimizer=optimizer,
-        trainer=trainer,
-        # auto: 1000 on CUDA (fewer launches); 250 on CPU (12k images in 1.7 s, against 2.6 s at 1000).
-        eval_batch_size=data["eval_batch_size"]
-        if data["eval_batch_size"] != "auto"
-        else 1000
-        if device == "cuda"
-        else 250,
-        n_folds=cv["n_folds"],
-        cv_seed=cv["seed"],
-        device=device,
-        runner=runner,
-        processes=processes,
-        threads=cores,
-        cuda_graph=graph,
-        progress=progress,
-        augment=groups["augment"],
-        scheduler=scheduler,
-        label_smoothing=conf.loss.label_smoothing,
-        dropout=conf.model.dropout,
-        tta=conf.tta.name.value,
-        notes=tuple(notes),
-        loggers=_loggers(groups["logger"]),
-    )
+        task=task, model=model, seed=conf.seed, data_root=data["root"], download=data["download"],
+        limit=data["limit"], batch_size=data["batch_size"], eval_batch_size=evaluation, scaling=data["scaling"],
+        optimizer=optimizer, trainer=trainer, n_folds=cv["n_folds"], cv_seed=cv["seed"], device=device,
+        runner=runner, processes=processes, threads=cores, cuda_graph=graph, progress=progress,
+        augment=groups["augment"], scheduler=scheduler, label_smoothing=conf.loss.label_smoothing,
+        dropout=conf.model.dropout, tta=conf.tta.name.value, notes=tuple(notes), loggers=_loggers(groups["logger"]),
+    )  # fmt: skip
+
+
+def _check_model(model: str, dropout: float, batch_size: int) -> None:
+    if dropout and model not in DROPOUT_ARCHS:
+        fix = f"use model={'|'.join(DROPOUT_ARCHS)}"
+        raise ConfigError("model.dropout", dropout, f"model={model} has no dropout layers", fix)
+    if model in BATCHNORM_ARCHS and batch_size < 2:
+        problem = f"model={model} has BatchNorm, which needs at least 2 images a batch"
+        raise ConfigError("data.batch_size", batch_size, problem, "use 2 or more (the tutorial's is 32)")
 
 
 def _loggers(selection: dict) -> dict:
@@ -396,11 +360,24 @@ def _loggers(selection: dict) -> dict:
             "is empty",
             "name the experiment (the default is digitnet)",
         )
+    if mlflow["enabled"]:
+        mlflow["tracking_uri"] = settled_store(mlflow["tracking_uri"])
     return {
         name: {k: v for k, v in options.items() if k != "enabled"}
         for name, options in selection.items()
         if options["enabled"]
     }
+
+
+SQLITE = "sqlite:///"
+
+
+def settled_store(uri: str) -> str:
+    """An MLflow store as one place, wherever a run is resumed from: a relative sqlite path (the default,
+    sqlite:///outputs/mlflow.db) made absolute against the working dir."""
+    if not uri.startswith(SQLITE) or uri.startswith(SQLITE + "/"):
+        return uri
+    return SQLITE + str(Path(uri[len(SQLITE) :]).expanduser().resolve())
 
 
 def _check_sizes(task: str, limit: int, n_folds: int, seed: int) -> None:
@@ -567,11 +544,11 @@ def _graph_blocker(optimizer: dict, runner: str, device: str, plain_steps: bool)
     return None
 
 
-def _fold_strategy(
-    parallel, cuda_graph, workers, optimizer, trainer, device, cores, n_folds, notes, plain_steps, dropout, work=None
-):
+def _fold_strategy(cv: dict, optimizer, trainer, device, cores, notes, plain_steps, dropout, work=None):
     """(runner, processes, cuda_graph) for task=cv. `work`: the images the folds train on, times the epochs, where
     data.limit bounds it."""
+    parallel, cuda_graph = _switch("cv.parallel", cv["parallel"]), _switch("cv.cuda_graph", cv["cuda_graph"])
+    workers, n_folds = None if cv["workers"] == "auto" else cv["workers"], cv["n_folds"]
     blocker = _packing_blocker(optimizer, trainer, dropout)
     if parallel and blocker:
         raise ConfigError("cv.parallel", True, blocker, "set cv.parallel=false (or auto)")

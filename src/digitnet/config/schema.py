@@ -184,13 +184,6 @@ def register() -> None:
     for group, (_, kinds) in KINDS.items():
         for kind, schema in kinds.items():
             store.store(group=f"schema/{group}", name=kind.rsplit(".", 1)[-1].lower(), node=schema)
-    # The search's sweeper (hydra/sweeper=digitnet_optuna). Hydra finds plugins by listing the hydra_plugins
-    # package, which an editable install (pip install -e .) does not show; registering it here works for both.
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.digitnet_optuna.optuna_sweeper import OptunaSweeper
-
-    Plugins.instance().register(OptunaSweeper)
 
 
 register()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from digitnet import layout
 from digitnet.core.nets import NETS, Ensemble, ScaledNet, with_tta
 from digitnet.errors import UserError, shown
 from digitnet.names import TTA, Scaling, names
@@ -147,7 +148,7 @@ def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
     """A CV run dir's ensemble: {folds/fold_K.ckpt: its fold_K.json} for every fold that finished with a net, in fold
     order, and notes on the folds left out (diverged, or not finished). A finished fold without its net, or files of
     folds this run does not have, are refused rather than left out or let in."""
-    folds = run_dir / "folds"
+    folds = run_dir / layout.FOLDS
     ckpts, results = _numbered(folds, ".ckpt"), _numbered(folds, ".json")
     members, diverged, n_folds = {}, [], None
     for k in sorted(results):
@@ -226,12 +227,12 @@ def model_files(source: str | Path) -> tuple[list[Path], dict[Path, dict], list[
         raise UserError("the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir")
     if not path.is_dir():
         return [path], {}, []
-    if (path / "final.ckpt").is_file():
-        return [path / "final.ckpt"], {}, []
+    if (path / layout.FINAL_CKPT).is_file():
+        return [path / layout.FINAL_CKPT], {}, []
     members, notes = cv_members(path)
     if members:
         return list(members), members, notes
-    if (path / "multirun.yaml").is_file():
+    if (path / layout.MULTIRUN).is_file():
         raise UserError(f"{shown(path)} is a sweep dir; pass one of its jobs, {shown(path)}/N", path=path)
     raise UserError(
         f"{shown(path)} holds no final.ckpt and no folds/fold_K.ckpt; pass a checkpoint, a task=final "

@@ -108,6 +108,30 @@ class MNISTArrays:
     test_y: torch.Tensor
 
 
+def _download_into(root: Path, missing: list[str], settings: dict, n_files: int) -> None:
+    """download_mnist into `root`, made if needed; a failed download leaves nothing behind: no half-written file,
+    no folder made for it."""
+    created = root  # the topmost folder this call makes
+    while not created.parent.exists():
+        created = created.parent
+    created = None if root.exists() else created
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable folder", path=root
+        ) from None
+    try:
+        download_mnist(root, missing, settings, n_files)
+    except BaseException:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        else:
+            for stem in missing:
+                (root / (stem + ".gz")).unlink(missing_ok=True)
+        raise
+
+
 def load_mnist(
     root: str | os.PathLike, download: bool = True, holdout_only: bool = False, settings: dict = CONFIG_SETTINGS
 ) -> MNISTArrays:
@@ -130,26 +154,7 @@ def load_mnist(
                     path=root / name,
                 )
     if missing and download:
-        created = root  # the topmost folder this call makes: removed again if the download fails
-        while not created.parent.exists():
-            created = created.parent
-        created = None if root.exists() else created
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(
-                f"cannot create data folder {root} ({exc}); set {settings['root']} to a writable folder", path=root
-            ) from None
-        try:
-            download_mnist(root, missing, settings, len(wanted))
-        except BaseException:
-            # A failed download leaves nothing behind: no half-written file, no folder made for it.
-            if created:
-                shutil.rmtree(created, ignore_errors=True)
-            else:
-                for stem in missing:
-                    (root / (stem + ".gz")).unlink(missing_ok=True)
-            raise
+        _download_into(root, missing, settings, len(wanted))
         missing = [stem for stem in wanted if _find(root, stem) is None]
     if missing:
         raise UserError(

@@ -294,7 +294,7 @@ def expand_paths(paths: list[str], skipped: list[Path] | None = None, empty: lis
     that hold no image file are added to `empty`."""
     import os
 
-    from digitnet.files import run_file_in
+    from digitnet.layout import run_file_in
 
     out: list[Path] = []
     for p in map(Path, paths):

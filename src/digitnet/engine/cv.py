@@ -5,14 +5,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from digitnet import layout
 from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
-from digitnet.engine.folds import FoldStore, Pruned
+from digitnet.engine.folds import FoldStore
 from digitnet.engine.runners import RUNNERS
-from digitnet.files import write_json_atomic
 from digitnet.logs import say
 from digitnet.report.results import cv_summary, write_cv_report
-from digitnet.report.sweep import PRUNED_FILE
+
+
+class Pruned(Exception):
+    """Raised by an after-fold hook (a search trial's pruner) to stop the fold loop."""
+
+    def __init__(self, fold: int, value: float):
+        super().__init__(f"pruned after fold {fold}")
+        self.fold, self.value = fold, value
 
 
 def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -> dict:
@@ -44,7 +51,9 @@ def run_cv(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, after_fold=None) -
         if pending:
             RUNNERS[plan.runner](plan, arrays, pending, store, finish)
     except Pruned as pruned:  # the folds that ended are kept; the summary marks the run as pruned
-        write_json_atomic(run_dir / PRUNED_FILE, {"fold": pruned.fold, "value": pruned.value, "folds": sorted(results)})
+        layout.write_json_atomic(
+            run_dir / layout.PRUNED, {"fold": pruned.fold, "value": pruned.value, "folds": sorted(results)}
+        )
         say(f"pruned after fold {pruned.fold}: mean so far {100 * pruned.value:.3f}, below the pruner's bar")
         return {"status": str(pruned), "mean": None}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from digitnet import layout
 from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
 from digitnet.core.module import fit
@@ -25,9 +26,9 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     dm = make_datamodule(plan, arrays, fold=None)  # on the plan's data device, as every fold's
     model = make_model(plan, dm)
     # No validation split: every training image is used for fitting; the holdout is only scored, after.
-    for logs in ("tb", "csv"):  # an interrupted fit's events: not mixed in
+    for logs in layout.LOG_DIRS:  # an interrupted fit's events: not mixed in
         shutil.rmtree(run_dir / logs / "final", ignore_errors=True)
-    profile = run_dir / "profiler" / "final"
+    profile = run_dir / layout.PROFILER / "final"
     trainer = make_trainer(
         plan, fit_loggers(plan, run_dir, "final"), [DivergenceGuard()], "final fit", profile, limit_val_batches=0
     )
@@ -38,7 +39,7 @@ def run_final(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     train_seconds = time.perf_counter() - start
     if "profiler" in plan.trainer:
         say_profile(profile)
-    trainer.save_checkpoint(run_dir / "final.ckpt")
+    trainer.save_checkpoint(run_dir / layout.FINAL_CKPT)
     return _score(
         plan, arrays, run_dir, model, n_train=len(dm.train_y), train_seconds=round(train_seconds, 2), start=start
     )
@@ -49,7 +50,7 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
     from digitnet.core.checkpoints import OLDER_HPARAMS, load_checkpoint
 
     try:
-        model = load_checkpoint(run_dir / "final.ckpt")
+        model = load_checkpoint(run_dir / layout.FINAL_CKPT)
     except UserError as exc:
         raise UserError(f"{exc}; delete it to fit the final model again") from None
     # plan.json would have refused another config; without it, the checkpoint itself says what it is.
@@ -73,7 +74,7 @@ def score_saved(plan: RunPlan, arrays: MNISTArrays, run_dir: Path) -> dict:
 
 
 def _score(plan: RunPlan, arrays: MNISTArrays, run_dir: Path, model, start: float, **facts) -> dict:
-    ckpt = run_dir / "final.ckpt"
+    ckpt = run_dir / layout.FINAL_CKPT
     metrics = results.holdout_metrics(with_tta(model, plan.tta), arrays.test_x, arrays.test_y, plan.eval_batch_size)
     line, title = f"> {100 * metrics['accuracy']:.3f}", f"{plan.model}: holdout confusion matrix"
     if plan.tta != "none":  # the same model without it, beside: what TTA adds

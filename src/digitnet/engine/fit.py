@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from digitnet import layout
 from digitnet.config.plan import RunPlan
 from digitnet.core.checkpoints import checkpoint_dict
 from digitnet.core.data import MNISTArrays
@@ -65,9 +66,9 @@ def fit_loggers(plan: RunPlan, run_dir: Path, version: str) -> list:
     loggers = []
     if "tensorboard" in plan.loggers:
         # hp_metric off: the job's one HPARAMS entry (with hp/cv_mean, hp/cv_std) is written by results.log_hparams.
-        loggers.append(TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False))
+        loggers.append(TensorBoardLogger(run_dir, name=layout.TB, version=version, default_hp_metric=False))
     if "csv" in plan.loggers:
-        loggers.append(CSVLogger(run_dir, name="csv", version=version))
+        loggers.append(CSVLogger(run_dir, name=layout.CSV, version=version))
     return loggers
 
 
@@ -177,7 +178,7 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     dm = make_datamodule(plan, arrays, fold)
     model = make_model(plan, dm, fold)
     history = History()
-    profile = run_dir / "profiler" / f"fold_{fold}"
+    profile = run_dir / layout.PROFILER / f"fold_{fold}"
     loggers = fit_loggers(plan, run_dir, f"fold_{fold}")
     trainer = make_trainer(plan, loggers, [history, DivergenceGuard(), *callbacks], fold_label(plan, fold), profile)
     start = time.perf_counter()

@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from digitnet import layout
+
 PROG = "digitnet.train"  # train.py's name for itself in its lines
 
 
@@ -124,7 +126,7 @@ class Interrupt:
             self.said = True
             what = _what(self.signals)[0]
             kept = ""
-            if self.kept and self.task == "final" and (self.run_dir / "final.ckpt").exists():
+            if self.kept and self.task == "final" and (self.run_dir / layout.FINAL_CKPT).exists():
                 # stopped after the fit and its save: the rerun scores the saved model (train.py, final.score_saved)
                 kept = (
                     f"; the fit had finished and {self.run_dir / 'final.ckpt'} is saved: rerun the same command to "
@@ -145,7 +147,7 @@ class Interrupt:
             time.sleep(0.1)
         try:
             self.say(held=True)
-            log = self.run_dir / "train.log" if self.run_dir else None
+            log = self.run_dir / layout.TRAIN_LOG if self.run_dir else None
             if log and log.parent.is_dir():
                 with open(log, "a") as f:
                     f.write(

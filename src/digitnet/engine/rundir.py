@@ -13,40 +13,24 @@ import os
 import time
 from pathlib import Path
 
-import yaml
-
+from digitnet import layout
 from digitnet.config.plan import RunPlan, differences
 from digitnet.engine.folds import FoldStore
 from digitnet.errors import UserError, shown
-from digitnet.files import enclosing_run, run_file_in
+from digitnet.layout import FINAL_CKPT, enclosing_run, run_file_in
 
-LOCK_NAME = ".digitnet.lock"
-# What a run writes into its dir: a folder or a dangling link in one's place would fail a write after training.
-OWN_FILES = (
-    "plan.json",
-    "cv_summary.json",
-    "final.ckpt",
-    "test_metrics.json",
-    "train.log",
-    LOCK_NAME,
-    "learning_curves.png",
-    "cv_boxplot.png",
-    "samples.png",
-    "confusion_matrix.png",
-    "mlflow_run.json",
-)
 PROCESS_START = time.time()
 
 
 def check_not_in_a_sweep(run_dir: Path) -> None:
     """A single run (not a sweep's job) may resume one of a sweep's jobs, but not write into the sweep dir itself
     nor add a job dir of its own, which the sweep's table would then list as one of its jobs."""
-    if (run_dir / "multirun.yaml").is_file():
+    if (run_dir / layout.MULTIRUN).is_file():
         raise UserError(
             f"{run_dir} is a sweep dir; resume one of its jobs with hydra.run.dir={run_dir}/N, or choose "
             "a new hydra.run.dir"
         )
-    if (run_dir.parent / "multirun.yaml").is_file() and not (run_dir / ".hydra" / "overrides.yaml").is_file():
+    if (run_dir.parent / layout.MULTIRUN).is_file() and not layout.overrides_file(run_dir).is_file():
         raise UserError(
             f"{run_dir} would be a new job dir inside the sweep {run_dir.parent}; choose a folder outside "
             "it (its jobs are resumed by rerunning the sweep's command, or with hydra.run.dir=SWEEP/N)"
@@ -56,8 +40,6 @@ def check_not_in_a_sweep(run_dir: Path) -> None:
 def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
     """Before anything is read or written: not inside another run's dir, not above one (that run could no longer be
     resumed), its fold files plain files, and writable (tried for real: root passes access() on a read-only mount)."""
-    import tempfile
-
     if (outer := enclosing_run(run_dir)) is not None:
         raise UserError(f"{shown(run_dir)} is inside the run dir {shown(outer)}; choose a folder outside it")
     if not run_dir.is_dir():
@@ -65,28 +47,22 @@ def check_place(run_dir: Path, key: str = "hydra.run.dir") -> None:
     below = [
         p
         for child in run_dir.iterdir()
-        if child.is_dir() and child.name not in ("folds", "tb", ".hydra")
+        if child.is_dir() and child.name not in (layout.FOLDS, *layout.LOG_DIRS, layout.HYDRA)
         for p in (child, *(c for c in child.iterdir() if c.is_dir()))
         if run_file_in(p, sweeps=False)
     ]
     if below:
         raise UserError(f"{shown(run_dir)} holds the run dir {shown(below[0])}; choose a folder of its own")
-    odd = [p for p in (run_dir / "folds").glob("fold_*") if not p.is_file()] + [
-        run_dir / name for name in OWN_FILES if os.path.lexists(run_dir / name) and not (run_dir / name).is_file()
-    ]
+    own = [run_dir / name for name in layout.OWN_FILES]
+    odd = [p for p in [*(run_dir / layout.FOLDS).glob("fold_*"), *own] if os.path.lexists(p) and not p.is_file()]
     if odd:
         raise UserError(
             f"{shown(odd[0])} is not a plain file, where digitnet keeps its own; remove it (or choose a new {key})",
             path=odd[0],
         )
-    for folder in (run_dir, run_dir / "folds"):
-        try:
-            if folder.is_dir():
-                tempfile.TemporaryFile(dir=folder).close()
-        except OSError as exc:
-            raise UserError(
-                f"{shown(folder)} is not writable ({exc.strerror}); choose a folder you can write to", path=folder
-            ) from None
+    for folder in (run_dir, run_dir / layout.FOLDS):
+        if folder.is_dir():
+            layout.check_writable_folder(folder, folder)
 
 
 def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -> None:
@@ -95,23 +71,18 @@ def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -
         store = FoldStore.for_plan(run_dir, plan)
         for fold in range(plan.n_folds):
             store.load(fold)
-    path = run_dir / "plan.json"
-    if not path.is_file():
-        if plan.task == "final" and (run_dir / "final.ckpt").exists():  # it would be scored under this config
+    saved = layout.read_plan(run_dir, key)
+    if saved is None:
+        if plan.task == "final" and (run_dir / FINAL_CKPT).exists():  # it would be scored under this config
             raise UserError(
                 f"{run_dir} holds final.ckpt but no plan.json, so the config that trained it is unknown; "
                 f"restore plan.json, or delete final.ckpt to fit again, or choose a new {key}"
             )
         return
-    try:
-        saved = RunPlan.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise UserError(
-            f"{path} is damaged ({str(exc).splitlines()[0][:100]}); delete it and rerun, or choose a new {key}"
-        ) from None
     # A run that failed or was stopped before it finished anything left only its plan and logs: say so, since the
     # usual fix (rerun with the same settings) would fail again.
-    finished = (run_dir / "final.ckpt").exists() if saved.task == "final" else any((run_dir / "folds").glob("fold_*"))
+    folds = run_dir / layout.FOLDS
+    finished = (run_dir / FINAL_CKPT).exists() if saved.task == "final" else any(folds.glob("fold_*"))
     nothing = "" if finished else f" that finished nothing; delete that dir to reuse it, or choose a new {key}"
     if saved.task != plan.task:
         raise UserError(
@@ -123,6 +94,14 @@ def check_compatible(run_dir: Path, plan: RunPlan, key: str = "hydra.run.dir") -
             f"{run_dir} holds a run of another config ({changed})"
             + (nothing or f"; rerun with the same settings to resume it, or choose a new {key}")
         )
+    stores = [p.loggers.get("mlflow", {}).get("tracking_uri") for p in (saved, plan)]
+    if None not in stores and stores[0] != stores[1]:  # one run dir, one store: its MLflow run is replaced in place
+        raise UserError(
+            f"{run_dir} records into the MLflow store {stores[0]} (its plan.json), this command into {stores[1]}; "
+            f"set logger.mlflow.tracking_uri={stores[0]} to resume it, or choose a new {key}",
+            key="logger.mlflow.tracking_uri",
+            value=stores[1],
+        )
 
 
 class RunDirLock:
@@ -130,7 +109,7 @@ class RunDirLock:
 
     def __init__(self, run_dir: Path, key: str = "hydra.run.dir"):
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / LOCK_NAME
+        self.path = run_dir / layout.LOCK
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -155,29 +134,19 @@ def report_existing_final(run_dir: Path) -> None:
     from digitnet.core.checkpoints import load_checkpoint
     from digitnet.logs import say
 
+    ckpt = run_dir / FINAL_CKPT
     try:
-        load_checkpoint(run_dir / "final.ckpt")
+        load_checkpoint(ckpt)
     except UserError as exc:
         raise UserError(f"{exc}; delete it to fit the final model again") from None
-    metrics_path = run_dir / "test_metrics.json"
-    score = ""
-    if metrics_path.is_file():
-        try:
-            score = f", holdout {100 * json.loads(metrics_path.read_text())['accuracy']:.3f}%"
-        except (ValueError, KeyError, TypeError):
-            score = ""
-    say(
-        f"The final model of this config exists: {run_dir / 'final.ckpt'}{score}. Re-score it with "
-        f"`digitnet-evaluate {run_dir / 'final.ckpt'}`, or choose a new hydra.run.dir to fit another."
-    )
-
-
-def _intact(overrides: Path) -> bool:
     try:
-        saved = yaml.safe_load(overrides.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(saved, list) and all(isinstance(o, str) for o in saved)
+        score = f", holdout {100 * json.loads((run_dir / layout.TEST_METRICS).read_text())['accuracy']:.3f}%"
+    except (OSError, ValueError, KeyError, TypeError):  # not scored yet, or unreadable: the model is what counts
+        score = ""
+    say(
+        f"The final model of this config exists: {ckpt}{score}. Re-score it with `digitnet-evaluate {ckpt}`, or "
+        "choose a new hydra.run.dir to fit another."
+    )
 
 
 def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
@@ -186,12 +155,12 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     (its plan checked equal) spells the same run in other words."""
     from omegaconf import OmegaConf
 
-    out = run_dir / ".hydra"
+    out = run_dir / layout.HYDRA
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-    if not _intact(out / "overrides.yaml"):  # missing or damaged: anew
-        OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+    if layout.read_overrides(run_dir) is None:  # missing or damaged: anew
+        OmegaConf.save(hydra_cfg.hydra.overrides.task, layout.overrides_file(run_dir))
 
 
 def remove_if_new_and_empty(run_dir: Path) -> None:

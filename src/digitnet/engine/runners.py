@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 
+from digitnet import layout
 from digitnet.config.plan import RunPlan
 from digitnet.core.data import MNISTArrays
 from digitnet.engine.fit import (
@@ -45,7 +46,7 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
     from digitnet.engine.packed import train_folds, unpack
 
     dms = {k: make_datamodule(plan, arrays, k) for k in folds}
-    profile = store.run_dir / "profiler" / "folds"
+    profile = store.run_dir / layout.PROFILER / layout.FOLDS
     trainer = make_trainer(plan, False, [], f"folds {', '.join(map(str, folds))} of {plan.n_folds} at once", profile)
     model, seconds = train_folds(trainer, plan, dms, lambda k: fit_loggers(plan, store.run_dir, f"fold_{k}"))
     if "profiler" in plan.trainer:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitnet import layout
 from digitnet.errors import UserError
-from digitnet.files import write_json_atomic
+from digitnet.layout import write_json_atomic
 from digitnet.report.figures import boxplot_figure, confusion_figure, learning_curves_figure, samples_figure, save
 
 
@@ -86,14 +87,14 @@ def log_fold_images(writer, sample_x: torch.Tensor, matrix) -> None:
 
 
 def write_cv_report(run_dir: Path, summary: dict, sample_x: torch.Tensor, sample_y: torch.Tensor) -> None:
-    write_json_atomic(run_dir / "cv_summary.json", summary)
-    save(learning_curves_figure(summary["history"]), run_dir / "learning_curves.png")
+    write_json_atomic(run_dir / layout.CV_SUMMARY, summary)
+    save(learning_curves_figure(summary["history"]), run_dir / layout.CV_FIGURES[0])
     scores = [s for s in summary["fold_scores"] if s is not None]
     save(
         boxplot_figure({summary["model"]: scores}, f"{summary['model']}: {len(scores)}-fold CV"),
-        run_dir / "cv_boxplot.png",
+        run_dir / layout.CV_FIGURES[1],
     )
-    save(samples_figure(sample_x, sample_y), run_dir / "samples.png")
+    save(samples_figure(sample_x, sample_y), run_dir / layout.CV_FIGURES[2])
     if "tensorboard" in summary["plan"]["loggers"]:
         log_hparams(run_dir, summary)
 
@@ -103,7 +104,7 @@ def log_hparams(run_dir: Path, summary: dict) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     metrics = {"hp/cv_mean": summary["mean"], "hp/cv_std": summary["std"]}
-    logger = TensorBoardLogger(run_dir, name="tb", version="cv", default_hp_metric=False)
+    logger = TensorBoardLogger(run_dir, name=layout.TB, version="cv", default_hp_metric=False)
     logger.log_hyperparams(summary["plan"], {k: (float("nan") if v is None else v) for k, v in metrics.items()})
     logger.finalize("success")
 
@@ -132,5 +133,5 @@ def holdout_metrics(model: torch.nn.Module, x_uint8: torch.Tensor, y: torch.Tens
 
 
 def write_holdout_report(run_dir: Path, metrics: dict, title: str) -> None:
-    write_json_atomic(run_dir / "test_metrics.json", metrics)
-    save(confusion_figure(metrics["confusion_matrix"], title), run_dir / "confusion_matrix.png")
+    write_json_atomic(run_dir / layout.TEST_METRICS, metrics)
+    save(confusion_figure(metrics["confusion_matrix"], title), run_dir / layout.HOLDOUT_FIGURE)

@@ -3,7 +3,7 @@ run dir by one process only, so that nothing races on one sqlite file: a single 
 a sweep, the sweep's process when the last job has ended (its jobs may run in parallel, on other machines too), under
 a parent run made before the first job starts.
 
-A run dir records which MLflow run holds it (RUN_FILE); recording it again (a rerun that resumed or re-reported it)
+A run dir records which MLflow run holds it (MLFLOW_RUN); recording it again (a rerun that resumed or re-reported it)
 replaces that run, so that one run dir is one MLflow run."""
 
 from __future__ import annotations
@@ -16,20 +16,26 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from digitnet.config.plan import SQLITE
 from digitnet.errors import ConfigError
-from digitnet.files import write_json_atomic
-
-RUN_FILE = "mlflow_run.json"  # in a run dir: {"tracking_uri", "run_id"}
-SWEEP_FILE = "mlflow_sweep.json"  # in a sweep dir: the parent run, the same way
-SQLITE = "sqlite:///"
-FIGURES = (
-    "learning_curves.png",
-    "cv_boxplot.png",
-    "samples.png",
-    "confusion_matrix.png",
-    "cv_summary.json",
-    "test_metrics.json",
+from digitnet.layout import (
+    CV_FIGURES,
+    CV_SUMMARY,
+    FINAL_CKPT,
+    HOLDOUT_FIGURE,
+    MLFLOW_RUN,
+    MLFLOW_SWEEP,
+    SEARCH_RESULTS,
+    SWEEP_SUMMARY,
+    TEST_METRICS,
+    first_line,
+    job_dirs,
+    read_plan,
+    write_json_atomic,
 )
+
+REPORTS = (CV_SUMMARY, TEST_METRICS)
+FIGURES = (*CV_FIGURES, HOLDOUT_FIGURE, *REPORTS)
 
 
 # For the check before a run: a server that does not answer is said in seconds, not after MLflow's retries (minutes).
@@ -76,11 +82,10 @@ def client(options: dict):
         experiment = mlflow.get_experiment_by_name(name)
         return mlflow, experiment.experiment_id if experiment else mlflow.create_experiment(name, artifacts)
     except Exception as exc:  # noqa: BLE001 - MLflow's and SQLAlchemy's errors of every kind
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise ConfigError(
             "logger.mlflow.tracking_uri",
             uri,
-            f"MLflow cannot use it ({type(exc).__name__}: {first})",
+            f"MLflow cannot use it ({type(exc).__name__}: {first_line(exc)})",
             f"give a writable {SQLITE}PATH.db, or a tracking server's http(s) URL",
         ) from None
 
@@ -167,7 +172,7 @@ def record(plan, result: dict, run_dir: Path, parent: str | None = None) -> str:
 
     options = plan.loggers["mlflow"]
     mlflow, experiment = client(options)
-    _replace(mlflow, run_dir / RUN_FILE, options["tracking_uri"])
+    _replace(mlflow, run_dir / MLFLOW_RUN, options["tracking_uri"])
     tags = {"digitnet.run_dir": str(run_dir.resolve()), "digitnet.task": plan.task}
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -184,12 +189,12 @@ def record(plan, result: dict, run_dir: Path, parent: str | None = None) -> str:
             _figures(result, run_dir, Path(folder))
             mlflow.log_artifacts(run_id, folder)
         if plan.task == "final":
-            mlflow.log_artifact(run_id, str(run_dir / "final.ckpt"))
+            mlflow.log_artifact(run_id, str(run_dir / FINAL_CKPT))
     except BaseException:
         mlflow.set_terminated(run_id, "FAILED")  # said so in MLflow, not left as running
         raise
     mlflow.set_terminated(run_id)
-    write_json_atomic(run_dir / RUN_FILE, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
+    write_json_atomic(run_dir / MLFLOW_RUN, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
     return run_id
 
 
@@ -198,7 +203,7 @@ def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
     with _environment(CHECK_ENVIRONMENT):  # before any job: a store that does not answer is said at once
         mlflow, experiment = client(options)
     try:
-        before = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        before = json.loads((sweep_dir / MLFLOW_SWEEP).read_text())
         same_store = before["tracking_uri"] == options["tracking_uri"]
         if same_store and mlflow.get_run(before["run_id"]).info.lifecycle_stage == "active":
             return before["run_id"]
@@ -207,28 +212,25 @@ def start_sweep(options: dict, sweep_dir: Path, overrides: list[str]) -> str:
     tags = {"digitnet.sweep_dir": str(sweep_dir.resolve()), "digitnet.overrides": " ".join(overrides)}
     name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
     run_id = mlflow.create_run(experiment, tags=tags, run_name=name).info.run_id
-    write_json_atomic(sweep_dir / SWEEP_FILE, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
+    write_json_atomic(sweep_dir / MLFLOW_SWEEP, {"tracking_uri": options["tracking_uri"], "run_id": run_id})
     return run_id
 
 
 def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> list[str]:
     """Each finished job of the sweep as a child of its parent run, then the sweep's summary (table, box plot) and
     best mean onto the parent. Returns what could not be recorded."""
-    from digitnet.config.plan import RunPlan
-    from digitnet.report.sweep import job_dirs
-
-    parent = json.loads((sweep_dir / SWEEP_FILE).read_text())["run_id"]
+    parent = json.loads((sweep_dir / MLFLOW_SWEEP).read_text())["run_id"]
     mlflow, _ = client(options)
     problems = []
     for job_dir, _ in job_dirs(sweep_dir):
-        reports = [job_dir / name for name in ("cv_summary.json", "test_metrics.json") if (job_dir / name).is_file()]
+        reports = [job_dir / name for name in REPORTS if (job_dir / name).is_file()]
         try:
-            plan = RunPlan.from_dict(json.loads((job_dir / "plan.json").read_text())) if reports else None
+            plan = read_plan(job_dir) if reports else None
             if plan is not None and "mlflow" in plan.loggers:
                 record(plan, json.loads(reports[0].read_text()), job_dir, parent)
         except Exception as exc:  # noqa: BLE001 - one job's record failing keeps none of the others from theirs
-            problems.append(f"job {job_dir.name}: {type(exc).__name__}: {str(exc).strip()[:200]}")
-    for name in ("sweep_summary.md", "sweep_summary.csv", "sweep_boxplot.png", "search_results.yaml"):
+            problems.append(f"job {job_dir.name}: {type(exc).__name__}: {first_line(exc)}")
+    for name in (*SWEEP_SUMMARY, SEARCH_RESULTS):
         if (sweep_dir / name).is_file():
             mlflow.log_artifact(parent, str(sweep_dir / name))
     if best is not None:

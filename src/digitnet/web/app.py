@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from digitnet import layout
+
 MAX_FILE_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB
 MAX_FILES = 32
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # several files near the per-file limit; beyond this the request is refused
@@ -34,7 +36,7 @@ def find_checkpoint(source: str | Path) -> Path:
 
 def model_info(ckpt: Path, model) -> dict:
     """What the page shows about the model: its net, scaling, size and, where its run dir says, holdout accuracy."""
-    ckpt = ckpt / "final.ckpt" if (ckpt / "final.ckpt").is_file() else ckpt
+    ckpt = ckpt / layout.FINAL_CKPT if (ckpt / layout.FINAL_CKPT).is_file() else ckpt
     if "parameters" in model.hparams:  # an ONNX model's metadata; counting a torch model's would import torch
         parameters = model.hparams["parameters"]
     else:
@@ -49,8 +51,8 @@ def model_info(ckpt: Path, model) -> dict:
         "parameters": parameters,
         "holdout_accuracy": None,
     }
-    metrics = ckpt / "ensemble_metrics.json" if ckpt.is_dir() else ckpt.parent / "test_metrics.json"
-    if not ckpt.is_dir() and ckpt.name != "final.ckpt":
+    metrics = ckpt / layout.ENSEMBLE_METRICS if ckpt.is_dir() else ckpt.parent / layout.TEST_METRICS
+    if not ckpt.is_dir() and ckpt.name != layout.FINAL_CKPT:
         return info  # a loose checkpoint: the test_metrics.json beside it may be another model's
     try:
         recorded = json.loads(metrics.read_text())

@@ -14,10 +14,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from digitnet import startup
+from digitnet import layout, startup
 from digitnet.config.schema import config_file_problem
 from digitnet.errors import NO_RESULT, UserError, describe, shown
-from digitnet.files import enclosing_run, run_file_in, write_json_atomic
+from digitnet.layout import enclosing_run, run_file_in
 
 PROG = "digitnet.train"
 
@@ -51,6 +51,17 @@ def _refuse(message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
+def _mlflow(config: DictConfig) -> dict | None:
+    """logger.mlflow's options where it is selected, its store settled as each job's plan settles it."""
+    from digitnet.config.plan import settled_store
+
+    mlflow = OmegaConf.select(config, "logger.mlflow")
+    if mlflow is None or not mlflow.enabled:
+        return None
+    options = OmegaConf.to_container(mlflow, resolve=True)
+    return {**options, "tracking_uri": settled_store(options["tracking_uri"])}
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -66,20 +77,19 @@ class SweepCallback(Callback):
         # sweep: it collects its garbage again from now, not from a job start that never comes here.
         startup.imports_done()
         if jobs is not None and OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}":
-            from digitnet.report.sweep import JOBS_FILE  # what the summary lists, jobs that never start included
-
-            write_json_atomic(sweep_dir / JOBS_FILE, [{"dir": str(n), "overrides": o} for n, o in enumerate(jobs)])
-        mlflow = OmegaConf.select(config, "logger.mlflow")
-        if mlflow is not None and mlflow.enabled:  # the parent run, made before any job writes to the store
+            # what the summary lists, jobs that never start included
+            layout.write_jobs(sweep_dir, {str(n): overrides for n, overrides in enumerate(jobs)})
+        mlflow = _mlflow(config)
+        if mlflow is not None:  # the parent run, made before any job writes to the store
             from digitnet.report.tracking import start_sweep
 
             try:
-                start_sweep(OmegaConf.to_container(mlflow, resolve=True), sweep_dir, list(config.hydra.overrides.task))
+                start_sweep(mlflow, sweep_dir, list(config.hydra.overrides.task))
             except UserError as exc:
                 _refuse(f"{exc}; nothing was run")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from digitnet.report.sweep import summarize
+        from digitnet.report.sweep_table import summarize
 
         try:
             summary = summarize(config.hydra.sweep.dir)
@@ -89,14 +99,12 @@ class SweepCallback(Callback):
                 f"the sweep's summary could not be written ({describe(exc)}); the jobs' results are kept in their "
                 "dirs: python -m digitnet.summarize SWEEP_DIR writes it"
             )
-        mlflow = OmegaConf.select(config, "logger.mlflow")
-        if mlflow is not None and mlflow.enabled:
+        mlflow = _mlflow(config)
+        if mlflow is not None:
             from digitnet.report.tracking import end_sweep
 
             try:
-                problems = end_sweep(
-                    OmegaConf.to_container(mlflow, resolve=True), Path(config.hydra.sweep.dir), summary["best"]
-                )
+                problems = end_sweep(mlflow, Path(config.hydra.sweep.dir), summary["best"])
             except Exception as exc:  # noqa: BLE001 - the jobs' results and the summary are written already
                 problems = [describe(exc)]
             for problem in problems:  # what the runs on disk still hold; rerunning the sweep records them again
@@ -115,7 +123,7 @@ class SweepCallback(Callback):
     def _check_sweep_dir(config: DictConfig, sweep_dir: Path) -> None:
         """A sweep dir holds one sweep: the same overrides and subdir as the multirun.yaml there, and no run of
         another kind; a rerun of the same command resumes it."""
-        from digitnet.report.sweep import check_summary_writable
+        from digitnet.report.sweep_table import check_summary_writable
 
         check_summary_writable(sweep_dir)
         if run_file_in(sweep_dir, sweeps=False):
@@ -125,7 +133,7 @@ class SweepCallback(Callback):
                 f"{shown(sweep_dir)} is inside the run dir {shown(enclosing_run(sweep_dir))}; choose a "
                 "hydra.sweep.dir outside it"
             )
-        saved = sweep_dir / "multirun.yaml"
+        saved = sweep_dir / layout.MULTIRUN
         if not saved.is_file():
             return
         try:
@@ -133,7 +141,7 @@ class SweepCallback(Callback):
             ran = ([str(o) for o in before.overrides.task], OmegaConf.to_container(before.sweep)["subdir"])
         except Exception as exc:  # noqa: BLE001 - any damage: Hydra would overwrite it with this command's sweep
             raise UserError(
-                f"{shown(saved)} is damaged ({describe(exc).splitlines()[0][:80]}); delete it (the job "
+                f"{shown(saved)} is damaged ({layout.first_line(describe(exc), 80)}); delete it (the job "
                 "dirs still say which sweep this is) or choose a new hydra.sweep.dir"
             ) from None
         now = (list(config.hydra.overrides.task), OmegaConf.to_container(config.hydra.sweep)["subdir"])
@@ -210,12 +218,10 @@ class SweepCallback(Callback):
         jobs = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
         if jobs is None:
             return None
-        from digitnet.report.sweep import saved_overrides
-
         for number, overrides in enumerate(jobs):  # first what needs no plan: it answers before torch is imported
-            saved = sweep_dir / str(number) / ".hydra" / "overrides.yaml"
+            saved = layout.overrides_file(sweep_dir / str(number))
             if subdir == "${hydra.job.num}" and saved.is_file():
-                before = saved_overrides(saved.parent.parent)
+                before = layout.job_overrides(saved.parent.parent)
                 if before != [o for o in overrides if not o.startswith("hydra.")]:
                     raise UserError(
                         f"{shown(saved.parent.parent)} holds the job `{' '.join(before)}`, not "
