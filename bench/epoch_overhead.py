@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from digitnet.core.data import default_root, load_mnist
-from digitnet.engine.callbacks import History
 from digitnet.engine.fit import make_datamodule, make_model
 from digitnet.logs import quiet
 from digitnet.train import compose_plan
@@ -49,7 +48,7 @@ def digitnet_epoch(dm, plan) -> float:
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        callbacks=[History()],
+        callbacks=[],
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)

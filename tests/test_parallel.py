@@ -9,7 +9,6 @@ import torch
 from conftest import plan_of, run_cli
 from digitnet.core.data import load_mnist
 from digitnet.core.nets import NETS, build_net
-from digitnet.engine.callbacks import History
 from digitnet.engine.fit import make_datamodule, make_model
 from digitnet.engine.packed import pack, train_folds, unpack
 
@@ -87,7 +86,6 @@ def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path
         dm = make_datamodule(plan, arrays, k)
         seq = make_model(plan, dm, k)
         start = {name: value.double().clone() for name, value in seq.net.state_dict().items()}
-        history = History()
         trainer = pl.Trainer(
             max_epochs=2,
             accelerator="cpu",
@@ -97,7 +95,6 @@ def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            callbacks=[history],
         )
         trainer.fit(seq, datamodule=dm)
         mine = unpack(model.net, arch, i).state_dict()
@@ -110,7 +107,8 @@ def test_parallel_equals_sequential(arch, optimizer, extra, mnist_root, tmp_path
             moved = float((value.double() - start[name]).abs().max())
             diff = float((mine[name].double() - value.double()).abs().max())
             assert diff <= 1e-9 * scale + 1e-7 * moved, (arch, k, name, diff, scale, moved)
-        for a, b in zip(history.epochs, model.histories[i]):
+        assert len(seq.histories[0]) == len(model.histories[i]) == 2
+        for a, b in zip(seq.histories[0], model.histories[i]):
             assert a.keys() == b.keys()
             for key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), (arch, k, key)

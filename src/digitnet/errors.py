@@ -38,6 +38,19 @@ class NoResult(UserError):
     exit_code = NO_RESULT
 
 
+def first_line(error, limit: int = 200) -> str:
+    """An exception's message (or a text) as one line of at most `limit` characters; "" for none: what a message of
+    ours quotes of a library's."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def named(exc: BaseException, limit: int = 200) -> str:
+    """`Type: first line of its message`, or the type alone."""
+    first = first_line(exc, limit)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def shown(path) -> str:
     """A path as one line can hold it: control characters (a newline in a file name) escaped."""
     text = str(path)

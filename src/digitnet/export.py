@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from digitnet.errors import UserError, reported, run_console, shown
+from digitnet.errors import UserError, named, reported, run_console, shown
 from digitnet.layout import check_writable_file
 
 PROG = "digitnet.export"
@@ -96,8 +96,8 @@ def export(model, out: Path) -> dict:
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no public types
             raise UserError(
-                f"the exported graph does not run in onnxruntime at batch 1 and 64 ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0][:200]}); nothing was written. Please report it"
+                f"the exported graph does not run in onnxruntime at batch 1 and 64 ({named(exc)}); nothing was "
+                "written. Please report it"
             ) from None
         if not worst <= PARITY:
             raise UserError(

@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from digitnet.errors import UserError, shown
+from digitnet.errors import UserError, first_line, shown
 
 # A run dir.
 PLAN = "plan.json"
@@ -68,12 +68,6 @@ def overrides_file(run_dir: Path) -> Path:
 # Errors about files, said one way.
 
 
-def first_line(error, limit: int = 200) -> str:
-    """An exception (or text) as one line of at most `limit` characters: what a message quotes of a library's."""
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
-
-
 def damaged(path: Path, what: str, fix: str) -> UserError:
     """A file of ours that cannot be used: which file, what is wrong with it, and what to do."""
     return UserError(f"{shown(path)} is damaged ({what}); {fix}", path=path)
@@ -83,7 +77,7 @@ def read_json(path: Path, fix: str):
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise damaged(path, first_line(exc, 80), fix) from None
+        raise damaged(path, first_line(exc, 80) or type(exc).__name__, fix) from None
 
 
 def write_json_atomic(path: Path, data) -> None:

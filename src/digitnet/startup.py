@@ -1,14 +1,12 @@
 """Process settings made at the start of the processes that train or score (train, a fold worker, evaluate,
-predict). Standard library only. Both were measured on the 2-core AMD EPYC (docs/performance.md); neither changes a
-result.
+predict). Standard library only. Neither changes a result; docs/performance.md has what each saves.
 
 - The cyclic garbage collector: importing torch, Lightning, torchmetrics and Hydra makes millions of objects and no
-  garbage, yet the collector walks them over and over while they are made, and once more as the interpreter exits
-  (about 2 s of a quick look). Such a process collects nothing until its imports are done, then freezes what they
+  garbage, yet the collector walks them over and over while they are made, and once more as the interpreter exits.
+  Such a process collects nothing until its imports are done, then freezes what they
   made (gc.freeze: never walked again) and collects as usual.
 - glibc's malloc hands blocks of a few MB (a training step's activations and gradients) back to the kernel as they
-  are freed, so the next step gets fresh pages and pays a page fault for each one: the deep net's batch-32 step on
-  one thread took 1.45x as long as with the freed memory kept in the heap for reuse.
+  are freed, so the next step gets fresh pages and pays a page fault for each one; the heap keeps them for reuse.
 """
 
 from __future__ import annotations
@@ -44,8 +42,8 @@ def start_process() -> None:
 
 
 def imports_done() -> None:
-    """Once the run's imports are done. The cycles that became garbage before it stay (about 33,000 objects in a
-    quick look: collecting them here cost 0.45 s). A no-op where start_process was not called (a notebook, the
+    """Once the run's imports are done. The cycles that became garbage before it stay (collecting them here costs
+    more than they hold). A no-op where start_process was not called (a notebook, the
     tests) or after the first call (the next job of a sweep in the same process)."""
     if _deferred and not gc.isenabled():
         gc.freeze()

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitnet import layout, startup
 from digitnet.config.schema import config_file_problem
-from digitnet.errors import NO_RESULT, UserError, describe, shown
+from digitnet.errors import NO_RESULT, UserError, describe, first_line, shown
 from digitnet.layout import enclosing_run, run_file_in
 
 PROG = "digitnet.train"
@@ -141,7 +141,7 @@ class SweepCallback(Callback):
             ran = ([str(o) for o in before.overrides.task], OmegaConf.to_container(before.sweep)["subdir"])
         except Exception as exc:  # noqa: BLE001 - any damage: Hydra would overwrite it with this command's sweep
             raise UserError(
-                f"{shown(saved)} is damaged ({layout.first_line(describe(exc), 80)}); delete it (the job "
+                f"{shown(saved)} is damaged ({first_line(describe(exc), 80)}); delete it (the job "
                 "dirs still say which sweep this is) or choose a new hydra.sweep.dir"
             ) from None
         now = (list(config.hydra.overrides.task), OmegaConf.to_container(config.hydra.sweep)["subdir"])

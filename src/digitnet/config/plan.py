@@ -27,9 +27,8 @@ COUNT_MAX = 2**31 - 1  # a count beyond this overflows the data loader
 # Packing K folds into one net is exact when the optimizer's update of each weight entry depends only on that entry's
 # gradient and state (elementwise). Each of these has a float64 packed-equals-sequential test; others couple entries.
 PACKABLE_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
-# cv.workers=auto trains a CV this small (training images x epochs, all folds) in this process: a worker process
-# starts in about 7 s (torch and Lightning imported again), which fold workers win back at about 0.06 ms an image
-# (docs/performance.md).
+# cv.workers=auto trains a CV this small (training images x epochs, all folds) in this process: a worker process's
+# start (torch and Lightning imported again) costs more than workers win back on it (docs/performance.md).
 SMALL_CV_WORK = 100_000
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's own
 # Set by digitnet for every fit: TensorBoard under the run dir, its own callbacks, its own checkpoints.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 
 from digitnet import layout
 from digitnet.core.nets import NETS, Ensemble, ScaledNet, with_tta
-from digitnet.errors import UserError, shown
+from digitnet.errors import UserError, first_line, shown
 from digitnet.names import TTA, Scaling, names
 
 # Checkpoints written before a key existed meant these.
@@ -132,16 +131,8 @@ def load_checkpoint(path: str | Path) -> ScaledNet:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise _damaged(path, f"its weights do not fit a {hp['arch']} net ({str(exc).splitlines()[0][:160]})") from None
+        raise _damaged(path, f"its weights do not fit a {hp['arch']} net ({first_line(exc, 160)})") from None
     return model.eval()
-
-
-def _numbered(folder: Path, suffix: str) -> dict[int, Path]:
-    return {
-        int(m.group(1)): p
-        for p in folder.glob(f"fold_*{suffix}")
-        if (m := re.fullmatch(rf"fold_(\d+){re.escape(suffix)}", p.name))
-    }
 
 
 def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
@@ -149,29 +140,22 @@ def cv_members(run_dir: Path) -> tuple[dict[Path, dict], list[str]]:
     order, and notes on the folds left out (diverged, or not finished). A finished fold without its net, or files of
     folds this run does not have, are refused rather than left out or let in."""
     folds = run_dir / layout.FOLDS
-    ckpts, results = _numbered(folds, ".ckpt"), _numbered(folds, ".json")
+    results = layout.finished_folds(run_dir)  # each read and checked as a fold's result
     members, diverged, n_folds = {}, [], None
-    for k in sorted(results):
-        try:
-            result = json.loads(results[k].read_text())
-            n_folds = result["run_key"]["n_folds"]
-            assert result["fold"] == k < n_folds and result["status"] in ("ok", "diverged")
-        except (OSError, ValueError, KeyError, TypeError, AssertionError):
-            raise UserError(
-                f"{shown(results[k])} is damaged or not fold {k} of this run; delete it and rerun the run's "
-                f"command to retrain fold {k}",
-                path=results[k],
-            ) from None
+    for k, result in results.items():
+        n_folds = result["run_key"].get("n_folds")
+        if not (isinstance(n_folds, int) and k < n_folds):
+            raise layout.damaged(layout.fold_file(run_dir, k), f"fold {k} of {n_folds!r} folds", layout.RETRAIN_FOLD)
         if result["status"] == "diverged":
             diverged.append(k)
-        elif k not in ckpts:
+        elif not layout.fold_checkpoint(run_dir, k).is_file():
             raise UserError(
-                f"{shown(run_dir)}: fold {k} finished ({results[k].name}) but folds/fold_{k}.ckpt is "
-                f"missing; restore it, or delete {results[k].name} and rerun to retrain it",
-                path=ckpts.get(k),
+                f"{shown(run_dir)}: fold {k} finished (fold_{k}.json) but folds/fold_{k}.ckpt is missing; restore "
+                f"it, or delete fold_{k}.json and rerun to retrain it",
+                path=layout.fold_checkpoint(run_dir, k),
             )
         else:
-            members[ckpts[k]] = result
+            members[layout.fold_checkpoint(run_dir, k)] = result
     if len({json.dumps(r["run_key"], sort_keys=True) for r in members.values()}) > 1:
         raise UserError(
             f"{shown(folds)} holds folds of different configs (their run_key differs); keep one run's "

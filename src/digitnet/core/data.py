@@ -186,8 +186,7 @@ def load_mnist(
 
 
 def digest(*tensors: torch.Tensor) -> str:
-    """What the images and labels are, not where they came from: a run dir resumes only on the same data. About
-    0.05 s for all of MNIST."""
+    """What the images and labels are, not where they came from: a run dir resumes only on the same data."""
     h = hashlib.blake2b(digest_size=12)
     for t in tensors:
         h.update(str(tuple(t.shape)).encode())
@@ -198,7 +197,7 @@ def digest(*tensors: torch.Tensor) -> str:
 def kfold_indices(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, val) index pairs, identical for every model and config with the same n, n_folds and seed: those
     of scikit-learn's `KFold(n_folds, shuffle=True, random_state=seed)` (the tutorial's split; tests/test_data.py
-    holds the two equal), without its 0.4 s of import at every run's start. Both index arrays are sorted."""
+    holds the two equal), without importing scikit-learn at every run's start. Both index arrays are sorted."""
     order = np.random.RandomState(seed).permutation(n)
     sizes = np.full(n_folds, n // n_folds)
     sizes[: n % n_folds] += 1

@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from digitnet.errors import first_line
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 # A 50-Mpx phone photo is the largest real case; past it an image costs gigabytes of floats (a 1x80,000,000 PNG of
 # 155 kB took 3 GB and 9 s before this limit), long before PIL's decompression-bomb guard (179 Mpx) says no.
@@ -107,8 +109,9 @@ def open_gray(path: str | Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system's refusal, not the image's content
             raise ImageProblem(f"cannot be opened ({exc.strerror}); check the path", "unreadable") from None
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ImageProblem(f"damaged or truncated image ({detail})", "damaged") from None
+        raise ImageProblem(
+            f"damaged or truncated image ({first_line(exc, 120) or type(exc).__name__})", "damaged"
+        ) from None
 
 
 def _flatten_illumination(gray: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.core.images import ImageProblem, as_is, mnist_form, open_gray
-from digitnet.errors import UserError
+from digitnet.errors import UserError, named
 
 # Below this probability a reading is flagged as unsure: the net is torn between digits, or the image is no digit.
 UNSURE = 0.7
@@ -23,10 +23,7 @@ def prepare_one(source, preprocess: bool = True, notes: list | None = None) -> n
     except ImageProblem:
         raise
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise ImageProblem(
-            f"cannot be prepared ({type(exc).__name__}{': ' + first if first else ''})", "damaged"
-        ) from None
+        raise ImageProblem(f"cannot be prepared ({named(exc, 120)})", "damaged") from None
 
 
 def load_predictor(sources: list[str], tta: str | None = None):

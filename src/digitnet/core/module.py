@@ -1,15 +1,16 @@
 """The Lightning side: the LightningModule that trains the nets of core.nets (the whole training step on one screen),
-and the LightningDataModule of one fold's split."""
+what it shares with the packed folds' module (engine/packed.py): each epoch's figures and the divergence check, and
+the LightningDataModule of one fold's split."""
 
 from __future__ import annotations
+
+import math
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from digitnet.core.augment import make_augment
 from digitnet.core.data import MNISTArrays, batches, kfold_indices, pixel_stats, to_unit
@@ -30,7 +31,88 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, **data) -> None:
         raise KeyboardInterrupt
 
 
-class DigitClassifier(pl.LightningModule):
+class Diverged(Exception):
+    """Every fold's training loss blew up (see BLOW_UP)."""
+
+
+# A fold has diverged when its loss is NaN/inf, or this many times the first checked loss. Cross-entropy starts near
+# ln(10) = 2.3, so 10x is 23: no healthy run gets there (fastai's LR finder already stops at 4x the best loss).
+BLOW_UP = 10.0
+
+
+def blow_up_reason(loss: float, first: float | None) -> str | None:
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if first is not None and loss > BLOW_UP * first:
+        return f"loss became {loss:.4g}, over {BLOW_UP:g}x its first value {first:.3g}"
+    return None
+
+
+class FoldFigures(pl.LightningModule):
+    """What a module of K folds keeps of them (K nets packed into one, or K=1): each epoch's loss and accuracy per
+    fold, summed on the device and read once an epoch (no per-step host sync), into `histories` and the loggers;
+    and the divergence check, every step on the CPU and every 50th elsewhere (each is a host sync): a fold whose loss
+    blows up stops, the others go on, and the fit stops (Diverged) once every fold has."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+        for name in ("train_totals", "val_totals"):  # [loss sum, correct, count] x K, float64: exact counts
+            self.register_buffer(name, torch.zeros(3, k, dtype=torch.float64), persistent=False)
+        self.register_buffer("alive", torch.ones(k, dtype=torch.bool), persistent=False)
+        self.histories: list[list[dict]] = [[] for _ in range(k)]
+        self.diverged: dict[int, str] = {}
+        self.first_losses: list[float] | None = None
+        self.steps_done = self.closed_epochs = 0
+        self.fold_loggers: list[list] = []  # packed folds: each fold's own; otherwise the Trainer's
+
+    def count(self, totals: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """One batch of each fold: losses (K,) batch means, logits (K, B, 10), y (K, B)."""
+        n = y.shape[1]
+        totals[0] += losses.detach() * n  # a short last batch counts by its size
+        totals[1] += (logits.argmax(-1) == y).sum(1)
+        totals[2] += n
+
+    def check_divergence(self, losses: torch.Tensor, batch_idx: int) -> None:
+        self.steps_done += 1
+        if losses.device.type != "cpu" and batch_idx % 50:
+            return
+        values = losses.detach().double().cpu().tolist()
+        if self.first_losses is None:
+            self.first_losses = values
+        for k, value in enumerate(values):
+            reason = blow_up_reason(value, self.first_losses[k])
+            if reason and k not in self.diverged:
+                self.alive[k] = False
+                self.diverged[k] = f"{reason} at epoch {self.current_epoch}, batch {batch_idx}"
+        if len(self.diverged) == self.k:
+            raise Diverged(self.diverged[0] if self.k == 1 else "every fold diverged")
+
+    def on_train_epoch_end(self):
+        self.close_epoch()
+
+    def close_epoch(self) -> None:
+        """The epoch's per-fold figures into histories and the loggers, once: callbacks.EpochLines calls it first to
+        print them, since Lightning runs callbacks' epoch-end hooks before the module's."""
+        if self.closed_epochs > self.current_epoch:
+            return
+        self.closed_epochs = self.current_epoch + 1
+        train, val = self.train_totals.cpu(), self.val_totals.cpu()  # the one host sync per epoch
+        for k in range(self.k):
+            if k in self.diverged:  # a diverged fold's history ends before the epoch it diverged in
+                continue
+            epoch = {"epoch": self.current_epoch, "train_loss": float(train[0, k] / train[2, k])}
+            epoch["train_acc"] = float(train[1, k] / train[2, k])
+            if val[2, k] > 0:
+                epoch.update(val_loss=float(val[0, k] / val[2, k]), val_acc=float(val[1, k] / val[2, k]))
+            self.histories[k].append(epoch)
+            for logger in self.fold_loggers[k] if self.fold_loggers else self.loggers:
+                logger.log_metrics(epoch, step=self.steps_done - 1)
+        self.train_totals.zero_()
+        self.val_totals.zero_()
+
+
+class DigitClassifier(FoldFigures):
     """A net plus the pixel scaling it was trained with. Takes x/255 images of shape (N, 1, 28, 28), returns logits.
 
     Every hparam is a plain value (str, float, dict of those), so a checkpoint loads with weights_only=True and
@@ -51,14 +133,10 @@ class DigitClassifier(pl.LightningModule):
         dropout: float = 0.0,
         tta: str = "none",  # not used in training: how the saved checkpoint predicts (core.nets.with_tta)
     ):
-        super().__init__()
+        super().__init__(k=1)
         self.save_hyperparameters()
         self.net = build_net(arch, dropout)
         self.augment = make_augment(augment, augment_seed)  # training batches only
-        # validate_args=False: the checks sync with the device on every step.
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
-        self.train_loss = MeanMetric(nan_strategy="disable")
-        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         # The last validation pass's confusion counts (10 * true + predicted), so that a fold's matrix needs no
         # second pass over its validation images; see last_confusion.
         self.register_buffer("val_counts", torch.zeros(100, dtype=torch.long), persistent=False)
@@ -71,8 +149,7 @@ class DigitClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.hparams.pixel_mean) / self.hparams.pixel_std
         if x.device.type == "cpu" and x.dtype == torch.float32:
-            # oneDNN's float32 convolutions and pooling are faster on channels_last: the deep net's batch-32 step
-            # took 13.8 instead of 17.1 ms on one thread, as each fold worker has (docs/performance.md). float64
+            # oneDNN's float32 convolutions and pooling are faster on channels_last (docs/performance.md). float64
             # (trainer.precision=64-true, what the packed-equals-sequential tests use) keeps the plain layout.
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
@@ -83,27 +160,21 @@ class DigitClassifier(pl.LightningModule):
             x = self.augment(x)
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-        # Epoch totals accumulate on the device and are logged once, on the last batch: one self.log costs ~1 ms.
-        # One value an image, so a short last batch counts by its size: MeanMetric(nan_strategy="disable") drops
-        # update()'s weight argument (torchmetrics 1.9), which made train_loss a mean of batch means.
-        self.train_loss.update(loss.detach().expand(len(y)))
-        self.train_acc.update(logits, y)
-        if self.trainer.is_last_batch:
-            self.log("train_loss", self.train_loss, on_step=False, on_epoch=True)
-            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self.count(self.train_totals, loss[None], logits[None], y[None])
+        self.check_divergence(loss[None], batch_idx)
         return loss
 
     def on_validation_epoch_start(self):
         self.val_counts.zero_()
 
     def validation_step(self, batch, batch_idx):
+        if self.trainer.sanity_checking:  # a sanity pass counts towards no epoch's figures
+            return
         x, y = batch
         logits = self(x)
-        self.val_acc.update(logits, y)
+        self.count(self.val_totals, F.cross_entropy(logits, y)[None], logits[None], y[None])
         # one_hot + sum, not bincount: CUDA's bincount is not deterministic.
         self.val_counts += F.one_hot(10 * y + logits.argmax(1), 100).sum(0)
-        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
-        self.log("val_acc", self.val_acc, on_epoch=True, batch_size=len(y))
 
     def on_validation_epoch_end(self):
         self.val_counts_step = None if self.trainer.sanity_checking else self.trainer.global_step

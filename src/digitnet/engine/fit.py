@@ -13,9 +13,9 @@ from digitnet import layout
 from digitnet.config.plan import RunPlan
 from digitnet.core.checkpoints import checkpoint_dict
 from digitnet.core.data import MNISTArrays
-from digitnet.core.module import DigitClassifier, MNISTDataModule, fit
+from digitnet.core.module import DigitClassifier, Diverged, MNISTDataModule, fit
 from digitnet.core.nets import with_tta
-from digitnet.engine.callbacks import CHANCE_LEVEL, Diverged, DivergenceGuard, EpochLines, FoldProgressBar, History
+from digitnet.engine.callbacks import CHANCE_LEVEL, EpochLines, FoldProgressBar
 from digitnet.errors import UserError
 from digitnet.logs import say
 from digitnet.report import results
@@ -107,19 +107,18 @@ def say_profile(profile: Path) -> None:
 def check_trainer(plan: RunPlan) -> None:
     """Let Lightning check the trainer arguments before any data is read, on a Trainer built as a fold's is."""
     try:
-        make_trainer(plan, logger=True, callbacks=[History(), DivergenceGuard()], label="check")
+        make_trainer(plan, logger=True, callbacks=[], label="check")
     except Exception as exc:  # noqa: BLE001 - MisconfigurationException, ValueError, TypeError, ...
         raise UserError(f"trainer: {str(exc).strip() or type(exc).__name__}", key="trainer") from None
 
 
-def fold_result(
-    fold, status, reason, seconds, dm, history, net, writer, eval_batch: int, tta: str = "none", counted=None
-) -> dict:
+def fold_result(fold, status, reason, seconds, dm, history, net, writer, plan: RunPlan, counted=None) -> dict:
     """A finished fold as cv_summary.json and the fold file hold it; the same for every runner. Its score is the
     last epoch's val_acc, or with test-time augmentation (tta=shift) that of the trained net, which the validation
     epochs (the learning curves) do without: it costs 5 forward passes an image. Its figure without TTA is then
     scored the same way (full precision, not trainer.precision's validation), so the two differ by TTA alone.
     `counted`: the net's confusion matrix where the last validation pass already gave it (last_confusion)."""
+    eval_batch, tta = plan.eval_batch_size, plan.tta
     score = history[-1].get("val_acc") if status == "ok" and history else None
     matrix = None
     if tta != "none" and status == "ok" and score is not None and math.isfinite(score):
@@ -177,10 +176,9 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     pl.seed_everything(plan.seed + fold, verbose=False)
     dm = make_datamodule(plan, arrays, fold)
     model = make_model(plan, dm, fold)
-    history = History()
     profile = run_dir / layout.PROFILER / f"fold_{fold}"
     loggers = fit_loggers(plan, run_dir, f"fold_{fold}")
-    trainer = make_trainer(plan, loggers, [history, DivergenceGuard(), *callbacks], fold_label(plan, fold), profile)
+    trainer = make_trainer(plan, loggers, list(callbacks), fold_label(plan, fold), profile)
     start = time.perf_counter()
     status, reason = "ok", None
     try:
@@ -188,18 +186,9 @@ def train_fold(plan: RunPlan, arrays: MNISTArrays, fold: int, run_dir: Path, cal
     except Diverged as exc:
         status, reason = "diverged", str(exc)
     seconds = time.perf_counter() - start
+    counted = model.last_confusion(len(dm.val_y))
     result = fold_result(
-        fold,
-        status,
-        reason,
-        seconds,
-        dm,
-        history.epochs,
-        model,
-        tb_writer(loggers),
-        plan.eval_batch_size,
-        plan.tta,
-        model.last_confusion(len(dm.val_y)),
+        fold, status, reason, seconds, dm, model.histories[0], model, tb_writer(loggers), plan, counted
     )
     for logger in loggers:
         logger.finalize("success")

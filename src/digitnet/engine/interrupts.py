@@ -43,7 +43,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, a cluster's time limit): handled as Ctrl-C is, so that finished folds are kept."""
 
 
-EXIT_GRACE_SECONDS = 30.0  # a normal exit after an interrupt takes under 2 s on this CPU
+EXIT_GRACE_SECONDS = 30.0  # a normal exit after an interrupt takes a second or two
 
 
 class Interrupt:

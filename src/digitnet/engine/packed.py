@@ -17,13 +17,11 @@ import time
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from digitnet.core.augment import make_augment
-from digitnet.core.module import fit, optimization
+from digitnet.core.module import Diverged, FoldFigures, fit, optimization
 from digitnet.core.nets import build_net
-from digitnet.engine.callbacks import blow_up_reason
 
 
 class FoldFlatten(nn.Module):
@@ -103,7 +101,7 @@ def unpack(packed: nn.Sequential, arch: str, fold: int) -> nn.Sequential:
     return net
 
 
-class FoldParallelClassifier(pl.LightningModule):
+class FoldParallelClassifier(FoldFigures):
     """K folds' nets in one LightningModule. Batches are (x: (K, B, 1, 28, 28), y: (K, B))."""
 
     def __init__(
@@ -118,7 +116,7 @@ class FoldParallelClassifier(pl.LightningModule):
         scheduler: dict | None = None,
         label_smoothing: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(k=len(fold_seeds))
         self.save_hyperparameters()
         # Each fold draws its own transforms, from the generator its sequential run would use (seed + fold).
         self.augments = [make_augment(augment, seed) for seed in fold_seeds] if augment else []
@@ -130,23 +128,12 @@ class FoldParallelClassifier(pl.LightningModule):
         for seed in fold_seeds:  # the same initial weights as fold k's sequential run
             pl.seed_everything(seed, verbose=False)
             nets.append(build_net(arch))
-        self.k = len(nets)
         self.net = pack(nets)
         # Per-fold scaling, held in float64 so that float64 runs match DigitClassifier's plain floats exactly.
         self.register_buffer(
             "mean", torch.tensor(pixel_mean, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False
         )
         self.register_buffer("std", torch.tensor(pixel_std, dtype=torch.float64).view(-1, 1, 1, 1, 1), persistent=False)
-        # Per-fold epoch totals, kept on the device and read once per epoch: [loss sum, correct, count] x K.
-        self.register_buffer("train_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
-        self.register_buffer("val_totals", torch.zeros(3, self.k, dtype=torch.float64), persistent=False)
-        self.register_buffer("alive", torch.ones(self.k, dtype=torch.bool), persistent=False)
-        self.steps_done = 0
-        self.diverged: dict[int, str] = {}
-        self.first_losses: list[float] | None = None
-        self.histories: list[list[dict]] = [[] for _ in range(self.k)]
-        self.closed_epochs = 0
-        self.fold_loggers: list[list[Logger]] = []  # each fold's own
 
     def forward(self, x):
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -166,10 +153,7 @@ class FoldParallelClassifier(pl.LightningModule):
             .view_as(y)
             .mean(1)
         )
-        n = y.shape[1]
-        totals[0] += losses.detach() * n
-        totals[1] += (logits.argmax(-1) == y).sum(1)
-        totals[2] += n
+        self.count(totals, losses, logits, y)
         return losses
 
     def training_step(self, batch, batch_idx):
@@ -177,10 +161,7 @@ class FoldParallelClassifier(pl.LightningModule):
             losses = self._losses(batch, self.train_totals, train=True)
         else:
             losses = self._captured_or_eager_step(batch)
-        self.steps_done += 1
-        # A host sync: every step on CPU (free there), every 50 steps on an accelerator.
-        if losses.device.type == "cpu" or batch_idx % 50 == 0:
-            self._check_divergence(losses, batch_idx)
+        self.check_divergence(losses, batch_idx)
         if self.automatic_optimization:
             return self._total_loss(losses)
 
@@ -205,49 +186,9 @@ class FoldParallelClassifier(pl.LightningModule):
         optimizer.zero_grad(set_to_none=True)  # a short last batch: its own shapes, run eagerly
         return self._step(x, y)
 
-    def _check_divergence(self, losses, batch_idx):
-        """As callbacks.DivergenceGuard, per fold: a fold whose loss blows up stops, the others go on."""
-        values = losses.detach().double().cpu().tolist()
-        if self.first_losses is None:
-            self.first_losses = values
-        for k, value in enumerate(values):
-            reason = blow_up_reason(value, self.first_losses[k])
-            if reason and k not in self.diverged:
-                self.alive[k] = False
-                self.diverged[k] = f"{reason} at epoch {self.current_epoch}, batch {batch_idx}"
-        if len(self.diverged) == self.k:
-            self.trainer.should_stop = True
-
     def validation_step(self, batch, batch_idx):
-        if not self.trainer.sanity_checking:  # a sanity pass must not count towards epoch 1's figures
+        if not self.trainer.sanity_checking:  # a sanity pass counts towards no epoch's figures
             self._losses(batch, self.val_totals)
-
-    def on_train_epoch_end(self):
-        self.close_epoch()
-
-    def close_epoch(self) -> None:
-        """The epoch's per-fold figures into histories (and the fold loggers), once: callbacks.EpochLines calls it
-        first to print them, since Lightning runs callbacks' epoch-end hooks before the module's."""
-        if self.closed_epochs > self.current_epoch:
-            return
-        self.closed_epochs = self.current_epoch + 1
-        train, val = self.train_totals.cpu(), self.val_totals.cpu()  # the one host sync per epoch
-        for k in range(self.k):
-            if k in self.diverged:  # as in the sequential run, a diverged fold's history ends before that epoch
-                continue
-            epoch = {
-                "epoch": self.current_epoch,
-                "train_loss": float(train[0, k] / train[2, k]),
-                "train_acc": float(train[1, k] / train[2, k]),
-            }
-            if val[2, k] > 0:
-                epoch.update(val_loss=float(val[0, k] / val[2, k]), val_acc=float(val[1, k] / val[2, k]))
-            self.histories[k].append(epoch)
-            scalars = {key: value for key, value in epoch.items() if key != "epoch"}
-            for logger in self.fold_loggers[k] if self.fold_loggers else ():
-                logger.log_metrics({**scalars, "epoch": self.current_epoch}, step=self.steps_done - 1)
-        self.train_totals.zero_()
-        self.val_totals.zero_()
 
     def configure_optimizers(self):
         return optimization(self, dict(self.hparams.optimizer), self.hparams.scheduler)
@@ -258,7 +199,8 @@ class CapturedStep:
 
     Capture needs warm-up steps, which really train; so the model, optimizer and metric state are saved before
     and put back (in place, keeping their addresses) after, and the first replayed step is the true first step.
-    For SGD without dampening, a zero momentum buffer gives exactly the first step's `buf = grad`.
+    The plan allows it for SGD without dampening only (plan._graph_blocker): there a zero momentum buffer gives
+    exactly the first step's `buf = grad`.
     Off CUDA (tests), replay calls the step on the same static buffers: the same logic, without the graph.
     """
 
@@ -271,8 +213,6 @@ class CapturedStep:
         totals: torch.Tensor,
         warmup: int = 3,
     ):
-        if not isinstance(optimizer, torch.optim.SGD) or any(g["dampening"] for g in optimizer.param_groups):
-            raise ValueError("the captured step supports SGD without dampening; set cv.cuda_graph=false")
         self.step, self.optimizer = step, optimizer
         self.static = [t.clone() for t in example]
         saved = {k: v.clone() for k, v in model.state_dict().items()}
@@ -346,5 +286,8 @@ def train_folds(trainer: pl.Trainer, plan, dms: dict, make_fold_loggers, capture
     train = ZippedFolds([dms[k].train_dataloader() for k in folds])
     val = ZippedFolds([dms[k].val_dataloader() for k in folds])
     start = time.perf_counter()
-    fit(trainer, model, train_dataloaders=train, val_dataloaders=val)
+    try:
+        fit(trainer, model, train_dataloaders=train, val_dataloaders=val)
+    except Diverged:  # every fold did: model.diverged says how
+        pass
     return model, time.perf_counter() - start

@@ -57,18 +57,9 @@ def run_packed(plan: RunPlan, arrays: MNISTArrays, folds: list[int], store: Fold
         net.net = unpack(model.net, plan.model, i).to(model.device)
         status = "diverged" if i in model.diverged else "ok"
         # A fold's "seconds" is its share of the joint run, so that the folds' seconds add up to the wall time.
-        result = fold_result(
-            k,
-            status,
-            model.diverged.get(i),
-            seconds / len(folds),
-            dm,
-            model.histories[i],
-            net,
-            tb_writer(loggers),
-            plan.eval_batch_size,
-            plan.tta,
-        ) | {"parallel_seconds": round(seconds, 3)}
+        reason, writer = model.diverged.get(i), tb_writer(loggers)
+        result = fold_result(k, status, reason, seconds / len(folds), dm, model.histories[i], net, writer, plan)
+        result["parallel_seconds"] = round(seconds, 3)
         for logger in loggers:
             logger.finalize("success")
         store.save(result, checkpoint_dict(net.net, fold_hparams(plan, dm, k)) if status == "ok" else None)

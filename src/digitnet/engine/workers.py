@@ -10,6 +10,7 @@ import sys
 from digitnet import startup
 from digitnet.config.plan import RunPlan
 from digitnet.engine.folds import FoldStore
+from digitnet.errors import named
 
 _state: dict = {}
 
@@ -81,8 +82,7 @@ def train_fold(plan: RunPlan, store: FoldStore, arrays, fold: int) -> dict:
         try:
             result, weights = train(plan, arrays, fold, store.run_dir, callbacks=(EveryBatches(check_in, 50),))
         except Exception as exc:  # noqa: BLE001 - sent back as a value: the parent reports it in one line
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            return {"fold": fold, "error": f"{type(exc).__name__}{': ' + first if first else ''}"}
+            return {"fold": fold, "error": named(exc, 300)}
         store.save(result, weights)  # here, not in the parent: a fold that ends as the parent is stopped is kept
         return result
     finally:

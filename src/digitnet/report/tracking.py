@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet.config.plan import SQLITE
-from digitnet.errors import ConfigError
+from digitnet.errors import ConfigError, named
 from digitnet.layout import (
     CV_FIGURES,
     CV_SUMMARY,
@@ -28,7 +28,6 @@ from digitnet.layout import (
     SEARCH_RESULTS,
     SWEEP_SUMMARY,
     TEST_METRICS,
-    first_line,
     job_dirs,
     read_plan,
     write_json_atomic,
@@ -85,7 +84,7 @@ def client(options: dict):
         raise ConfigError(
             "logger.mlflow.tracking_uri",
             uri,
-            f"MLflow cannot use it ({type(exc).__name__}: {first_line(exc)})",
+            f"MLflow cannot use it ({named(exc)})",
             f"give a writable {SQLITE}PATH.db, or a tracking server's http(s) URL",
         ) from None
 
@@ -229,7 +228,7 @@ def end_sweep(options: dict, sweep_dir: Path, best: dict | None) -> list[str]:
             if plan is not None and "mlflow" in plan.loggers:
                 record(plan, json.loads(reports[0].read_text()), job_dir, parent)
         except Exception as exc:  # noqa: BLE001 - one job's record failing keeps none of the others from theirs
-            problems.append(f"job {job_dir.name}: {type(exc).__name__}: {first_line(exc)}")
+            problems.append(f"job {job_dir.name}: {named(exc)}")
     for name in (*SWEEP_SUMMARY, SEARCH_RESULTS):
         if (sweep_dir / name).is_file():
             mlflow.log_artifact(parent, str(sweep_dir / name))

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitnet import layout
 from digitnet.engine import interrupts
 from digitnet.engine.cv import Pruned
-from digitnet.errors import UserError, describe, say_error, shown
+from digitnet.errors import UserError, describe, first_line, say_error, shown
 from digitnet.logs import say
 
 STUDY = "digitnet"
@@ -55,7 +55,7 @@ def check_journal(path: Path) -> None:
         except ValueError as exc:
             cut = f"`truncate -s {whole} {shown(path)}` removes it" if not line.endswith(b"\n") else "restore it"
             fix = f"{cut} (the trial it recorded runs again), or choose a new hydra.sweep.dir"
-            raise layout.damaged(path, f"line {number} is no whole record: {layout.first_line(exc, 60)}", fix) from None
+            raise layout.damaged(path, f"line {number} is no whole record: {first_line(exc, 60)}", fix) from None
         whole += len(line)
 
 
