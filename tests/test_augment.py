@@ -1,5 +1,6 @@
 """Augmentation and the recipe's config groups: reproducible, per fold, training batches only."""
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -43,8 +44,9 @@ def test_validation_batches_are_never_augmented():
         raise AssertionError("validation went through the augmentation")
 
     model.augment = refuse
-    model.log = lambda *args, **kwargs: None
+    model.trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     model.validation_step((batch(), torch.zeros(16, dtype=torch.long)), 0)
+    assert model.val_totals[2, 0] == 16  # the batch was scored
 
 
 def test_experiment_tutorial_is_exactly_the_defaults():

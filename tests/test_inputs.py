@@ -200,6 +200,9 @@ def _cv_dir(tmp_path, n=3, arch="baseline"):
                 {
                     "fold": k,
                     "status": "ok",
+                    "score": 0.9,
+                    "seconds": 1.0,
+                    "history": [],
                     "pixel_mean": 0.0,
                     "pixel_std": 1.0,
                     "run_key": {"model": arch, "scaling": "normalize", "n_folds": n},
@@ -234,7 +237,12 @@ def test_stray_files_in_folds_are_not_ensemble_members(tmp_path):
         (
             lambda run: (run / "folds" / "fold_2.json").write_text(
                 json.dumps(
-                    {"fold": 2, "status": "ok", "run_key": {"model": "deep", "scaling": "normalize", "n_folds": 3}}
+                    {
+                        "fold": 2,
+                        "status": "ok",
+                        **{"score": 0.9, "seconds": 1.0, "history": []},
+                        "run_key": {"model": "deep", "scaling": "normalize", "n_folds": 3},
+                    }
                 )
             ),
             "folds",

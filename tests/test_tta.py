@@ -225,7 +225,6 @@ def test_a_saved_final_model_is_scored_only_under_its_own_config(tmp_path):
     test_metrics.json then named the config's model and tta, not the checkpoint's."""
     from digitnet.core.checkpoints import checkpoint_dict, save_checkpoint
     from digitnet.core.nets import build_net
-    from digitnet.engine.final import score_saved
 
     save_checkpoint(
         tmp_path / "final.ckpt", checkpoint_dict(build_net("baseline"), {"arch": "baseline", "tta": "shift"})
@@ -235,9 +234,13 @@ def test_a_saved_final_model_is_scored_only_under_its_own_config(tmp_path):
     # Without plan.json, which config trained final.ckpt cannot be told: refused before anything is scored.
     with pytest.raises(UserError):
         check_compatible(tmp_path, plan_of("task=final", "model=baseline", "tta=shift"))
+    # With its plan.json, another config is refused at the same boundary, naming the key; score_saved trusts it.
+    from digitnet.layout import write_json_atomic
+
+    write_json_atomic(tmp_path / "plan.json", plan_of("task=final", "model=baseline", "tta=shift").as_dict())
     for overrides, key in ((["model=deep", "tta=shift"], "model.name"), (["model=baseline"], "tta.name")):
         with pytest.raises(UserError) as err:
-            score_saved(plan_of("task=final", *overrides), None, tmp_path)
+            check_compatible(tmp_path, plan_of("task=final", *overrides))
         assert key in str(err.value)
 
 
