@@ -58,7 +58,7 @@ def test_a_worker_that_dies_is_an_error_not_a_wait():
     """A worker killed from outside (the OOM killer) never sends its fold: the parent says so instead of waiting."""
     import os
 
-    from digitnet.engine.runners import _next_result
+    from digitnet.engine.cv import _next_result
     from digitnet.errors import UserError
 
     context = multiprocessing.get_context("spawn")

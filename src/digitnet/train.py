@@ -2,7 +2,7 @@
 
 The flow: Hydra composes the config (typed by config/schema.py) -> make_plan checks it and settles every choice
 (config/plan.py) -> run(plan, run_dir) reads MNIST and hands the plan to the task: the fold loop (engine/cv.py, with
-a runner of engine/runners.py) or the final fit (engine/final.py). Everything a run writes goes into its run dir.
+one of its runners) or the final fit (engine/final.py). Everything a run writes goes into its run dir.
 """
 
 from __future__ import annotations

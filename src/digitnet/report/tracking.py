@@ -28,6 +28,7 @@ from digitnet.layout import (
     SEARCH_RESULTS,
     SWEEP_SUMMARY,
     TEST_METRICS,
+    check_writable_folder,
     job_dirs,
     read_plan,
     write_json_atomic,
@@ -75,7 +76,7 @@ def client(options: dict):
         if uri.startswith(SQLITE):  # the folder of the database, and its runs' figures beside it
             folder = Path(uri[len(SQLITE) :]).expanduser().resolve().parent
             folder.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()  # MLflow would retry an unwritable one for minutes
+            check_writable_folder(folder, folder)  # MLflow would retry an unwritable one for minutes
             artifacts = (folder / "mlartifacts" / name).as_uri()
         mlflow = MlflowClient(tracking_uri=uri)
         experiment = mlflow.get_experiment_by_name(name)
