@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import sys
 from dataclasses import fields, is_dataclass
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitnet import layout, startup
 from digitnet.config.schema import config_file_problem
-from digitnet.errors import NO_RESULT, UserError, describe, first_line, shown
+from digitnet.errors import NO_RESULT, UserError, describe, first_line, named, shown
 from digitnet.layout import enclosing_run, run_file_in
 
 PROG = "digitnet.train"
@@ -62,6 +63,47 @@ def _mlflow(config: DictConfig) -> dict | None:
     return {**options, "tracking_uri": settled_store(options["tracking_uri"])}
 
 
+def _check_ray(ray: dict) -> None:
+    """The sweep's process keeps its own Ctrl-C and SIGTERM. A job that asks a local Ray instance for more CPUs or
+    GPUs than it has waits for them for ever: refused (a cluster's, ray.init.address, are its own to say)."""
+    # Ray's driver would take SIGTERM from this process's handler (and dump a stack instead of ending the sweep).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    init, remote = ray.get("init") or {}, ray.get("remote") or {}
+    if init.get("address"):
+        return
+    import torch
+
+    have = {"num_cpus": init.get("num_cpus") or os.cpu_count(), "num_gpus": init.get("num_gpus") or 0}
+    if not init.get("num_gpus") and torch.cuda.is_available():
+        have["num_gpus"] = torch.cuda.device_count()
+    for key, count in have.items():
+        wanted = remote.get(key)
+        if isinstance(wanted, (int, float)) and wanted > count:
+            raise UserError(
+                f"hydra.launcher.ray.remote.{key}={wanted}: each job would wait for ever, as this machine's local Ray "
+                f"instance has {count}; ask for {count} or fewer (or give hydra.launcher.ray.init.address of a "
+                "cluster)",
+                key=f"hydra.launcher.ray.remote.{key}",
+                value=wanted,
+            )
+
+
+def _start_ray(init: dict) -> None:
+    """Ray's instance started here, as the Ray launcher would (it uses one already started), so that this process
+    takes Ctrl-C and SIGTERM back from ray.init, which sets its own: an interrupt then ends every process of the
+    sweep (engine/interrupts.py), and train's cli shuts the instance down at the end."""
+    import ray
+
+    from digitnet.engine import interrupts
+
+    if not ray.is_initialized():
+        try:
+            ray.init(**init)
+        except Exception as exc:  # noqa: BLE001 - Ray's errors of every kind: the sweep cannot run
+            _refuse(f"hydra.launcher.ray.init: Ray did not start ({named(exc)}); nothing was run")
+    interrupts.catch_early()
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -87,6 +129,8 @@ class SweepCallback(Callback):
                 start_sweep(mlflow, sweep_dir, list(config.hydra.overrides.task))
             except UserError as exc:
                 _refuse(f"{exc}; nothing was run")
+        if str(OmegaConf.select(config, "hydra.launcher._target_")).endswith(".RayLauncher"):
+            _start_ray(OmegaConf.to_container(config.hydra.launcher.ray.init, resolve=True))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from digitnet.report.sweep_table import summarize
@@ -174,6 +218,8 @@ class SweepCallback(Callback):
                 "hydra/launcher=submitit_slurm needs SLURM, and this machine has no sbatch; run the sweep "
                 "on the cluster's login node, or use hydra/launcher=submitit_local here"
             )
+        if target.endswith(".RayLauncher"):
+            _check_ray(options.get("ray") or {})
         if target.endswith("JoblibLauncher"):
             import joblib
 

@@ -294,16 +294,20 @@ def cli() -> None:
     argv = sys.argv[1:]
     _check_plugins_installed(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    with reported(PROG):
-        try:
-            main()
-        except (HydraException, OmegaConfBaseException, UserError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - Hydra's file reading: YAML, Unicode, value errors
-            if SHOW_TRACEBACKS:
+    try:
+        with reported(PROG):
+            try:
+                main()
+            except (HydraException, OmegaConfBaseException, UserError):
                 raise
-            said = describe(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
-            raise UserError(config_file_problem(_config_folders(argv), argv) or said) from None
+            except Exception as exc:  # noqa: BLE001 - Hydra's file reading: YAML, Unicode, value errors
+                if SHOW_TRACEBACKS:
+                    raise
+                said = describe(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                raise UserError(config_file_problem(_config_folders(argv), argv) or said) from None
+    finally:  # a local Ray instance that Hydra's Ray launcher started ends with the sweep (its processes outlived it)
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from digitnet import layout
 
 PROG = "digitnet.train"  # train.py's name for itself in its lines
+END_GRACE_SECONDS = 10.0  # for a launcher's jobs to say what they keep and leave, before SIGKILL
 
 
 def _what(signals: list[int]) -> tuple[str, int]:
@@ -24,12 +25,67 @@ def _what(signals: list[int]) -> tuple[str, int]:
 
 
 def _leave_at_once(signum, frame):
-    """Ctrl-C or SIGTERM outside a run (the imports, the checks before it, after it): nothing to keep; one line."""
+    """Ctrl-C or SIGTERM outside a run (the imports, the checks before it, after it), or in a sweep's own process
+    while a launcher runs its jobs elsewhere (joblib's workers, submitit's controllers, a local Ray instance): what
+    runs is ended, each job keeps its finished folds; one line."""
     if interrupt.signals:  # a second signal while a run leaves on the first: it is leaving already
         return
+    interrupt.signals.append(signum)
     what, code = _what([signum])
     os.write(2, f"{PROG}: {what}\n".encode())
+    end_descendants(grace=0)  # the jobs' finished folds are on disk already; their helpers have nothing to say
     os._exit(code)
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every process below `pid` (this one), children first; [] where /proc cannot tell (not Linux)."""
+    parents = {}
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat", "rb") as f:
+                        parents[int(entry.name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):  # gone since the listing
+                    pass
+    except OSError:
+        return []
+    found, todo = [], [os.getpid() if pid is None else pid]
+    while todo:
+        above = todo.pop(0)
+        below = [child for child, parent in parents.items() if parent == above]
+        found += below
+        todo += below
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one that ended, waiting for its parent to collect it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_descendants(grace: float = END_GRACE_SECONDS) -> None:
+    """End every process this one started, and theirs: SIGTERM (a job keeps its finished folds and says so), then
+    SIGKILL for what is still running after `grace` seconds. The whole tree is listed first: a process whose parent
+    dies is still ended."""
+    pids = descendants()
+    for sig in (signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,):
+        # SIGKILL's order: all stopped first, so that none sees another die and says so (loky's resource tracker).
+        for step in (signal.SIGSTOP, signal.SIGKILL) if sig == signal.SIGKILL else (sig,):
+            for pid in pids:
+                try:
+                    os.kill(pid, step)
+                except OSError:  # ended already
+                    pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while (pids := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not pids:
+            return
 
 
 def catch_early() -> None:
@@ -156,6 +212,7 @@ class Interrupt:
                     f.flush()
                     faulthandler.dump_traceback(file=f, all_threads=True)
         finally:
+            end_descendants(grace=1.0)
             os._exit(self.code())
 
 

@@ -1,0 +1,102 @@
+"""Every process a sweep starts ends with it, whatever its launcher: on Ctrl-C or SIGTERM to the sweep's process (its
+launcher's workers, submitit's controllers, a local Ray instance, fold workers) and at a normal end. Counted by the
+processes left afterwards, not by the messages."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from digitnet.engine.interrupts import descendants
+
+TINY = ["data.limit=600", "cv.n_folds=2", "trainer.enable_progress_bar=false", "optimizer.lr=0.01,0.02"]
+LAUNCHERS = {
+    "basic": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local"],
+    "ray": ["hydra/launcher=ray"],
+}
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def sweep(tmp_path, mnist_root, launcher, epochs, signum=None):
+    """Run a two-job sweep; with `signum`, send it to the sweep's process once a job trains. Returns (exit code,
+    stderr, every process seen below the sweep's)."""
+    pytest.importorskip({"basic": "hydra", "submitit_local": "submitit"}.get(launcher, launcher))
+    args = [*TINY, f"trainer.max_epochs={epochs}", f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path / 's'}"]
+    err = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet.train", "-m", *args, *LAUNCHERS[launcher]],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        start_new_session=True,  # a signal reaches the sweep's process alone, as `kill PID` sends it
+    )
+    seen, deadline = set(), time.time() + 300
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            seen.update(descendants(proc.pid))
+            if signum and any((tmp_path / "s").glob("*/folds/fold_0.json")):  # a job is training its second fold
+                proc.send_signal(signum)
+                break
+            time.sleep(0.1)
+        while proc.poll() is None and time.time() < deadline:
+            seen.update(descendants(proc.pid))
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+    time.sleep(1.0)
+    err.seek(0)
+    return proc.wait(), err.read(), seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launcher, signum",
+    [
+        ("basic", signal.SIGTERM),
+        ("joblib", signal.SIGTERM),
+        ("joblib", signal.SIGINT),
+        ("submitit_local", signal.SIGTERM),
+        ("ray", signal.SIGTERM),
+    ],
+)
+def test_an_interrupted_sweep_ends_every_process_it_started(tmp_path, mnist_root, launcher, signum):
+    """joblib's workers trained on after the sweep exited; submitit's controllers printed tracebacks after it; a
+    local Ray instance's agents lived on; Ray's own SIGTERM handler made the sweep exit 1 with a stack dump."""
+    code, err, seen = sweep(tmp_path, mnist_root, launcher, epochs=30, signum=signum)
+    assert code == 128 + signum and "Traceback" not in err, err[-3000:]
+    assert (launcher == "basic" or seen) and not [pid for pid in seen if running(pid)], seen
+    assert any((tmp_path / "s").glob("*/folds/fold_0.json"))  # what finished is kept
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "ray"])
+def test_a_finished_sweep_leaves_no_process_behind(tmp_path, mnist_root, launcher):
+    code, err, seen = sweep(tmp_path, mnist_root, launcher, epochs=1)
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert seen and not [pid for pid in seen if running(pid)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["num_cpus", "num_gpus"])
+def test_a_ray_job_that_asks_for_more_than_the_machine_has_is_refused_before_any_job(tmp_path, key):
+    """It waited for the resources for ever, saying nothing."""
+    pytest.importorskip("ray")
+    result = subprocess.run(
+        [sys.executable, "-m", "digitnet.train", "-m", "seed=1,2", "hydra/launcher=ray",
+         f"+hydra.launcher.ray.remote.{key}=64", f"hydra.sweep.dir={tmp_path / 's'}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert result.returncode == 1 and f"hydra.launcher.ray.remote.{key}" in result.stderr, result.stderr
+    assert not (tmp_path / "s" / "0").exists()
