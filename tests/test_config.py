@@ -438,3 +438,12 @@ def test_presets_and_the_closed_lists_agree_with_the_config_groups():
     assert options("logger") == sorted(f.name for f in fields(LoggerConf))
     assert all(list(plan_of(f"logger=[{o}]").loggers) == [o] for o in options("logger"))
     assert list(plan_of().loggers) == ["tensorboard"] and plan_of("logger=[]").loggers == {}
+
+
+@pytest.mark.parametrize("betas", ["[0.9]", "[0.9,0.99,0.999]", "[]"])
+def test_a_list_of_the_wrong_length_names_its_key(betas):
+    """optimizer.betas=[0.9] said "optimizer: list index out of range" (torch's IndexError, of the whole group)."""
+    with pytest.raises(ConfigError) as err:
+        plan_of("optimizer=adam", f"optimizer.betas={betas}")
+    assert err.value.key == "optimizer.betas"
+    assert plan_of("optimizer=adam", "optimizer.betas=[0.8,0.9]").optimizer["betas"] == [0.8, 0.9]

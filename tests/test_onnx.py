@@ -161,3 +161,38 @@ def test_export_refuses_bad_paths_before_any_work(tmp_path, checkpoint, capsys):
         err = capsys.readouterr().err
         assert err.startswith("digitnet.export: error: ") and len(err.splitlines()) == 1
     assert not (tmp_path / "a.onnx").exists() and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_an_onnx_model_given_to_evaluate_or_export_is_named_as_one(exported, tmp_path, capsys):
+    """Both said "holds objects other than weights ... the file is damaged or not digitnet's" of digitnet's own
+    export; the advice is where an .onnx model goes."""
+    from digitnet import evaluate, export
+
+    onnx_model = exported["final"][1]
+    for command, args in ((evaluate, [str(onnx_model)]), (export, [str(onnx_model), str(tmp_path / "again.onnx")])):
+        with pytest.raises(SystemExit) as exit_:
+            command.main(args)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and len(err.splitlines()) == 1 and str(onnx_model) in err
+        assert "predict" in err and "damaged" not in err, err
+    assert not (tmp_path / "again.onnx").exists()
+
+
+@pytest.mark.slow
+def test_export_into_a_folder_not_made_yet_writes_there(exported, tmp_path, capsys):
+    """It worked for seconds, then failed naming its hidden temp file, .out.onnx.tmp."""
+    from digitnet import export
+
+    out = tmp_path / "missing" / "dir" / "out.onnx"
+    assert export.main([str(exported["final"][0]), str(out)]) == 0
+    assert out.is_file() and not list(out.parent.glob(".*tmp"))
+
+
+def test_export_help_says_its_whole_description(capsys):
+    from digitnet import export
+
+    with pytest.raises(SystemExit):
+        export.parse_args(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]  # argparse: usage, description, arguments
+    assert description.rstrip().endswith(".") and "torch" in description, description

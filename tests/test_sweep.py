@@ -448,3 +448,11 @@ def test_the_summary_rebuilds_lost_jobs_and_lists_jobs_that_never_ran(tmp_path, 
     assert again["0"]["status"].startswith("ok") and again["0"]["mean"] == pytest.approx(float(rows["0"]["mean"]))
     assert again["2"]["status"] == "not started" and again["2"]["override_list"]
     assert "not job 2" in (sweep / "sweep_summary.md").read_text()
+
+
+def test_summarize_of_a_path_that_does_not_exist_says_so(tmp_path):
+    """It said the path "has no multirun.yaml, so it is no sweep dir"."""
+    result = run_cli("digitnet.summarize", tmp_path / "nowhere")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert str(tmp_path / "nowhere") in result.stderr and "multirun.yaml" not in result.stderr
+    assert not (tmp_path / "nowhere").exists()

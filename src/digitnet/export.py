@@ -24,7 +24,8 @@ OPSET = 18  # torch's exporter's own default
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    description = __doc__.split("\n\n")[0].split(": ", 1)[1].replace("\n", " ")  # the first paragraph, whole
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=description)
     parser.add_argument(
         "model", metavar="MODEL", help="a checkpoint, a task=final run dir, or a CV run dir (the ensemble of its folds)"
     )
@@ -119,6 +120,7 @@ def main(argv=None) -> int:
         except ImportError:
             raise UserError('exporting needs onnx, onnxscript and onnxruntime: pip install "digitnet[onnx]"') from None
         check_writable_file(args.out, "OUT")
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # its folder, made now: the work ends in a write there
         from digitnet.core.checkpoints import load_model
         from digitnet.logs import quiet
 

@@ -17,6 +17,8 @@ def main(argv=None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holds multirun.yaml and job dirs 0/, 1/, ...)")
     args = parser.parse_args(argv)
     with reported(PROG):
+        if not args.sweep_dir.exists():
+            raise UserError(f"{shown(args.sweep_dir)} does not exist; pass a sweep dir", path=args.sweep_dir)
         if not (args.sweep_dir / layout.MULTIRUN).is_file():  # Hydra writes it as a sweep starts
             raise UserError(
                 f"{shown(args.sweep_dir)} has no multirun.yaml, so it is no sweep dir; pass the dir a `-m` "

@@ -127,6 +127,9 @@ RANGES = {
 }
 
 
+SIZES = {"optimizer.betas": 2}
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a run does, with every choice settled. Plain values only."""
@@ -266,6 +269,10 @@ def _check_ranges(values: dict, task: str) -> None:
         value = values.get(key, "auto")  # absent, or an `auto` that the plan settles
         if value != "auto" and not (task == "final" and key.startswith("cv.")) and (problem := rule.problem(value)):
             raise ConfigError(key, value, problem, rule.hint)
+    for key, size in SIZES.items():  # list-valued keys of a fixed length, which torch reads by index
+        value = values.get(key)
+        if value is not None and (not isinstance(value, list) or len(value) != size):
+            raise ConfigError(key, value, f"takes {size} values", "for Adam, e.g. [0.9,0.999]")
 
 
 def _switch(key: str, value) -> bool | None:

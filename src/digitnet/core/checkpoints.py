@@ -209,6 +209,12 @@ def model_files(source: str | Path) -> tuple[list[Path], dict[Path, dict], list[
     path = Path(source)
     if not str(source).strip():  # Path("") is the working dir
         raise UserError("the model path is empty; pass a checkpoint, a task=final run dir or a CV run dir")
+    if path.suffix.lower() == ".onnx" and not path.is_dir():  # digitnet.export's: weights no longer to be had
+        raise UserError(
+            f"{shown(path)} is an ONNX model: this command takes a checkpoint (.ckpt), a task=final run dir or a CV "
+            "run dir; ONNX models are for predict and serve",
+            path=path,
+        )
     if not path.is_dir():
         return [path], {}, []
     if (path / layout.FINAL_CKPT).is_file():

@@ -48,14 +48,16 @@ def check_in() -> None:
 
 def serve(plan: RunPlan, store: FoldStore, tasks, results, unfinished, parent: int) -> None:
     """A worker's life: read MNIST once, then train the folds it takes from `tasks` until a stop sign (None)."""
+    # Ctrl-C and SIGTERM are the parent's to handle: it kills the workers, whose folds in progress are then lost
+    # anyway. A signal sent to the whole process group reaches them too: they leave without a word.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent until it was ignored here
     startup.start_process()
     from digitnet.core.data import digest, load_mnist
     from digitnet.errors import describe
     from digitnet.logs import quiet
 
-    # Ctrl-C is the parent's to handle: it kills the workers, whose folds in progress are then lost anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent until it was ignored here
     _state.update(parent=parent, cores=plan.threads, workers=plan.processes, unfinished=unfinished)
     die_with_parent()
     quiet()
