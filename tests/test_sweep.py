@@ -456,3 +456,33 @@ def test_summarize_of_a_path_that_does_not_exist_says_so(tmp_path):
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
     assert str(tmp_path / "nowhere") in result.stderr and "multirun.yaml" not in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_readmes_launcher_lines_compose_as_written():
+    """The README's Ray line lacked the `+` its keys need: Hydra refused it as written."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## Scaling out")[1].split("\n## ")[0]
+    bullets = [" ".join(b.split()) for b in section.split("\n- ")]
+    tried = []
+    for bullet in bullets:
+        launcher = re.search(r"hydra/launcher=(\w+)", bullet)
+        if not launcher:
+            continue
+        plugin = {"joblib": "hydra_joblib_launcher", "ray": "hydra_ray_launcher"}.get(
+            launcher[1], "hydra_submitit_launcher"
+        )
+        pytest.importorskip(f"hydra_plugins.{plugin}")
+        spans = re.findall(r"`([^`]*)`", bullet)
+        words = [w for s in spans for w in s.split() if re.match(r"\+?hydra\.launcher\.[\w.]+=", w)]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", [f"hydra/launcher={launcher[1]}", *words], return_hydra_config=True)
+        tried.append((launcher[1], len(words)))
+        for word in words:
+            key, _, value = word.lstrip("+").partition("=")
+            assert str(OmegaConf.select(cfg, key)) == value, word
+    assert [name for name, _ in tried] == ["joblib", "ray", "submitit_slurm"] and all(n for _, n in tried), tried

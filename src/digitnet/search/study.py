@@ -403,14 +403,13 @@ class Search:
             "n_trials": len(trials),
             "n_complete": n_complete,
             "n_pruned": n_pruned,
-            # diverged, refused, or no usable result: every other finished trial
-            "n_failed": len(trials) - n_complete - n_pruned,
-            "n_diverged": diverged,
+            "n_diverged": diverged,  # a result (its settings blow training up), not a failure: told as pruned
+            "n_failed": len(trials) - n_complete - n_pruned - diverged,  # refused, or no result: exit 3 at the end
             "study": str(self.sweep_dir / layout.JOURNAL),
         }
         (self.sweep_dir / layout.SEARCH_RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
         found = f"best trial {best.number}: {best.params} -> {100 * best.value:.3f}" if best else "none completed"
         say(
-            f"search: {len(trials)} trials ({n_pruned} pruned, {results['n_failed']} failed or diverged); {found}; "
-            f"{shown(self.sweep_dir / layout.SEARCH_RESULTS)}"
+            f"search: {len(trials)} trials ({n_pruned} pruned, {diverged} diverged, {results['n_failed']} failed); "
+            f"{found}; {shown(self.sweep_dir / layout.SEARCH_RESULTS)}"
         )
