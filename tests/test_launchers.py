@@ -29,9 +29,10 @@ def running(pid: int) -> bool:
         return False
 
 
-def sweep(tmp_path, mnist_root, launcher, epochs, signum=None):
-    """Run a two-job sweep; with `signum`, send it to the sweep's process once a job trains. Returns (exit code,
-    stderr, every process seen below the sweep's)."""
+def sweep(tmp_path, mnist_root, launcher, epochs, signum=None, group=False):
+    """Run a two-job sweep; with `signum`, send it to the sweep's process once a job trains (`group`: to its whole
+    process group, as a terminal's Ctrl-C or `timeout` sends it). Returns (exit code, stderr, every process seen
+    below the sweep's)."""
     pytest.importorskip({"basic": "hydra", "submitit_local": "submitit"}.get(launcher, launcher))
     args = [*TINY, f"trainer.max_epochs={epochs}", f"data.root={mnist_root}", f"hydra.sweep.dir={tmp_path / 's'}"]
     err = open(tmp_path / "stderr", "w+")
@@ -47,7 +48,7 @@ def sweep(tmp_path, mnist_root, launcher, epochs, signum=None):
         while proc.poll() is None and time.time() < deadline:
             seen.update(descendants(proc.pid))
             if signum and any((tmp_path / "s").glob("*/folds/fold_0.json")):  # a job is training its second fold
-                proc.send_signal(signum)
+                os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
                 break
             time.sleep(0.1)
         while proc.poll() is None and time.time() < deadline:
@@ -55,26 +56,28 @@ def sweep(tmp_path, mnist_root, launcher, epochs, signum=None):
             time.sleep(0.1)
     finally:
         proc.kill()
-    time.sleep(1.0)
+    time.sleep(2.0)  # what a process left behind would print after the command
     err.seek(0)
     return proc.wait(), err.read(), seen
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "launcher, signum",
+    "launcher, signum, group",
     [
-        ("basic", signal.SIGTERM),
-        ("joblib", signal.SIGTERM),
-        ("joblib", signal.SIGINT),
-        ("submitit_local", signal.SIGTERM),
-        ("ray", signal.SIGTERM),
+        ("basic", signal.SIGTERM, False),
+        ("joblib", signal.SIGTERM, False),
+        ("joblib", signal.SIGINT, False),
+        ("joblib", signal.SIGINT, True),
+        ("submitit_local", signal.SIGTERM, False),
+        ("submitit_local", signal.SIGINT, True),
+        ("ray", signal.SIGTERM, False),
     ],
 )
-def test_an_interrupted_sweep_ends_every_process_it_started(tmp_path, mnist_root, launcher, signum):
+def test_an_interrupted_sweep_ends_every_process_it_started(tmp_path, mnist_root, launcher, signum, group):
     """joblib's workers trained on after the sweep exited; submitit's controllers printed tracebacks after it; a
     local Ray instance's agents lived on; Ray's own SIGTERM handler made the sweep exit 1 with a stack dump."""
-    code, err, seen = sweep(tmp_path, mnist_root, launcher, epochs=30, signum=signum)
+    code, err, seen = sweep(tmp_path, mnist_root, launcher, epochs=30, signum=signum, group=group)
     assert code == 128 + signum and "Traceback" not in err, err[-3000:]
     assert (launcher == "basic" or seen) and not [pid for pid in seen if running(pid)], seen
     assert any((tmp_path / "s").glob("*/folds/fold_0.json"))  # what finished is kept
