@@ -215,3 +215,16 @@ def test_bad_checkpoints_are_refused_and_never_executed(tmp_path, kind):
         assert len(lines) == 1 and str(ckpt) in lines[0], result.stderr
         assert "\x1b" not in lines[0] and "can still be loaded" not in lines[0]  # torch's bold how-to, unsafe here
         assert not mark.exists()
+
+
+@pytest.mark.slow
+def test_a_final_fit_says_each_epoch_when_stdout_is_no_terminal(tmp_path, mnist_root):
+    """nohup, SLURM or a pipe: 12 minutes of `experiment=best task=final` must not pass in silence."""
+    args = ["task=final", "data.limit=600", "trainer.max_epochs=2", f"data.root={mnist_root}"]
+    result = run_cli("digitnet.train", *args, f"hydra.run.dir={tmp_path / 'run'}")  # stdout: a pipe
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line.split(":")[0] for line in lines if "epoch" in line] == ["final fit, epoch 1/2", "final fit, epoch 2/2"]
+    assert lines.index(next(x for x in lines if "epoch 2/2" in x)) < lines.index(
+        next(x for x in lines if x.startswith(">"))
+    )

@@ -486,3 +486,13 @@ def test_the_readmes_launcher_lines_compose_as_written():
             key, _, value = word.lstrip("+").partition("=")
             assert str(OmegaConf.select(cfg, key)) == value, word
     assert [name for name, _ in tried] == ["joblib", "ray", "submitit_slurm"] and all(n for _, n in tried), tried
+
+
+def test_a_damaged_sweep_jobs_file_gets_the_advice_that_fits_it(tmp_path):
+    """It was told what fits a fold file: "a fold file retrains on the next run of that job"."""
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep, [["seed=1"], ["seed=2"]])
+    (sweep / "sweep_jobs.json").write_text("{")
+    result = run_cli("digitnet.summarize", sweep)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert str(sweep / "sweep_jobs.json") in result.stderr and "fold" not in result.stderr.split("; ", 1)[1]
