@@ -61,8 +61,13 @@ def fold_checkpoint(run_dir: Path, fold: int) -> Path:
     return Path(run_dir) / FOLDS / f"fold_{fold}.ckpt"
 
 
+def hydra_file(run_dir: Path, name: str) -> Path:
+    """.hydra/NAME.yaml (config, hydra, overrides): what Hydra would have written, as Hydra names it."""
+    return Path(run_dir) / HYDRA / f"{name}.yaml"
+
+
 def overrides_file(run_dir: Path) -> Path:
-    return Path(run_dir) / HYDRA / "overrides.yaml"
+    return hydra_file(run_dir, "overrides")
 
 
 # Errors about files, said one way.

@@ -155,10 +155,9 @@ def write_hydra_files(run_dir: Path, task_cfg, hydra_cfg) -> None:
     (its plan checked equal) spells the same run in other words."""
     from omegaconf import OmegaConf
 
-    out = run_dir / layout.HYDRA
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task_cfg, out / "config.yaml")
-    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    (run_dir / layout.HYDRA).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task_cfg, layout.hydra_file(run_dir, "config"))
+    OmegaConf.save(hydra_cfg, layout.hydra_file(run_dir, "hydra"))
     if layout.read_overrides(run_dir) is None:  # missing or damaged: anew
         OmegaConf.save(hydra_cfg.hydra.overrides.task, layout.overrides_file(run_dir))
 
