@@ -259,7 +259,6 @@ def test_a_trial_that_cannot_run_is_recorded_and_the_search_goes_on(tmp_path, mn
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
         "~hydra.sweeper.sampler.n_startup_trials",
-        "~hydra.sweeper.sampler.n_startup_trials",
         "hydra.sweeper.params=null",
         "optimizer.momentum=1.5,0.5",
     )
