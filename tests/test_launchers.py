@@ -1,6 +1,6 @@
 """Every process a sweep starts ends with it, whatever its launcher: on Ctrl-C or SIGTERM to the sweep's process (its
-launcher's workers, submitit's controllers, a local Ray instance, fold workers) and at a normal end. Counted by the
-processes left afterwards, not by the messages."""
+launcher's workers, submitit's controllers, a local Ray instance, fold workers); a normal Ray sweep's in
+test_search.py. Counted by the processes left afterwards, not by the messages."""
 
 import os
 import signal
@@ -78,14 +78,6 @@ def test_an_interrupted_sweep_ends_every_process_it_started(tmp_path, mnist_root
     assert code == 128 + signum and "Traceback" not in err, err[-3000:]
     assert seen and not [pid for pid in seen if running(pid)], seen
     assert any((tmp_path / "s").glob("*/folds/fold_0.json"))  # what finished is kept
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["ray"])
-def test_a_finished_sweep_leaves_no_process_behind(tmp_path, mnist_root, launcher):
-    code, err, seen = sweep(tmp_path, mnist_root, launcher, epochs=1)
-    assert code == 0 and "Traceback" not in err, err[-3000:]
-    assert seen and not [pid for pid in seen if running(pid)]
 
 
 @pytest.mark.slow

@@ -323,7 +323,7 @@ def basic_sweep(tmp_path_factory, mnist_root):
 @pytest.mark.parametrize(
     "launcher, plugin, leftovers",
     [
-        ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::")),
+        ("ray", "hydra_plugins.hydra_ray_launcher", ("raylet", "gcs_server", "ray::", "dashboard", "RuntimeEnvAgent")),
         ("submitit_local", "hydra_plugins.hydra_submitit_launcher", ("submitit.local._local",)),
     ],
 )

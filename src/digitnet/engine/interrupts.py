@@ -31,6 +31,7 @@ def _leave_at_once(signum, frame):
     if interrupt.signals:  # a second signal while a run leaves on the first: it is leaving already
         return
     interrupt.signals.append(signum)
+    sys.setswitchinterval(60.0)  # this thread alone from here: no library thread reacts to what is ended below
     what, code = _what([signum])
     os.write(2, f"{PROG}: {what}\n".encode())
     end_descendants(grace=0)  # the jobs' finished folds are on disk already; their helpers have nothing to say
@@ -69,23 +70,28 @@ def _running(pid: int) -> bool:
 
 
 def end_descendants(grace: float = END_GRACE_SECONDS) -> None:
-    """End every process this one started, and theirs: SIGTERM (a job keeps its finished folds and says so), then
-    SIGKILL for what is still running after `grace` seconds. The whole tree is listed first: a process whose parent
-    dies is still ended."""
+    """End every process this one started, and theirs. With `grace`, SIGTERM first (a job keeps its finished folds
+    and says so) and up to `grace` seconds to leave; then every one still running is stopped (SIGSTOP: none sees
+    another die and says so, as loky's resource tracker would) and killed. The whole tree is listed first: a process
+    whose parent dies is still ended. Nothing is waited for after SIGKILL: the caller leaves at once, before a
+    library's thread here can start a helper anew."""
     pids = descendants()
-    for sig in (signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,):
-        # SIGKILL's order: all stopped first, so that none sees another die and says so (loky's resource tracker).
-        for step in (signal.SIGSTOP, signal.SIGKILL) if sig == signal.SIGKILL else (sig,):
-            for pid in pids:
-                try:
-                    os.kill(pid, step)
-                except OSError:  # ended already
-                    pass
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+    if grace > 0:
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         while (pids := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not pids:
-            return
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            _signal(pid, sig)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # ended already
+        pass
 
 
 def catch_early() -> None:
