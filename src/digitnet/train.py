@@ -305,9 +305,9 @@ def cli() -> None:
                     raise
                 said = describe(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
                 raise UserError(config_file_problem(_config_folders(argv), argv) or said) from None
-    finally:  # a local Ray instance that Hydra's Ray launcher started ends with the sweep (its processes outlived it)
+    finally:  # a local Ray instance that the sweep started ends with it (its processes outlived it, some as zombies)
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-            sys.modules["ray"].shutdown()
+            interrupts.collect_descendants(sys.modules["ray"].shutdown)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,34 @@ def end_descendants(grace: float = END_GRACE_SECONDS) -> None:
             _signal(pid, sig)
 
 
+def collect_descendants(stop, seconds: float = 5.0) -> None:
+    """Call `stop()` (a library's own shutdown of the processes it started) as this process's subreaper
+    (PR_SET_CHILD_SUBREAPER, Linux): what outlives its own parent comes here and is collected, rather than left
+    behind as a zombie where no init collects them; what still runs `seconds` later is ended."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    stop()
+    deadline = time.monotonic() + seconds
+    while [p for p in descendants() if _running(p)] and time.monotonic() < deadline:
+        _collect()
+        time.sleep(0.05)
+    end_descendants(grace=0)
+    time.sleep(0.1)
+    _collect()
+
+
+def _collect() -> None:
+    """Collect every child that has ended."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:  # none left
+        pass
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
